@@ -1,0 +1,3 @@
+from tltool.cli import main
+
+main()

@@ -1,0 +1,235 @@
+"""The backbone registry: one table entry per pretrained ImageNet backbone.
+
+Everything here is static data, so `tltool backbones` and recipe validation
+answer without importing TensorFlow. An entry names the `keras.applications`
+constructor, the module whose `preprocess_input` the backbone expects, its
+default and minimum input sizes, its parameter count (include_top=False; a test
+checks it against the built model) and its freeze groups.
+
+Freeze groups are the backbone's natural blocks, ordered from input to output
+(ResNet `stem, stage1..stage4`, VGG `block1..block5`, ...). A group is given by
+a marker for its first layer, resolved against the model's layer list (which
+Keras keeps in topological order):
+
+- a regex: the group starts at the first later layer whose name matches it;
+- ``"after:REGEX"``: the group starts right after the first layer matching it
+  (for InceptionV3 / InceptionResNetV2, whose blocks end in a named
+  Concatenate but begin with auto-numbered layers);
+- an int: the group starts at that layer index (only for the two Inception
+  stems, which Keras leaves unnamed).
+
+The first group always starts at layer 0 and the last one runs to the end, so
+the groups cover every layer exactly once.
+
+NASNetMobile/NASNetLarge are left out: their cells take the two previous cells
+as inputs, so layers of neighbouring cells interleave and no contiguous group
+boundaries exist.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+
+from tltool.errors import TltoolError, did_you_mean
+
+
+@dataclass(frozen=True)
+class Group:
+    name: str
+    start: str | int | None
+
+
+@dataclass(frozen=True)
+class BackboneSpec:
+    """Static facts about one backbone.
+
+    Attributes:
+        name: registry key used on the command line, e.g. ``resnet50``.
+        family: architecture family, shared by sizes of one design.
+        constructor: attribute of ``keras.applications``.
+        preprocess_module: module of ``keras.applications`` whose
+            ``preprocess_input`` maps 0-255 RGB to what the backbone expects.
+        default_size: the input size the ImageNet weights were trained at.
+        min_size: the smallest input size the architecture accepts.
+        params: parameters without the ImageNet classifier.
+        groups: freeze groups, input to output.
+    """
+
+    name: str
+    family: str
+    constructor: str
+    preprocess_module: str
+    default_size: int
+    min_size: int
+    params: int
+    groups: tuple[Group, ...]
+    kwargs: dict = field(default_factory=dict)
+
+    @property
+    def group_names(self) -> list[str]:
+        return [g.name for g in self.groups]
+
+
+def _groups(*pairs) -> tuple[Group, ...]:
+    return tuple(Group(name, start) for name, start in pairs)
+
+
+def _numbered(prefix: str, count: int, marker: str, first: int = 1):
+    """Groups prefix{first}..prefix{first+count-1} whose marker has {n} in it."""
+    return [(f"{prefix}{n}", marker.format(n=n)) for n in range(first, first + count)]
+
+
+VGG16_GROUPS = _groups(*_numbered("block", 5, r"block{n}_.*"))
+RESNET_GROUPS = _groups(
+    ("stem", None), ("stage1", r"conv2_.*"), ("stage2", r"conv3_.*"),
+    ("stage3", r"conv4_.*"), ("stage4", r"conv5_.*"),
+)
+DENSENET_GROUPS = _groups(
+    ("stem", None), ("block1", r"conv2_.*"), ("block2", r"conv3_.*"),
+    ("block3", r"conv4_.*"), ("block4", r"conv5_.*"),
+)
+MOBILENET_GROUPS = _groups(("stem", None), *_numbered("block", 13, r"conv_(pad|dw)_{n}(_.*)?"))
+MOBILENETV2_GROUPS = _groups(
+    ("stem", None), *_numbered("block_", 16, r"block_{n}_.*"), ("Conv_1", r"Conv_1"),
+)
+XCEPTION_GROUPS = _groups(("block1", None), *_numbered("block", 13, r"block{n}_.*", first=2))
+CONVNEXT_GROUPS = _groups(
+    ("stem", None), ("stage1", r".*_stage_0_.*"), ("stage2", r".*_downsampling_block_0"),
+    ("stage3", r".*_downsampling_block_1"), ("stage4", r".*_downsampling_block_2"),
+)
+INCEPTIONV3_GROUPS = _groups(
+    ("stem", None), ("mixed0", 18),
+    *[(f"mixed{n}", f"after:mixed{n - 1}") for n in range(1, 11)],
+)
+INCEPTIONRESNETV2_GROUPS = _groups(
+    ("stem", None), ("mixed_5b", 18), ("block35", "after:mixed_5b"),
+    ("mixed_6a", "after:block35_10_ac"), ("block17", "after:mixed_6a"),
+    ("mixed_7a", "after:block17_20_ac"), ("block8", "after:mixed_7a"), ("conv_7b", r"conv_7b"),
+)
+
+
+def _mobilenetv3_groups(blocks: int) -> tuple[Group, ...]:
+    return _groups(
+        ("stem", None), ("block0", r"expanded_conv_[a-z].*"),
+        *_numbered("block", blocks - 1, r"expanded_conv_{n}_.*"), ("top", r"conv_1"),
+    )
+
+
+def _efficientnet_groups(blocks: int) -> tuple[Group, ...]:
+    return _groups(("stem", None), *_numbered("block", blocks, r"block{n}[a-z]_.*"), ("top", r"top_.*"))
+
+
+def _spec(name, family, constructor, module, size, min_size, params, groups, **kwargs):
+    return BackboneSpec(name, family, constructor, module, size, min_size, params, groups, kwargs)
+
+
+_EFFNET_SIZES = {"b0": 224, "b1": 240, "b2": 260, "b3": 300, "b4": 380, "b5": 456, "b6": 528, "b7": 600}
+_EFFNET_PARAMS = {
+    "b0": 4_049_571, "b1": 6_575_239, "b2": 7_768_569, "b3": 10_783_535,
+    "b4": 17_673_823, "b5": 28_513_527, "b6": 40_960_143, "b7": 64_097_687,
+}
+_EFFNETV2 = {  # variant: (size, params, stages)
+    "b0": (224, 5_919_312, 6), "b1": (240, 6_931_124, 6), "b2": (260, 8_769_374, 6),
+    "b3": (300, 12_930_622, 6), "s": (384, 20_331_360, 6), "m": (480, 53_150_388, 7),
+    "l": (480, 117_746_848, 7),
+}
+
+REGISTRY: dict[str, BackboneSpec] = {
+    s.name: s
+    for s in [
+        _spec("vgg16", "vgg", "VGG16", "vgg16", 224, 32, 14_714_688, VGG16_GROUPS),
+        _spec("vgg19", "vgg", "VGG19", "vgg19", 224, 32, 20_024_384, VGG16_GROUPS),
+        _spec("resnet50", "resnet", "ResNet50", "resnet", 224, 32, 23_587_712, RESNET_GROUPS),
+        _spec("resnet101", "resnet", "ResNet101", "resnet", 224, 32, 42_658_176, RESNET_GROUPS),
+        _spec("resnet152", "resnet", "ResNet152", "resnet", 224, 32, 58_370_944, RESNET_GROUPS),
+        _spec("resnet50v2", "resnetv2", "ResNet50V2", "resnet_v2", 224, 32, 23_564_800, RESNET_GROUPS),
+        _spec("resnet101v2", "resnetv2", "ResNet101V2", "resnet_v2", 224, 32, 42_626_560, RESNET_GROUPS),
+        _spec("resnet152v2", "resnetv2", "ResNet152V2", "resnet_v2", 224, 32, 58_331_648, RESNET_GROUPS),
+        _spec("mobilenet", "mobilenet", "MobileNet", "mobilenet", 224, 32, 3_228_864, MOBILENET_GROUPS),
+        _spec("mobilenetv2", "mobilenetv2", "MobileNetV2", "mobilenet_v2", 224, 32, 2_257_984, MOBILENETV2_GROUPS),
+        _spec("mobilenetv3small", "mobilenetv3", "MobileNetV3Small", "mobilenet_v3", 224, 32, 939_120,
+              _mobilenetv3_groups(11)),
+        _spec("mobilenetv3large", "mobilenetv3", "MobileNetV3Large", "mobilenet_v3", 224, 32, 2_996_352,
+              _mobilenetv3_groups(15)),
+        *[
+            _spec(f"efficientnet{v}", "efficientnet", f"EfficientNet{v.upper()}", "efficientnet",
+                  _EFFNET_SIZES[v], 32, _EFFNET_PARAMS[v], _efficientnet_groups(7))
+            for v in _EFFNET_SIZES
+        ],
+        *[
+            _spec(f"efficientnetv2{v}", "efficientnetv2", f"EfficientNetV2{v.upper()}", "efficientnet_v2",
+                  size, 32, params, _efficientnet_groups(stages))
+            for v, (size, params, stages) in _EFFNETV2.items()
+        ],
+        _spec("inceptionv3", "inception", "InceptionV3", "inception_v3", 299, 75, 21_802_784, INCEPTIONV3_GROUPS),
+        _spec("inceptionresnetv2", "inception", "InceptionResNetV2", "inception_resnet_v2", 299, 75,
+              54_336_736, INCEPTIONRESNETV2_GROUPS),
+        _spec("xception", "xception", "Xception", "xception", 299, 71, 20_861_480, XCEPTION_GROUPS),
+        _spec("densenet121", "densenet", "DenseNet121", "densenet", 224, 32, 7_037_504, DENSENET_GROUPS),
+        _spec("densenet169", "densenet", "DenseNet169", "densenet", 224, 32, 12_642_880, DENSENET_GROUPS),
+        _spec("densenet201", "densenet", "DenseNet201", "densenet", 224, 32, 18_321_984, DENSENET_GROUPS),
+        _spec("convnexttiny", "convnext", "ConvNeXtTiny", "convnext", 224, 32, 27_820_128, CONVNEXT_GROUPS),
+        _spec("convnextsmall", "convnext", "ConvNeXtSmall", "convnext", 224, 32, 49_454_688, CONVNEXT_GROUPS),
+        _spec("convnextbase", "convnext", "ConvNeXtBase", "convnext", 224, 32, 87_566_464, CONVNEXT_GROUPS),
+        _spec("convnextlarge", "convnext", "ConvNeXtLarge", "convnext", 224, 32, 196_230_336, CONVNEXT_GROUPS),
+        _spec("convnextxlarge", "convnext", "ConvNeXtXLarge", "convnext", 224, 32, 348_147_968, CONVNEXT_GROUPS),
+    ]
+}
+
+
+def _normalise(name: str) -> str:
+    return re.sub(r"[-_\s]", "", name.lower())
+
+
+def get_backbone(name: str) -> BackboneSpec:
+    """Look a backbone up by registry name or Keras class name (case-insensitive).
+
+    Raises:
+        TltoolError: unknown name; the message lists close matches.
+    """
+    key = _normalise(name)
+    if key in REGISTRY:
+        return REGISTRY[key]
+    raise TltoolError(
+        f"unknown backbone {name!r}{did_you_mean(key, REGISTRY)}; "
+        "run `tltool backbones` for the full list"
+    )
+
+
+def resolve_groups(spec: BackboneSpec, layer_names: list[str]) -> list[tuple[str, int, int]]:
+    """Map the spec's groups onto a built backbone's layers.
+
+    Args:
+        spec: the registry entry.
+        layer_names: names of ``model.layers`` in order.
+
+    Returns:
+        ``(group name, first layer index, end index exclusive)`` per group,
+        contiguous and covering every layer.
+
+    Raises:
+        ValueError: a marker matches no layer, or groups would be out of order
+            (a registry bug, caught by the tests).
+    """
+    starts = [0]
+    for group in spec.groups[1:]:
+        starts.append(_find_start(group, layer_names, after=starts[-1]))
+    ends = starts[1:] + [len(layer_names)]
+    return [(g.name, s, e) for g, s, e in zip(spec.groups, starts, ends)]
+
+
+def _find_start(group: Group, names: list[str], after: int) -> int:
+    marker = group.start
+    if isinstance(marker, int):
+        index = marker
+    else:
+        skip = isinstance(marker, str) and marker.startswith("after:")
+        pattern = re.compile(marker[len("after:"):] if skip else marker)
+        found = next((i for i in range(after + 1, len(names)) if pattern.fullmatch(names[i])), None)
+        if found is None:
+            raise ValueError(f"group {group.name!r}: no layer matches {marker!r}")
+        index = found + 1 if skip else found
+    if not after < index < len(names):
+        raise ValueError(f"group {group.name!r} starts at layer {index}, out of order")
+    return index
