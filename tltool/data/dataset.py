@@ -1,0 +1,133 @@
+"""A scanned, checked and split dataset: the input of `fit`, `inspect` and `evaluate`."""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+
+from tltool.data import split as splitting
+from tltool.data.images import ImageInfo
+from tltool.data.scan import Sample, Skipped, scan
+from tltool.errors import DatasetError
+
+
+@dataclass
+class Dataset:
+    root: str
+    layout: str
+    classes: list[str]
+    samples: list[Sample]
+    skipped: list[Skipped]
+    infos: dict[str, ImageInfo]
+    hidden: int = 0
+    warnings: list[str] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)
+
+    def split(self, name: str) -> list[Sample]:
+        return [s for s in self.samples if s.split == name]
+
+    def counts(self) -> dict[str, Counter]:
+        """split -> Counter(label -> number of usable images)."""
+        result = {name: Counter() for name in splitting.SPLITS}
+        for s in self.samples:
+            if s.split:
+                result[s.split][s.label] += 1
+        return result
+
+    def require_usable(self) -> None:
+        """Raise DatasetError naming every problem, if there is any."""
+        if self.problems:
+            raise DatasetError("; ".join(self.problems))
+
+
+def load_dataset(
+    path: str,
+    val_split: float = 0.2,
+    test_split: float = 0.0,
+    seed: int = 1337,
+    split_from: str | None = None,
+    progress: bool = True,
+) -> Dataset:
+    """Scan, check and split a dataset; problems are collected, not raised.
+
+    Args:
+        path: a folder (class folders, or train/val/test folders) or a CSV.
+        val_split: fraction of each class for validation when the layout
+            does not give a validation split.
+        test_split: fraction for test, likewise.
+        seed: seed for the split.
+        split_from: a run directory whose ``data/index.csv`` gives the split.
+        progress: show a progress bar while checking files.
+    """
+    found = scan(path, progress=progress)
+    ds = Dataset(found.root, found.layout, [], found.samples, found.skipped, found.infos, found.hidden)
+    ds.classes = _classes(found)
+    if split_from:
+        ds.warnings += splitting.from_index(ds.samples, split_from)
+    else:
+        has_val, has_test = _has(ds, "val"), _has(ds, "test")
+        if not has_val or (not has_test and test_split > 0):  # carve them out of train
+            for s in ds.samples:
+                if s.split == "train":
+                    s.split = None
+        ds.warnings += splitting.stratified(
+            ds.samples, 0.0 if has_val else val_split, 0.0 if has_test else test_split, seed
+        )
+    ds.problems = _problems(ds, found)
+    return ds
+
+
+def _has(ds: Dataset, split: str) -> bool:
+    return any(s.split == split for s in ds.samples)
+
+
+def _classes(found) -> list[str]:
+    if found.layout == "presplit":
+        names = found.class_folders.get("train", [])
+    elif found.layout == "folders":
+        names = found.class_folders.get("all", [])
+    else:
+        labelled = [s for s in found.samples if s.split in (None, "train")]
+        names = [s.label for s in labelled]
+    return sorted(set(names))
+
+
+def _problems(ds: Dataset, found) -> list[str]:
+    problems = []
+    known = set(ds.classes)
+    strays = sorted({s.label for s in ds.samples if s.split and s.label not in known})
+    for label in strays:
+        where = sorted({s.split for s in ds.samples if s.label == label})
+        problems.append(
+            f"class {label!r} is in {'/'.join(where)} but not in train; add training images for it or remove it"
+        )
+    train = ds.counts()["train"]
+    skipped_by_class = Counter(_class_of(sk.rel, found.layout) for sk in ds.skipped)
+    for label in ds.classes:
+        if train[label] == 0:
+            skipped = skipped_by_class.get(label, 0)
+            detail = f" ({skipped} skipped, see the skipped files)" if skipped else ""
+            problems.append(f"class {label!r} has no usable training images{detail}; add images or remove the folder")
+    usable = [c for c in ds.classes if train[c] > 0]
+    if len(usable) < 2:
+        problems.append(
+            f"{ds.root} has {len(usable)} class(es) with usable images; a classifier needs at least 2 "
+            "(one sub-folder of images per class)"
+        )
+    return problems
+
+
+def _class_of(rel: str, layout: str) -> str | None:
+    parts = rel.split("/")
+    if layout == "presplit":
+        return parts[1] if len(parts) > 2 else None
+    return parts[0] if len(parts) > 1 else None
+
+
+def describe_skipped(skipped: list[Skipped], limit: int = 5) -> str:
+    """One line: how many files were skipped and why, with a few examples."""
+    reasons = Counter(sk.reason for sk in skipped)
+    summary = ", ".join(f"{n} {reason}" for reason, n in reasons.most_common())
+    examples = "; ".join(f"{sk.rel}: {sk.reason}" for sk in skipped[:limit])
+    more = f"; ... {len(skipped) - limit} more" if len(skipped) > limit else ""
+    return f"skipped {len(skipped)} file(s) ({summary}): {examples}{more}"

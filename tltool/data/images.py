@@ -1,0 +1,192 @@
+"""Reading one image file: recognise it by content, decode it to 8-bit RGB.
+
+One decoder (Pillow) for every format, so every path through tltool — the
+check at scan time, the training pipeline, `predict` — sees the same pixels:
+EXIF orientation applied; grayscale, palette, RGBA/LA (composited on white),
+16-bit and CMYK converted to 8-bit RGB; JPEGs decoded at reduced scale when the
+target is much smaller (`draft`), other large images reduced before they are
+handed on. Pillow releases the GIL while it decodes, so a thread pool or a
+parallel `tf.data` map scales across cores.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import warnings
+from dataclasses import dataclass
+
+import numpy as np
+from PIL import Image, ImageOps
+
+IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
+
+# Pillow refuses images above 2 x MAX_IMAGE_PIXELS (~179 megapixels) as
+# decompression bombs; that is our limit too, reported as "too large".
+_MAX_PIXELS = 2 * Image.MAX_IMAGE_PIXELS
+
+_SIGNATURES = [
+    (b"\xff\xd8\xff", "JPEG"),
+    (b"\x89PNG\r\n\x1a\n", "PNG"),
+    (b"GIF87a", "GIF"),
+    (b"GIF89a", "GIF"),
+    (b"BM", "BMP"),
+    (b"II*\x00", "TIFF"),
+    (b"MM\x00*", "TIFF"),
+]
+_UNSUPPORTED_BRANDS = {b"heic": "HEIC", b"heix": "HEIC", b"mif1": "HEIF", b"avif": "AVIF"}
+
+
+class ImageError(Exception):
+    """A file that cannot be used as an image; str(error) is the reason."""
+
+
+@dataclass(frozen=True)
+class ImageInfo:
+    format: str
+    width: int
+    height: int
+    mode: str
+    sha1: str
+
+
+def sniff(head: bytes) -> str | None:
+    """Return the format named by a file's first bytes, or None."""
+    for magic, name in _SIGNATURES:
+        if head.startswith(magic):
+            return name
+    if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
+        return "WEBP"
+    if head[4:8] == b"ftyp" and head[8:12] in _UNSUPPORTED_BRANDS:
+        return _UNSUPPORTED_BRANDS[head[8:12]]
+    return None
+
+
+def check_image(path: str) -> ImageInfo:
+    """Decode a file once to prove it is a usable image.
+
+    Raises:
+        ImageError: with a short reason: ``empty file``, ``not an image``,
+            ``unsupported format (HEIC)``, ``truncated``, ``too large (...)``,
+            ``corrupt (...)``.
+    """
+    data = _read(path)
+    fmt = _format_of(data)
+    with _open(data) as img:
+        width, height, mode = img.width, img.height, img.mode
+        _to_rgb_array(img, (224, 224))
+    return ImageInfo(fmt, width, height, mode, hashlib.sha1(data).hexdigest())
+
+
+def load_image(path: str, size_hint: tuple[int, int] | None = None) -> np.ndarray:
+    """Decode a file to an (H, W, 3) uint8 RGB array.
+
+    Args:
+        path: the image file.
+        size_hint: (height, width) the caller will resize to; lets JPEGs
+            decode at reduced scale and huge images shrink early. The result
+            is never smaller than the hint unless the image itself is.
+
+    Raises:
+        ImageError: as for `check_image`.
+    """
+    data = _read(path)
+    _format_of(data)
+    with _open(data) as img:
+        return _to_rgb_array(img, size_hint)
+
+
+def _read(path: str) -> bytes:
+    try:
+        with open(path, "rb") as f:
+            data = f.read()
+    except OSError as e:
+        raise ImageError(f"unreadable ({e.strerror or e})") from None
+    if not data:
+        raise ImageError("empty file")
+    return data
+
+
+def _format_of(data: bytes) -> str:
+    fmt = sniff(data[:32])
+    if fmt is None:
+        raise ImageError("not an image")
+    if fmt in _UNSUPPORTED_BRANDS.values():
+        raise ImageError(f"unsupported format ({fmt})")
+    return fmt
+
+
+def _open(data: bytes) -> Image.Image:
+    import io
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            img = Image.open(io.BytesIO(data))
+    except Image.DecompressionBombError:
+        raise ImageError("too large (over Pillow's decompression-bomb limit)") from None
+    except Exception as e:
+        raise ImageError(_reason(e)) from None
+    if img.width * img.height > _MAX_PIXELS:
+        raise ImageError(f"too large ({img.width}x{img.height} pixels)")
+    return img
+
+
+def _to_rgb_array(img: Image.Image, size_hint: tuple[int, int] | None) -> np.ndarray:
+    try:
+        if size_hint and img.format == "JPEG":
+            img.draft("RGB", (size_hint[1], size_hint[0]))
+        img.load()
+        img = ImageOps.exif_transpose(img)
+        img = _reduce(img, size_hint)
+        return _to_rgb(img)
+    except ImageError:
+        raise
+    except Exception as e:
+        raise ImageError(_reason(e)) from None
+
+
+def _reduce(img: Image.Image, size_hint: tuple[int, int] | None) -> Image.Image:
+    """Box-reduce an image that is over twice the target in both dimensions."""
+    if not size_hint:
+        return img
+    factor = min(img.height // (2 * size_hint[0]), img.width // (2 * size_hint[1]))
+    if factor >= 2 and img.mode in ("L", "RGB", "RGBA", "LA", "I", "I;16", "F", "CMYK"):
+        return img.reduce(factor)
+    return img
+
+
+def _to_rgb(img: Image.Image) -> np.ndarray:
+    mode = img.mode
+    if mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
+        return _high_depth_to_rgb(np.asarray(img), mode)
+    if mode == "P" and "transparency" in img.info:
+        img = img.convert("RGBA")
+        mode = "RGBA"
+    if mode in ("RGBA", "LA", "PA", "RGBa", "La"):
+        rgba = img.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        img = Image.alpha_composite(background, rgba)
+    return np.asarray(img.convert("RGB"), dtype=np.uint8)
+
+
+def _high_depth_to_rgb(array: np.ndarray, mode: str) -> np.ndarray:
+    """16-bit and 32-bit grayscale to 8 bits, scaled rather than clipped."""
+    array = array.astype(np.float64)
+    if mode == "F":
+        top = 1.0 if array.max(initial=0.0) <= 1.0 else 255.0
+    else:
+        top = 65535.0 if array.max(initial=0.0) > 255 else 255.0
+    gray = np.clip(array / top * 255.0 + 0.5, 0, 255).astype(np.uint8)
+    return np.repeat(gray[..., None], 3, axis=-1)
+
+
+def _reason(error: Exception) -> str:
+    text = str(error).strip() or type(error).__name__
+    lowered = text.lower()
+    if "truncated" in lowered or "broken data stream" in lowered or "premature end" in lowered:
+        return "truncated"
+    if "cannot identify image file" in lowered:
+        return "not an image"
+    if "decoder" in lowered and "not available" in lowered:
+        return f"unsupported format ({text})"
+    return f"corrupt ({text.splitlines()[0][:120]})"

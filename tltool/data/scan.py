@@ -1,0 +1,190 @@
+"""Walking a dataset once: which files belong to which class, and which are unusable.
+
+Layouts:
+
+- ``DATA/<class>/...``: class folders; files nested deeper count for the class
+  folder they are in.
+- ``DATA/train/<class>/...`` with optional ``val/`` (or ``valid/``,
+  ``validation/``) and ``test/``: pre-split.
+- ``DATA.csv`` with columns ``path,label`` and optionally ``split``; paths are
+  relative to the CSV's folder.
+
+Hidden files and folders (a leading dot, ``__MACOSX``, ``Thumbs.db``,
+``desktop.ini``) are ignored and counted. Files directly in the root (or in a
+split folder) are not in any class: they are skipped and reported.
+"""
+
+from __future__ import annotations
+
+import os
+import unicodedata
+from dataclasses import dataclass, field
+
+from tltool.data.check import check_files
+from tltool.data.images import ImageInfo, sniff
+from tltool.errors import DatasetError
+
+SPLIT_FOLDERS = {"train": "train", "val": "val", "valid": "val", "validation": "val", "test": "test"}
+_JUNK = {"__macosx", "thumbs.db", "desktop.ini"}
+
+
+@dataclass
+class Sample:
+    path: str  # absolute
+    rel: str  # relative to the dataset root, with forward slashes
+    label: str
+    split: str | None = None  # from the layout or CSV; None until a split assigns one
+
+
+@dataclass
+class Skipped:
+    rel: str
+    reason: str
+
+
+@dataclass
+class Scan:
+    root: str
+    layout: str  # "folders" | "presplit" | "csv"
+    samples: list[Sample]
+    skipped: list[Skipped]
+    infos: dict[str, ImageInfo]
+    class_folders: dict[str, list[str]] = field(default_factory=dict)  # split -> class names seen
+    hidden: int = 0
+
+
+def is_hidden(name: str) -> bool:
+    return name.startswith(".") or name.lower() in _JUNK
+
+
+def scan(path: str, progress: bool = True) -> Scan:
+    """Find every candidate file under `path` and check that it decodes.
+
+    Raises:
+        DatasetError: the path does not exist, or its layout is ambiguous.
+    """
+    path = os.path.abspath(os.path.expanduser(path))
+    if os.path.isfile(path) and path.lower().endswith(".csv"):
+        found = _from_csv(path)
+    elif os.path.isdir(path):
+        found = _from_folders(path)
+    elif os.path.exists(path):
+        raise DatasetError(f"{path}: not a folder or a .csv file; give a folder with one sub-folder per class")
+    else:
+        raise DatasetError(f"{path}: no such folder; give a folder with one sub-folder per class")
+    return _checked(found, progress)
+
+
+def _from_folders(root: str) -> Scan:
+    result = Scan(root, "folders", [], [], {})
+    entries = sorted(os.scandir(root), key=lambda e: e.name)
+    dirs = [e for e in entries if e.is_dir() and not is_hidden(e.name)]
+    split_dirs = [d for d in dirs if d.name.lower() in SPLIT_FOLDERS]
+    if not any(d.name.lower() == "train" for d in split_dirs):
+        _add_class_folders(result, root, "", None)
+        return result
+    others = [d.name for d in dirs if d not in split_dirs]
+    if others:
+        raise DatasetError(
+            f"{root} has a train/ folder, so every sub-folder must be a split (train, val, test); "
+            f"found {', '.join(others)}: move them into train/ or rename train/"
+        )
+    result.layout = "presplit"
+    result.hidden = sum(1 for e in entries if is_hidden(e.name))
+    result.skipped += [
+        Skipped(e.name, "not in a class folder") for e in entries if not e.is_dir() and not is_hidden(e.name)
+    ]
+    for d in split_dirs:
+        _add_class_folders(result, d.path, f"{d.name}/", SPLIT_FOLDERS[d.name.lower()])
+    return result
+
+
+def _add_class_folders(result: Scan, folder: str, prefix: str, split: str | None) -> None:
+    seen = result.class_folders.setdefault(split or "all", [])
+    for entry in sorted(os.scandir(folder), key=lambda e: e.name):
+        if is_hidden(entry.name):
+            result.hidden += 1
+        elif not entry.is_dir():
+            result.skipped.append(Skipped(prefix + entry.name, "not in a class folder"))
+        else:
+            label = unicodedata.normalize("NFC", entry.name)
+            seen.append(label)
+            for file_path in _walk(entry.path, result):
+                rel = prefix + os.path.relpath(file_path, folder).replace(os.sep, "/")
+                result.samples.append(Sample(file_path, rel, label, split))
+
+
+def _walk(folder: str, result: Scan):
+    for dirpath, dirnames, filenames in os.walk(folder):
+        result.hidden += sum(1 for d in dirnames if is_hidden(d)) + sum(1 for f in filenames if is_hidden(f))
+        dirnames[:] = sorted(d for d in dirnames if not is_hidden(d))
+        for name in sorted(filenames):
+            if not is_hidden(name):
+                yield os.path.join(dirpath, name)
+
+
+def _from_csv(csv_path: str) -> Scan:
+    import pandas as pd
+
+    try:
+        table = pd.read_csv(csv_path, dtype=str, keep_default_na=False)
+    except Exception as e:
+        raise DatasetError(f"{csv_path}: cannot read as CSV ({e})") from None
+    missing = {"path", "label"} - set(table.columns)
+    if missing:
+        raise DatasetError(
+            f"{csv_path}: missing column(s) {', '.join(sorted(missing))}; "
+            "a CSV dataset needs the columns path,label (and optionally split)"
+        )
+    base = os.path.dirname(csv_path)
+    result = Scan(base, "csv", [], [], {})
+    for row in table.itertuples(index=False):
+        split = None
+        if "split" in table.columns and row.split:
+            split = SPLIT_FOLDERS.get(row.split.strip().lower())
+            if split is None:
+                raise DatasetError(
+                    f"{csv_path}: split {row.split!r} for {row.path}; use train, val or test"
+                )
+        rel = row.path.replace("\\", "/")
+        full = rel if os.path.isabs(rel) else os.path.join(base, rel)
+        result.samples.append(Sample(os.path.normpath(full), rel, unicodedata.normalize("NFC", row.label), split))
+    return result
+
+
+def _checked(found: Scan, progress: bool) -> Scan:
+    """Keep the samples that decode; move the others to `skipped`."""
+    candidates = []
+    for sample in found.samples:
+        reason = _quick_reason(sample.path)
+        if reason:
+            found.skipped.append(Skipped(sample.rel, reason))
+        else:
+            candidates.append(sample)
+    results = check_files([s.path for s in candidates], cache_key=found.root, progress=progress)
+    found.samples = []
+    for sample in candidates:
+        result = results[sample.path]
+        if isinstance(result, ImageInfo):
+            found.samples.append(sample)
+            found.infos[sample.path] = result
+        else:
+            found.skipped.append(Skipped(sample.rel, result))
+    return found
+
+
+def _quick_reason(path: str) -> str | None:
+    """Reject a file without decoding it, from its size and first bytes."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(32)
+    except FileNotFoundError:
+        return "missing"
+    except OSError as e:
+        return f"unreadable ({e.strerror or e})"
+    if not head:
+        return "empty file"
+    fmt = sniff(head)
+    if fmt is None:
+        return "not an image"
+    return None

@@ -1,0 +1,52 @@
+"""Writing files so that a crash never leaves a half-written one behind."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from contextlib import contextmanager
+
+
+def write_atomic(path: str, content: str | bytes) -> None:
+    """Write `content` to `path` through a temporary file and a rename."""
+    mode = "wb" if isinstance(content, bytes) else "w"
+    with atomic_path(path) as tmp:
+        with open(tmp, mode, **({} if mode == "wb" else {"encoding": "utf-8"})) as f:
+            f.write(content)
+
+
+def write_json(path: str, data) -> None:
+    write_atomic(path, json.dumps(data, indent=2, ensure_ascii=False) + "\n")
+
+
+def write_csv(path: str, frame) -> None:
+    """Write a pandas DataFrame as CSV, atomically."""
+    write_atomic(path, frame.to_csv(index=False))
+
+
+@contextmanager
+def atomic_path(path: str):
+    """Yield a temporary path beside `path`; on success move it into place.
+
+    Works for files and for directories (e.g. a SavedModel): an existing
+    target is replaced only after the new one is complete.
+    """
+    parent = os.path.dirname(os.path.abspath(path))
+    os.makedirs(parent, exist_ok=True)
+    base = os.path.basename(path)
+    # The temporary name ends like the target, since Keras checks extensions.
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=f"-{base}", dir=parent)
+    os.close(fd)
+    os.unlink(tmp)
+    try:
+        yield tmp
+        if os.path.isdir(path) and not os.path.islink(path):
+            shutil.rmtree(path)
+        os.replace(tmp, path)
+    finally:
+        if os.path.isdir(tmp):
+            shutil.rmtree(tmp, ignore_errors=True)
+        elif os.path.exists(tmp):
+            os.unlink(tmp)
