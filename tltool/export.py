@@ -1,0 +1,99 @@
+"""Exporting a trained classifier: SavedModel with serving signatures, .keras, TFLite.
+
+The SavedModel carries everything a server needs and no Python: images of any
+size are resized inside (with the run's aspect policy), the class names are
+constants in the graph, and three signatures are offered:
+
+- ``serving_default`` / ``serve``: float32 RGB pixels 0-255, shape (N, H, W, 3);
+- ``serve_uint8``: the same as uint8;
+- ``serve_bytes``: encoded JPEG/PNG/GIF/BMP bytes, shape (N,).
+
+Each returns ``probabilities`` (N, C), ``class_id`` (N,), ``class_name`` (N,)
+and ``score`` (N,). ``assets/classes.json`` and ``assets/tltool.json`` (image
+size, aspect policy) are stored beside the graph.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+
+from tltool.files import atomic_path, write_json
+from tltool.rundir import classes_json
+
+FORMATS = ("savedmodel", "keras", "tflite")
+
+
+def model_info(classes: list[str], image_size: int, aspect: str, backbone: str) -> dict:
+    return {"classes": classes, "image_size": image_size, "aspect": aspect, "backbone": backbone}
+
+
+def export_saved_model(model, path: str, info: dict) -> str:
+    """Write `model` (the inference model) as a SavedModel at `path`, atomically."""
+    import keras
+    import tensorflow as tf
+
+    from tltool.data.pipeline import make_resizer
+
+    size = info["image_size"]
+    resizer = make_resizer(size, info["aspect"])
+    names = tf.constant(info["classes"])
+
+    def outputs(images):
+        probs = model(resizer(images), training=False)
+        ids = tf.argmax(probs, axis=-1, output_type=tf.int32)
+        return {"probabilities": probs, "class_id": ids, "class_name": tf.gather(names, ids),
+                "score": tf.reduce_max(probs, axis=-1)}
+
+    def decode(data):
+        image = tf.io.decode_image(data, channels=3, expand_animations=False)
+        image = resizer(tf.cast(image, tf.float32))
+        image.set_shape([size, size, 3])
+        return image
+
+    archive = keras.export.ExportArchive()
+    archive.track(model)
+    archive.add_endpoint("serve", outputs, input_signature=[
+        tf.TensorSpec([None, None, None, 3], tf.float32, name="images")])
+    archive.add_endpoint("serve_uint8", lambda images: outputs(tf.cast(images, tf.float32)), input_signature=[
+        tf.TensorSpec([None, None, None, 3], tf.uint8, name="images")])
+    archive.add_endpoint("serve_bytes", lambda data: outputs(tf.map_fn(
+        decode, data, fn_output_signature=tf.TensorSpec([size, size, 3], tf.float32))), input_signature=[
+        tf.TensorSpec([None], tf.string, name="image_bytes")])
+    with atomic_path(path) as tmp:
+        archive.write_out(tmp, verbose=False)
+        assets = os.path.join(tmp, "assets")
+        os.makedirs(assets, exist_ok=True)
+        write_json(os.path.join(assets, "classes.json"), classes_json(info["classes"]))
+        write_json(os.path.join(assets, "tltool.json"), info)
+    return path
+
+
+def save_keras(model, path: str) -> str:
+    with atomic_path(path) as tmp:
+        model.save(tmp)
+    return path
+
+
+def export_tflite(model, path: str) -> str:
+    """A TFLite flatbuffer of the inference model: (1, S, S, 3) float pixels in, probabilities out.
+
+    Resizing is left to the caller (TFLite has no anti-aliased resize op).
+    """
+    import tensorflow as tf
+
+    converter = tf.lite.TFLiteConverter.from_keras_model(model)
+    data = converter.convert()
+    with atomic_path(path) as tmp:
+        with open(tmp, "wb") as f:
+            f.write(data)
+    return path
+
+
+def read_info(folder: str) -> dict | None:
+    """tltool.json from a SavedModel's assets, if there is one."""
+    path = os.path.join(folder, "assets", "tltool.json")
+    if not os.path.isfile(path):
+        return None
+    with open(path, encoding="utf-8") as f:
+        return json.load(f)

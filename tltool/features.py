@@ -1,0 +1,129 @@
+"""Feature caching: frozen phases train the head on backbone features computed once.
+
+While a phase trains nothing of the backbone, the pooled backbone output of
+an image never changes, yet a plain Keras loop recomputes it every epoch.
+Here it is computed once per image (and per augmented view, when the recipe
+augments: epoch e trains on view e mod k), kept in memory when it fits or in
+a memory-mapped file under the run directory otherwise, and the head trains
+on it. The head's layers are the classifier's own, so the full model ends up
+exactly as if it had been trained end to end.
+
+The training order matches the image pipeline's: the same elements, shuffled
+with the same window and seed.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass
+
+import keras
+import numpy as np
+
+from tltool.console import say
+from tltool.data.pipeline import memory_budget
+
+
+@dataclass
+class FeatureCache:
+    train: np.ndarray  # (views, N, D); np.memmap when on disk
+    train_labels: np.ndarray
+    val: np.ndarray | None
+    val_labels: np.ndarray | None
+    num_classes: int
+    view: int = 0
+
+    @property
+    def views(self) -> int:
+        return self.train.shape[0]
+
+    def train_dataset(self, batch_size: int, seed: int, window: int):
+        import tensorflow as tf
+
+        dim = self.train.shape[-1]
+
+        def gather(indices):
+            return np.asarray(self.train[self.view][indices])
+
+        def lookup(indices, labels):
+            features = tf.numpy_function(gather, [indices], tf.float32, stateful=True)
+            features.set_shape([None, dim])
+            return features, tf.one_hot(labels, self.num_classes)
+
+        ds = tf.data.Dataset.from_tensor_slices((np.arange(len(self.train_labels)), self.train_labels))
+        ds = ds.shuffle(window, seed=seed, reshuffle_each_iteration=True).batch(batch_size)
+        return ds.map(lookup).prefetch(tf.data.AUTOTUNE)
+
+    def val_dataset(self, batch_size: int):
+        import tensorflow as tf
+
+        if self.val is None:
+            return None
+        labels = tf.one_hot(self.val_labels, self.num_classes)
+        return tf.data.Dataset.from_tensor_slices((self.val, labels)).batch(batch_size)
+
+    def view_switcher(self) -> keras.callbacks.Callback:
+        cache = self
+
+        class SwitchView(keras.callbacks.Callback):
+            def on_epoch_begin(self, epoch, logs=None):
+                cache.view = epoch % cache.views
+
+        return SwitchView()
+
+
+def compute_features(features_model, train_images, val_images, n_train: int, views: int,
+                     batch_size: int, num_classes: int, disk_dir: str | None) -> FeatureCache:
+    """Run the frozen backbone once over every image (and view).
+
+    Args:
+        features_model: image -> pooled features (augmentation inside, active
+            when called with training=True).
+        train_images / val_images: unbatched (uint8 image, label, index) from
+            `labelled_images`, in pipeline order; val may be None.
+        n_train: number of training images (for sizing the store).
+        views: augmented views per training image; 0 means no augmentation
+            (one plain view).
+        disk_dir: where a store too large for memory goes.
+    """
+    import tensorflow as tf
+
+    augmented = views > 0
+    views = max(1, views)
+    start = time.perf_counter()
+    dim = features_model.output.shape[-1]
+    store = _allocate((views, n_train, dim), disk_dir)
+    step = tf.function(lambda x: features_model(tf.cast(x, tf.float32), training=augmented))
+    labels = None
+    for v in range(views):
+        feats, labels = _run(step, train_images.batch(batch_size))
+        store[v, : len(feats)] = feats
+    store = store[:, : len(labels)]
+    val, val_labels = (None, None)
+    if val_images is not None:
+        plain = tf.function(lambda x: features_model(tf.cast(x, tf.float32), training=False))
+        val, val_labels = _run(plain, val_images.batch(batch_size))
+    seconds = time.perf_counter() - start
+    where = f"on disk in {disk_dir}" if isinstance(store, np.memmap) else "in memory"
+    size_mb = (store.nbytes + (val.nbytes if val is not None else 0)) / 2**20
+    say(f"cached {len(labels)} features of dim {dim}"
+        f"{f' x {views} augmented views' if augmented else ''} in {seconds:.1f} s "
+        f"({size_mb:.1f} MB {where})")
+    return FeatureCache(store, labels, val, val_labels, num_classes)
+
+
+def _run(step, batches) -> tuple[np.ndarray, np.ndarray]:
+    feats, labels = [], []
+    for images, y, _ in batches:
+        feats.append(np.asarray(step(images), dtype=np.float32))
+        labels.append(np.asarray(y))
+    return np.concatenate(feats), np.concatenate(labels).astype(np.int32)
+
+
+def _allocate(shape: tuple[int, int, int], disk_dir: str | None) -> np.ndarray:
+    size = int(np.prod(shape)) * 4
+    if size <= memory_budget() or disk_dir is None:
+        return np.zeros(shape, np.float32)
+    os.makedirs(disk_dir, exist_ok=True)
+    return np.lib.format.open_memmap(os.path.join(disk_dir, "features.npy"), "w+", np.float32, shape)

@@ -1,0 +1,30 @@
+"""Custom Keras layers saved inside tltool models (import tltool before loading a .keras file)."""
+
+import keras
+
+
+@keras.saving.register_keras_serializable(package="tltool")
+class BackbonePreprocess(keras.layers.Layer):
+    """Maps raw 0-255 RGB pixels to what a backbone expects.
+
+    Calls ``keras.applications.<module>.preprocess_input``, so the exported
+    model takes plain pixels and nobody has to remember the backbone's
+    normalisation.
+
+    Example:
+        >>> layer = BackbonePreprocess("resnet")  # caffe: BGR, mean-subtracted
+    """
+
+    def __init__(self, module: str, **kwargs):
+        super().__init__(**kwargs)
+        self.module = module
+        self._fn = getattr(keras.applications, module).preprocess_input
+
+    def call(self, images):
+        return self._fn(images)
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def get_config(self):
+        return {**super().get_config(), "module": self.module}

@@ -1,0 +1,340 @@
+"""`fit`: from a folder of images to a trained, evaluated, exported classifier.
+
+Order of work, cheapest checks first so that nothing trains until everything
+is known to be valid: recipe and overrides -> backbone name and image size ->
+weights path -> run directory -> dataset scan and split -> backbone build ->
+every phase's freeze plan -> training -> model files -> evaluation.
+"""
+
+from __future__ import annotations
+
+import datetime
+import math
+import os
+import platform
+import sys
+import warnings
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from tltool import __version__
+from tltool.backbones import BackboneSpec, get_backbone
+from tltool.console import say, warn
+from tltool.data.dataset import Dataset, describe_skipped, load_dataset
+from tltool.errors import TltoolError, did_you_mean
+from tltool.files import write_atomic, write_csv, write_json
+from tltool.recipe import DEFAULT_RECIPE, Recipe, apply_overrides, dump_recipe, load_recipe
+from tltool.rundir import check_run_dir, classes_json, create_run_dir, default_run_dir
+from tltool.weights import check_image_size, weights_source
+
+DEFAULT_BACKBONE = "efficientnetb0"
+
+
+def resolve_recipe(recipe: str | Recipe | None = None, **overrides) -> Recipe:
+    """Load a recipe (default: fine-tune-top), apply flags, fill in backbone and image size."""
+    base = recipe if isinstance(recipe, Recipe) else load_recipe(recipe or DEFAULT_RECIPE)
+    resolved = apply_overrides(base, **overrides)
+    spec = get_backbone(resolved.backbone or DEFAULT_BACKBONE)
+    size = resolved.image_size or spec.default_size
+    check_image_size(spec, size)
+    return resolved.model_copy(update={"backbone": spec.name, "image_size": size})
+
+
+def fit(data: str, *, recipe: str | Recipe | None = None, out: str | None = None, overwrite: bool = False,
+        split_from: str | None = None, progress: bool = True, **overrides) -> str:
+    """Train a classifier on a folder of images and write a run directory.
+
+    Args:
+        data: folder with one sub-folder per class (or train/val/test
+            folders, or a CSV of path,label).
+        recipe: a shipped recipe name, a YAML path or a Recipe; default
+            fine-tune-top.
+        out: run directory; default runs/<date>-<backbone>.
+        overwrite: replace an existing run directory.
+        split_from: reuse the train/val/test split of an earlier run.
+        progress: progress bars while scanning.
+        **overrides: backbone, weights, epochs, batch_size, image_size,
+            learning_rate, seed, val_split, test_split, aspect, precision,
+            jit_compile, cache_features (see `recipe.apply_overrides`).
+
+    Returns:
+        The run directory.
+
+    Raises:
+        TltoolError: bad input of any kind, before training starts.
+    """
+    recipe = resolve_recipe(recipe, **overrides)
+    spec = get_backbone(recipe.backbone)
+    source = weights_source(recipe.weights)
+    if source not in ("imagenet", "none") and not os.path.isfile(source):
+        raise TltoolError(f"--weights {recipe.weights}: no such file; give imagenet, none, or a .weights.h5/.h5 file")
+    out = out or default_run_dir(spec.name)
+    check_run_dir(out, overwrite)
+    dataset = load_dataset(data, recipe.data.val_split, recipe.data.test_split, recipe.seed, split_from, progress)
+    report_dataset(dataset)
+    dataset.require_usable()
+    run_dir = create_run_dir(out, overwrite)
+    say(f"run directory: {run_dir}")
+    write_dataset_files(run_dir, dataset)
+    provenance = _provenance(dataset, source, split_from)
+    _write_recipe(run_dir, recipe, provenance)
+    import keras
+
+    policy = keras.config.dtype_policy()
+    try:
+        session = Session(run_dir, recipe, spec, dataset)
+        session.train()
+        session.finish()
+    finally:
+        keras.config.set_dtype_policy(policy)
+    provenance["finished"] = _now()
+    _write_recipe(run_dir, recipe, provenance)
+    return run_dir
+
+
+def report_dataset(dataset: Dataset) -> None:
+    counts = dataset.counts()
+    sizes = ", ".join(f"{split} {sum(c.values())}" for split, c in counts.items() if c)
+    say(f"dataset {dataset.root}: {len(dataset.classes)} classes, {sizes} images ({dataset.layout} layout)")
+    if dataset.skipped:
+        warn(describe_skipped(dataset.skipped))
+    if dataset.hidden:
+        say(f"ignored {dataset.hidden} hidden file(s) and folder(s)")
+    for message in dataset.warnings:
+        warn(message)
+
+
+def write_dataset_files(run_dir: str, dataset: Dataset) -> None:
+    import pandas as pd
+
+    from tltool.data.split import index_rows
+
+    write_csv(os.path.join(run_dir, "data", "index.csv"),
+              pd.DataFrame(index_rows(dataset.samples), columns=["path", "label", "split"]))
+    write_csv(os.path.join(run_dir, "data", "skipped.csv"),
+              pd.DataFrame([(s.rel, s.reason) for s in dataset.skipped], columns=["path", "reason"]))
+    write_json(os.path.join(run_dir, "classes.json"), classes_json(dataset.classes))
+
+
+def class_weights(recipe: Recipe, dataset: Dataset) -> dict[int, float] | None:
+    """Inverse-frequency weights (`auto`), an explicit mapping, or None."""
+    if recipe.class_weight == "none":
+        return None
+    counts = dataset.counts()["train"]
+    if recipe.class_weight == "auto":
+        total, n = sum(counts.values()), len(dataset.classes)
+        return {i: total / (n * counts[c]) for i, c in enumerate(dataset.classes) if counts[c]}
+    unknown = [name for name in recipe.class_weight if name not in dataset.classes]
+    if unknown:
+        raise TltoolError(
+            f"class_weight: no class {unknown[0]!r} in the dataset{did_you_mean(unknown[0], dataset.classes)}; "
+            f"classes: {', '.join(dataset.classes)}"
+        )
+    return {i: float(recipe.class_weight.get(c, 1.0)) for i, c in enumerate(dataset.classes)}
+
+
+@dataclass
+class Session:
+    """One training run: the model, its data pipelines and the phase loop."""
+
+    run_dir: str
+    recipe: Recipe
+    spec: BackboneSpec
+    dataset: Dataset
+    history: list[dict] = field(default_factory=list)
+    state: dict = field(default_factory=dict)
+
+    def __post_init__(self):
+        import keras
+
+        from tltool.freeze import resolve_plan
+        from tltool.model import build_classifier
+        from tltool.weights import load_backbone
+
+        keras.utils.set_random_seed(self.recipe.seed)
+        keras.config.set_dtype_policy(self.recipe.precision)
+        size = self.recipe.image_size
+        backbone = load_backbone(self.spec, size, self.recipe.weights)
+        self.clf = build_classifier(self.spec, backbone, len(self.dataset.classes), size,
+                                    self.recipe.head, self.recipe.augment, self.recipe.seed)
+        self.plans = [resolve_plan(self.spec, backbone, p.trainable, p.batchnorm, p.batchnorm_momentum)
+                      for p in self.recipe.phases]
+        self.weights = class_weights(self.recipe, self.dataset)
+        write_json(os.path.join(self.run_dir, "class_weights.json"),
+                   {self.dataset.classes[i]: w for i, w in (self.weights or {}).items()})
+        self._build_pipelines()
+        self.features = None
+
+    def _build_pipelines(self):
+        from tltool.data.pipeline import choose_cache, labelled_images, shuffle_window, to_batches
+
+        r, size = self.recipe, self.recipe.image_size
+        index = {c: i for i, c in enumerate(self.dataset.classes)}
+        rng = np.random.default_rng(r.seed)
+        train = [self.dataset.split("train")[i] for i in rng.permutation(len(self.dataset.split("train")))]
+        val = self.dataset.split("val")
+        cache_dir = os.path.join(self.run_dir, "cache")
+        self.n_train = len(train)
+        self.window = shuffle_window(len(train), size)
+        self.train_images = labelled_images(
+            [s.path for s in train], [index[s.label] for s in train], size, r.data.aspect,
+            choose_cache(r.data.cache, len(train), size, os.path.join(cache_dir, "train")))
+        self.train_batches = to_batches(self.train_images, len(index), r.batch_size, r.seed, self.window)
+        self.val_images = labelled_images(
+            [s.path for s in val], [index[s.label] for s in val], size, r.data.aspect,
+            choose_cache(r.data.cache, len(val), size, os.path.join(cache_dir, "val"))) if val else None
+        self.val_batches = to_batches(self.val_images, len(index), r.batch_size) if val else None
+
+    # ------------------------------------------------------------ phases
+
+    def train(self) -> None:
+        from tltool.freeze import apply_plan
+
+        epoch = 0
+        backbone_changes = 0
+        features_at = None
+        for number, (phase, plan) in enumerate(zip(self.recipe.phases, self.plans), start=1):
+            use_cache = self.recipe.cache_features and not plan.trains_backbone
+            if use_cache and features_at != backbone_changes:
+                self.features = self._compute_features()
+                features_at = backbone_changes
+            apply_plan(self.clf.backbone, plan)
+            self._announce(number, phase, plan, use_cache)
+            epoch += self._run_phase(phase, epoch, use_cache)
+            backbone_changes += plan.trains_backbone
+
+    def _run_phase(self, phase, first_epoch: int, use_cache: bool) -> int:
+        """Compile and fit one phase (its freeze plan already applied); returns epochs run."""
+        import keras
+
+        from tltool.callbacks import Checkpointer, HistoryWriter
+        from tltool.console import interactive
+        from tltool.optim import make_optimizer
+
+        r = self.recipe
+        if use_cache:
+            model, train, val = self.clf.head, self.features.train_dataset(r.batch_size, r.seed, self.window), \
+                self.features.val_dataset(r.batch_size)
+        else:
+            model, train, val = self.clf.model, self.train_batches, self.val_batches
+        steps = math.ceil(self.n_train / r.batch_size)
+        model.compile(
+            optimizer=make_optimizer(phase, steps),
+            loss=keras.losses.CategoricalCrossentropy(label_smoothing=r.label_smoothing),
+            metrics=["accuracy"], jit_compile=r.jit_compile,
+        )
+        monitor = self._monitor()
+        callbacks = [
+            HistoryWriter(os.path.join(self.run_dir, "history.csv"), self.history, phase.name),
+            Checkpointer(os.path.join(self.run_dir, "checkpoints"), self.clf.inference, monitor, self.state,
+                         phase.name),
+        ]
+        if use_cache:
+            callbacks.insert(0, self.features.view_switcher())
+        if r.early_stopping and val is not None:
+            es = r.early_stopping
+            callbacks.append(keras.callbacks.EarlyStopping(
+                monitor=es.monitor, patience=es.patience, min_delta=es.min_delta,
+                restore_best_weights=es.restore_best, mode="min" if "loss" in es.monitor else "max"))
+        with warnings.catch_warnings():
+            # Skipping unreadable files makes the dataset's length unknown, and
+            # Keras then warns at the end of every first pass; nothing is wrong.
+            warnings.filterwarnings("ignore", message="Your input ran out of data")
+            result = model.fit(
+                train, validation_data=val, epochs=first_epoch + phase.epochs, initial_epoch=first_epoch,
+                class_weight=self.weights, callbacks=callbacks, verbose=1 if interactive() else 2, shuffle=False,
+            )
+        return len(result.epoch)
+
+    def _monitor(self) -> str:
+        if self.val_batches is None:
+            return "loss"
+        return self.recipe.early_stopping.monitor if self.recipe.early_stopping else "val_loss"
+
+    def _compute_features(self):
+        from tltool.features import compute_features
+
+        aug = self.recipe.augment
+        return compute_features(
+            self.clf.features, self.train_images, self.val_images, self.n_train,
+            aug.cached_views if aug.enabled else 0, self.recipe.batch_size, len(self.dataset.classes),
+            os.path.join(self.run_dir, "cache", "features"),
+        )
+
+    def _announce(self, number: int, phase, plan, use_cache: bool) -> None:
+        from tltool.freeze import count_params
+
+        trainable = count_params(self.clf.inference.trainable_weights)
+        frozen = count_params(self.clf.inference.non_trainable_weights)
+        training = describe_groups(plan.groups)
+        how = "on cached features" if use_cache else "end to end"
+        say(f"\nphase {number}/{len(self.recipe.phases)} {phase.name!r}: {phase.epochs} epoch(s) {how}; "
+            f"backbone training: {training}; {trainable:,} trainable / {frozen:,} frozen parameters; "
+            f"{phase.optimizer.name} lr {phase.optimizer.learning_rate:g}, {phase.schedule.name} schedule")
+
+    # ------------------------------------------------------------ outputs
+
+    def finish(self) -> None:
+        from tltool.export import export_saved_model, model_info, save_keras
+
+        info = model_info(self.dataset.classes, self.recipe.image_size, self.recipe.data.aspect, self.spec.name)
+        save_keras(self.clf.inference, os.path.join(self.run_dir, "model.keras"))
+        export_saved_model(self.clf.inference, os.path.join(self.run_dir, "saved_model"), info)
+        say(f"saved model.keras and saved_model/ in {self.run_dir}")
+        self.evaluate()
+
+    def evaluate(self) -> None:
+        from tltool.metrics import evaluate_probs, format_per_class, format_summary
+        from tltool.predict import predict_images
+        from tltool.report import write_metrics
+
+        split = "test" if self.dataset.split("test") else "val"
+        samples = self.dataset.split(split)
+        if not samples:
+            warn("no validation or test images: no per-class report (use --val-split > 0)")
+            return
+        index = {c: i for i, c in enumerate(self.dataset.classes)}
+        probs, kept = predict_images(self.clf.inference, [s.path for s in samples], self.recipe.image_size,
+                                     self.recipe.data.aspect, self.recipe.batch_size)
+        y_true = [index[samples[i].label] for i in kept]
+        evaluation = evaluate_probs(y_true, probs, self.dataset.classes)
+        write_metrics(self.run_dir, evaluation, split)
+        say(f"\n{split} split: {format_summary(evaluation.metrics)}")
+        print(format_per_class(evaluation.per_class))
+
+
+def describe_groups(groups: list[tuple[str, int, int]]) -> str:
+    """'none', or the groups that train, e.g. 'stage3, stage4 (12/30 layers)'."""
+    parts = [name if n == total else f"{name} ({n}/{total} layers)" for name, n, total in groups if n]
+    if not parts:
+        return "none"
+    if len(parts) == len(groups) and all(n == t for _, n, t in groups):
+        return f"all {len(groups)} groups"
+    return ", ".join(parts)
+
+
+def _provenance(dataset: Dataset, weights: str, split_from: str | None) -> dict:
+    import keras
+    import tensorflow as tf
+
+    return {
+        "dataset": dataset.root,
+        "split_from": os.path.abspath(split_from) if split_from else None,
+        "weights_source": weights,
+        "command": " ".join(sys.argv) if sys.argv and sys.argv[0].endswith("tltool") else None,
+        "started": _now(),
+        "versions": {"tltool": __version__, "tensorflow": tf.__version__, "keras": keras.__version__,
+                     "python": platform.python_version()},
+    }
+
+
+def _write_recipe(run_dir: str, recipe: Recipe, provenance: dict) -> None:
+    resolved = recipe.model_copy(update={"provenance": provenance})
+    header = ("# The resolved recipe of this run. Repeat the run with:\n"
+              f"#   tltool fit {provenance['dataset']} --recipe {os.path.join(run_dir, 'recipe.yaml')}\n")
+    write_atomic(os.path.join(run_dir, "recipe.yaml"), header + dump_recipe(resolved))
+
+
+def _now() -> str:
+    return datetime.datetime.now().isoformat(timespec="seconds")
