@@ -1,0 +1,61 @@
+"""Shared fixtures: tiny generated datasets and one real `tltool fit` run.
+
+Tests never download anything: backbones are built with weights=None at
+32 px, or from weight files the tests save themselves.
+"""
+
+import os
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+from PIL import Image
+
+COLOURS = {"apple": (200, 30, 30), "leaf": (30, 180, 40), "sky": (40, 60, 210)}
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _private_cache(tmp_path_factory):
+    """Keep the image-check cache out of the user's home directory."""
+    os.environ["TLTOOL_CACHE_DIR"] = str(tmp_path_factory.mktemp("cache"))
+
+
+def write_image(path, colour, size=32, seed=0, fmt=None, mode="RGB"):
+    """A solid colour with noise, so classes are learnable but images differ."""
+    rng = np.random.default_rng(seed)
+    pixels = np.clip(np.array(colour) + rng.normal(0, 20, (size, size, 3)), 0, 255).astype(np.uint8)
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    Image.fromarray(pixels).convert(mode).save(path, format=fmt)
+    return path
+
+
+def make_dataset(root, per_class=8, classes=COLOURS, exts=(".png", ".jpg")):
+    for c, (name, colour) in enumerate(classes.items()):
+        for i in range(per_class):
+            write_image(os.path.join(root, name, f"{name}_{i}{exts[i % len(exts)]}"), colour, seed=c * 100 + i)
+    return str(root)
+
+
+@pytest.fixture(scope="session")
+def tiny_data(tmp_path_factory):
+    """3 classes x 8 images of 32x32, PNG and JPEG."""
+    return make_dataset(tmp_path_factory.mktemp("tiny"))
+
+
+def run_cli(*args):
+    """Invoke `tltool ARGS`; returns the click Result (exit_code, output)."""
+    from tltool.cli import cli
+
+    return CliRunner().invoke(cli, [str(a) for a in args], catch_exceptions=False)
+
+
+@pytest.fixture(scope="session")
+def fitted_run(tiny_data, tmp_path_factory):
+    """One real `tltool fit` on the tiny dataset: mobilenetv2, no pretrained weights, 32 px."""
+    out = tmp_path_factory.mktemp("runs") / "run"
+    result = run_cli("fit", tiny_data, "--backbone", "mobilenetv2", "--weights", "none", "--image-size", 32,
+                     "--epochs", 1, "--batch-size", 8, "--out", out)
+    assert result.exit_code == 0, result.output
+    return str(out)

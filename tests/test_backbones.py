@@ -1,0 +1,73 @@
+"""The registry: every backbone builds, its facts are right, its groups cover it in order."""
+
+import re
+import subprocess
+import sys
+
+import pytest
+
+from tltool.backbones import REGISTRY, get_backbone, resolve_groups
+from tltool.errors import TltoolError
+
+LARGE = {"efficientnetb6", "efficientnetb7", "efficientnetv2m", "efficientnetv2l", "convnextlarge",
+         "convnextxlarge", "resnet152", "resnet152v2", "inceptionresnetv2"}
+
+
+def test_registry_covers_the_backbones_the_issue_names():
+    required = ["vgg16", "vgg19", "resnet50", "resnet101", "resnet152", "resnet50v2", "resnet101v2",
+                "resnet152v2", "mobilenet", "mobilenetv2", "mobilenetv3small", "mobilenetv3large",
+                *[f"efficientnetb{i}" for i in range(8)], *[f"efficientnetv2{v}" for v in ("b0", "b1", "b2", "b3", "s", "m", "l")],
+                "inceptionv3", "xception", "densenet121", "densenet169", "densenet201",
+                "convnexttiny", "convnextsmall", "convnextbase"]
+    assert [n for n in required if n not in REGISTRY] == []
+
+
+@pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.slow) if n in LARGE else n for n in REGISTRY])
+def test_backbone_builds_and_its_groups_cover_every_layer_in_order(name):
+    import keras
+
+    spec = REGISTRY[name]
+    model = getattr(keras.applications, spec.constructor)(
+        weights=None, include_top=False, input_shape=(spec.min_size, spec.min_size, 3), **spec.kwargs)
+    try:
+        assert model.count_params() == spec.params
+        names = [layer.name for layer in model.layers]
+        groups = resolve_groups(spec, names)
+        assert [g for g, _, _ in groups] == spec.group_names
+        assert groups[0][1] == 0 and groups[-1][2] == len(names)
+        for (_, _, end), (_, start, _) in zip(groups, groups[1:]):
+            assert end == start  # contiguous, in order
+        for group, start, end in groups:
+            weighted = [layer for layer in model.layers[start:end] if layer.weights]
+            assert weighted, f"group {group} of {name} has no weights"
+        preprocess = getattr(keras.applications, spec.preprocess_module).preprocess_input
+        assert callable(preprocess)
+    finally:
+        keras.backend.clear_session()
+
+
+def test_lookup_accepts_keras_class_names_and_dashes():
+    assert get_backbone("ResNet50").name == "resnet50"
+    assert get_backbone("efficientnet-b0").name == "efficientnetb0"
+
+
+def test_unknown_backbone_suggests_close_names():
+    with pytest.raises(TltoolError, match=r"did you mean: resnet50"):
+        get_backbone("resnet5O")
+
+
+def test_group_markers_that_match_nothing_are_reported():
+    spec = REGISTRY["resnet50"]
+    with pytest.raises(ValueError, match="stage1"):
+        resolve_groups(spec, ["input", "conv1_conv", "something_else"])
+
+
+def test_backbones_command_lists_every_entry_without_importing_tensorflow():
+    code = ("import sys; from click.testing import CliRunner; from tltool.cli import cli; "
+            "r = CliRunner().invoke(cli, ['backbones']); print(r.output); "
+            "print('TF-LOADED' if 'tensorflow' in sys.modules else 'TF-ABSENT')")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert "TF-ABSENT" in out
+    for name in REGISTRY:
+        assert re.search(rf"^{name}\s", out, re.M), name
+    assert "stem stage1 stage2 stage3 stage4" in out

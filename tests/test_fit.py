@@ -1,0 +1,183 @@
+"""`tltool fit` end to end on a tiny dataset, and its bad-input errors through the CLI."""
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from conftest import COLOURS, make_dataset, run_cli, write_image
+
+RUN_FILES = ["recipe.yaml", "classes.json", "class_weights.json", "history.csv", "data/index.csv",
+             "data/skipped.csv", "checkpoints/latest.weights.h5", "checkpoints/best.weights.h5", "model.keras",
+             "saved_model/saved_model.pb", "saved_model/assets/classes.json", "metrics.json", "per_class.csv",
+             "confusion_matrix.csv"]
+
+
+def test_fit_writes_the_whole_run_directory(fitted_run, tiny_data):
+    missing = [f for f in RUN_FILES if not os.path.exists(os.path.join(fitted_run, f))]
+    assert missing == []
+    classes = json.load(open(os.path.join(fitted_run, "classes.json")))
+    assert classes == {"0": "apple", "1": "leaf", "2": "sky"}
+    index = pd.read_csv(os.path.join(fitted_run, "data", "index.csv"))
+    assert len(index) == 24 and set(index["split"]) == {"train", "val"}
+    assert index.groupby("label")["split"].apply(lambda s: (s == "val").sum()).tolist() == [2, 2, 2]
+    history = pd.read_csv(os.path.join(fitted_run, "history.csv"))
+    assert history["phase"].tolist() == ["head", "fine-tune"]  # --epochs 1: one epoch per phase
+    assert {"loss", "accuracy", "val_loss", "val_accuracy", "learning_rate"} <= set(history.columns)
+    per_class = pd.read_csv(os.path.join(fitted_run, "per_class.csv"))
+    assert per_class.columns.tolist()[:5] == ["class", "precision", "recall", "f1", "support"]
+    assert per_class["support"].sum() == 6
+    metrics = json.load(open(os.path.join(fitted_run, "metrics.json")))
+    for key in ("accuracy", "macro_f1", "weighted_f1", "macro_precision", "weighted_recall"):
+        assert 0.0 <= metrics[key] <= 1.0
+    confusion = pd.read_csv(os.path.join(fitted_run, "confusion_matrix.csv"), index_col=0)
+    assert confusion.values.sum() == 6 and list(confusion.columns) == ["apple", "leaf", "sky"]
+
+
+def test_resolved_recipe_records_what_was_run(fitted_run, tiny_data):
+    import yaml
+
+    recipe = yaml.safe_load(open(os.path.join(fitted_run, "recipe.yaml")))
+    assert recipe["backbone"] == "mobilenetv2" and recipe["image_size"] == 32 and recipe["weights"] == "none"
+    assert [p["epochs"] for p in recipe["phases"]] == [1, 1]
+    assert recipe["provenance"]["dataset"] == os.path.abspath(tiny_data)
+    assert {"tensorflow", "keras", "tltool"} <= set(recipe["provenance"]["versions"])
+
+
+def test_saved_model_predicts_like_the_keras_model_in_a_fresh_process(fitted_run, tmp_path):
+    import keras
+
+    import tltool.layers  # noqa: F401  (registers the preprocessing layer)
+
+    model = keras.models.load_model(os.path.join(fitted_run, "model.keras"))
+    images = np.random.default_rng(0).uniform(0, 255, (4, 32, 32, 3)).astype("float32")
+    np.save(tmp_path / "images.npy", images)
+    expected = model.predict(images, verbose=0)
+    script = textwrap.dedent(f"""
+        import numpy as np, tensorflow as tf
+        m = tf.saved_model.load({os.path.join(fitted_run, 'saved_model')!r})
+        x = np.load({str(tmp_path / 'images.npy')!r})
+        out = m.signatures["serving_default"](images=tf.constant(x))
+        u8 = m.serve_uint8(tf.constant(np.round(x).astype(np.uint8)))
+        np.save({str(tmp_path / 'probs.npy')!r}, out["probabilities"].numpy())
+        print(list(out["class_name"].numpy()), u8["probabilities"].shape)
+    """)
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-2000:]
+    np.testing.assert_allclose(np.load(tmp_path / "probs.npy"), expected, atol=1e-5)
+    assert "(4, 3)" in done.stdout
+
+
+def test_weights_file_is_loaded_into_the_backbone(tmp_path):
+    import keras
+
+    from tltool.backbones import get_backbone
+    from tltool.weights import load_backbone
+
+    spec = get_backbone("mobilenetv2")
+    source = keras.applications.MobileNetV2(weights=None, include_top=False, input_shape=(32, 32, 3))
+    path = str(tmp_path / "mine.weights.h5")
+    source.save_weights(path)
+    loaded = load_backbone(spec, 32, path)
+    for a, b in zip(source.weights, loaded.weights):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+
+
+def test_fit_with_a_weights_file_runs(tiny_data, tmp_path):
+    import keras
+
+    path = str(tmp_path / "bb.weights.h5")
+    keras.applications.MobileNetV2(weights=None, include_top=False, input_shape=(32, 32, 3)).save_weights(path)
+    result = run_cli("fit", tiny_data, "-b", "mobilenetv2", "--weights", path, "--image-size", 32,
+                     "--epochs", "head=1,fine-tune=1", "--no-cache-features", "--out", tmp_path / "run")
+    assert result.exit_code == 0, result.output
+    assert os.path.isdir(tmp_path / "run" / "saved_model")
+
+
+def test_existing_run_directory_is_not_overwritten(fitted_run, tiny_data):
+    before = os.path.getmtime(os.path.join(fitted_run, "model.keras"))
+    result = run_cli("fit", tiny_data, "--weights", "none", "--out", fitted_run)
+    assert result.exit_code == 2
+    assert "--overwrite" in result.output
+    assert os.path.getmtime(os.path.join(fitted_run, "model.keras")) == before
+
+
+def test_overwrite_refuses_a_folder_that_is_not_a_run(tiny_data, tmp_path):
+    precious = tmp_path / "precious"
+    precious.mkdir()
+    (precious / "thesis.txt").write_text("do not delete")
+    result = run_cli("fit", tiny_data, "--weights", "none", "--out", precious, "--overwrite")
+    assert result.exit_code == 2 and "not a tltool run directory" in result.output
+    assert (precious / "thesis.txt").read_text() == "do not delete"
+
+
+def _one_line_error(result, *fragments):
+    assert result.exit_code == 2, result.output
+    assert "Traceback" not in result.output
+    errors = [line for line in result.output.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1, result.output
+    for fragment in fragments:
+        assert fragment in errors[0], errors[0]
+
+
+def test_missing_folder(tmp_path):
+    _one_line_error(run_cli("fit", tmp_path / "nope", "--weights", "none"), "no such folder")
+
+
+def test_fewer_than_two_classes(tmp_path):
+    data = make_dataset(tmp_path / "one", classes={"only": (10, 10, 10)})
+    _one_line_error(run_cli("fit", data, "--weights", "none", "--out", tmp_path / "r"), "at least 2")
+
+
+def test_empty_class(tmp_path):
+    data = make_dataset(tmp_path / "d", per_class=4)
+    os.makedirs(os.path.join(data, "empty"))
+    _one_line_error(run_cli("fit", data, "--weights", "none", "--out", tmp_path / "r"), "'empty'",
+                    "no usable training images")
+    assert not os.path.exists(tmp_path / "r")
+
+
+def test_unknown_backbone_suggests(tiny_data):
+    _one_line_error(run_cli("fit", tiny_data, "--backbone", "resnet5"), "unknown backbone", "resnet50")
+
+
+def test_image_size_below_minimum(tiny_data):
+    _one_line_error(run_cli("fit", tiny_data, "-b", "inceptionv3", "--image-size", 32), "minimum of 75")
+
+
+def test_bad_weights_path(tiny_data, tmp_path):
+    _one_line_error(run_cli("fit", tiny_data, "--weights", tmp_path / "missing.h5"), "no such file")
+
+
+def test_offline_imagenet_weights_give_one_clear_message(tiny_data, tmp_path):
+    env = {**os.environ, "https_proxy": "http://127.0.0.1:9", "HTTPS_PROXY": "http://127.0.0.1:9",
+           "KERAS_HOME": str(tmp_path / "keras")}
+    done = subprocess.run([sys.executable, "-m", "tltool", "fit", tiny_data, "-b", "mobilenetv2",
+                           "--image-size", "96", "--out", str(tmp_path / "r")],
+                          capture_output=True, text=True, env=env)
+    assert done.returncode == 3, done.stderr[-2000:]
+    errors = [line for line in done.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "Traceback" not in done.stderr
+    message = errors[0]
+    assert "mobilenetv2" in message and "mobilenet_v2_weights_tf_dim_ordering_tf_kernels_1.0_96_no_top.h5" in message
+    assert str(tmp_path / "keras" / "models") in message
+    assert "--weights PATH" in message and "--weights none" in message
+
+
+def test_corrupt_image_is_skipped_and_listed(tmp_path):
+    data = make_dataset(tmp_path / "d", per_class=4)
+    with open(os.path.join(data, "apple", "broken.jpg"), "wb") as f:
+        f.write(b"\xff\xd8\xff\xe0 not really a jpeg")
+    write_image(os.path.join(data, "leaf", "SHOUTING.PNG"), COLOURS["leaf"], fmt="PNG")
+    result = run_cli("fit", data, "-b", "mobilenetv2", "--weights", "none", "--image-size", 32,
+                     "--epochs", 1, "--out", tmp_path / "r")
+    assert result.exit_code == 0, result.output
+    skipped = pd.read_csv(tmp_path / "r" / "data" / "skipped.csv")
+    assert skipped.values.tolist() == [["apple/broken.jpg", "truncated"]]
+    index = pd.read_csv(tmp_path / "r" / "data" / "index.csv")
+    assert "leaf/SHOUTING.PNG" in set(index["path"]) and len(index) == 13
