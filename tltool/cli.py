@@ -139,3 +139,132 @@ def datasets_example(name, dest, size):
         click.echo(f"{dest} already holds the {name} example")
     else:
         click.echo(f"wrote {sum(counts.values())} images in {len(counts)} class folders to {dest}")
+
+
+# ---------------------------------------------------------------- recipes
+
+
+@cli.group(invoke_without_command=True)
+@click.pass_context
+def recipes(ctx):
+    """List the shipped recipes; show, validate or describe recipe files."""
+    if ctx.invoked_subcommand is None:
+        from tltool.console import table
+        from tltool.recipe import load_recipe, shipped_recipes
+
+        rows = [[name, load_recipe(path).description] for name, path in shipped_recipes().items()]
+        click.echo(table(rows, ["recipe", "description"], "ll"))
+        click.echo("\n`tltool recipes show NAME` prints one; `tltool fit DATA --recipe NAME` uses it.")
+
+
+@recipes.command("show")
+@click.argument("name")
+def recipes_show(name):
+    """Print a shipped recipe (or any recipe file), comments included."""
+    from tltool.recipe import resolve_recipe_path
+
+    with open(resolve_recipe_path(name), encoding="utf-8") as f:
+        click.echo(f.read(), nl=False)
+
+
+@recipes.command("validate")
+@click.argument("file")
+@click.option("--backbone", "-b", help="Also check group and layer names against this backbone.")
+def recipes_validate(file, backbone):
+    """Check a recipe file without training; exit 2 with one line per problem."""
+    from tltool.backbones import get_backbone
+    from tltool.errors import RecipeError
+    from tltool.freeze import needs_layer_names, static_problems
+    from tltool.recipe import load_recipe, resolve_recipe_path
+
+    recipe = load_recipe(file)
+    path = resolve_recipe_path(file)
+    name = backbone or recipe.backbone
+    if name:
+        spec = get_backbone(name)
+        problems = static_problems(spec, recipe)
+        if problems:
+            raise RecipeError(path, problems)
+        if needs_layer_names(recipe):
+            _build_plans(spec, recipe)
+    phases = ", ".join(f"{p.name} ({p.epochs} ep)" for p in recipe.phases)
+    checked = f" against {get_backbone(name).name}" if name else " (add --backbone to check group names)"
+    click.echo(f"ok: {path}: {len(recipe.phases)} phase(s): {phases}{checked}")
+
+
+@recipes.command("schema")
+def recipes_schema():
+    """Print the JSON Schema of the recipe format (for editor completion)."""
+    from tltool.recipe import json_schema
+
+    click.echo(json.dumps(json_schema(), indent=2))
+
+
+def _build_plans(spec, recipe):
+    """Build the backbone (no weights) and resolve every phase's freeze plan."""
+    from tltool.freeze import resolve_plan
+    from tltool.weights import load_backbone
+
+    size = max(spec.min_size, 32)
+    backbone = load_backbone(spec, size, "none")
+    plans = [resolve_plan(spec, backbone, p.trainable, p.batchnorm, p.batchnorm_momentum) for p in recipe.phases]
+    return backbone, plans
+
+
+# ---------------------------------------------------------------- plan
+
+
+@cli.command()
+@click.option("--backbone", "-b", help="Registry name. [default: the recipe's, else efficientnetb0]")
+@click.option("--recipe", "-r", help="Shipped recipe name or YAML path. [default: fine-tune-top]")
+@click.option("--classes", "num_classes", type=int, default=10, show_default=True,
+              help="Number of classes (sizes the head).")
+@click.option("--layers", is_flag=True, help="Also list every backbone layer with its group and parameters.")
+def plan(backbone, recipe, num_classes, layers):
+    """Show, per phase, which groups train and how many parameters that is."""
+    from tltool.console import table
+    from tltool.freeze import apply_plan, count_params
+    from tltool.recipe import load_recipe
+    from tltool.train import DEFAULT_BACKBONE, describe_groups
+
+    loaded = load_recipe(recipe) if recipe else load_recipe()
+    from tltool.backbones import get_backbone
+
+    spec = get_backbone(backbone or loaded.backbone or DEFAULT_BACKBONE)
+    model, plans = _build_plans(spec, loaded)
+    width = model.output.shape[-1]
+    head = width * num_classes + num_classes
+    click.echo(f"{spec.name}: {spec.params:,} backbone parameters in {len(spec.groups)} groups; "
+               f"recipe {loaded.name}")
+    hidden = loaded.head.hidden_units
+    if hidden:
+        sizes = [width, *hidden, num_classes]
+        head = sum(a * b + b for a, b in zip(sizes, sizes[1:]))
+        click.echo(f"head: dense layers {' -> '.join(map(str, sizes))} = {head:,} parameters (always trains)")
+    else:
+        click.echo(f"head: {width} features x {num_classes} classes + {num_classes} biases = {head:,} "
+                   f"parameters (always trains)")
+    rows = []
+    for phase, p in zip(loaded.phases, plans):
+        apply_plan(model, p)
+        trainable = count_params(model.trainable_weights) + head
+        frozen = count_params(model.non_trainable_weights)
+        rows.append([phase.name, phase.epochs, describe_groups(p.groups), p.batchnorm,
+                     f"{trainable:,}", f"{frozen:,}", f"{100 * trainable / (trainable + frozen):.1f}%"])
+    click.echo(table(rows, ["phase", "epochs", "backbone groups training", "batchnorm", "trainable", "frozen",
+                            "share"], "lrllrrr"))
+    if layers:
+        _print_layers(spec, model)
+
+
+def _print_layers(spec, model):
+    from tltool.backbones import resolve_groups
+    from tltool.console import table
+    from tltool.freeze import count_params
+
+    rows = []
+    for group, start, end in resolve_groups(spec, [layer.name for layer in model.layers]):
+        for i in range(start, end):
+            layer = model.layers[i]
+            rows.append([i, group, layer.name, type(layer).__name__, f"{count_params(layer.weights):,}"])
+    click.echo("\n" + table(rows, ["#", "group", "layer", "type", "parameters"], "rlllr"))

@@ -39,6 +39,27 @@ class FreezePlan:
         return bool(self.trainable)
 
 
+def static_problems(spec: BackboneSpec, recipe) -> list[str]:
+    """What can be checked against a backbone without building it: group names, image size."""
+    problems = []
+    for i, phase in enumerate(recipe.phases):
+        if isinstance(phase.trainable, Groups):
+            for name in phase.trainable.groups:
+                if name not in spec.group_names:
+                    problems.append(
+                        f"phases[{i}].trainable.groups: {spec.name} has no group {name!r}"
+                        f"{did_you_mean(name, spec.group_names)}; its groups: {', '.join(spec.group_names)}"
+                    )
+    if recipe.image_size is not None and recipe.image_size < spec.min_size:
+        problems.append(f"image_size: {recipe.image_size} is below {spec.name}'s minimum of {spec.min_size}")
+    return problems
+
+
+def needs_layer_names(recipe) -> bool:
+    """Whether checking the recipe against a backbone needs the built model."""
+    return any(isinstance(p.trainable, (FromLayer, Pattern)) for p in recipe.phases)
+
+
 def resolve_plan(spec: BackboneSpec, backbone, trainable, batchnorm: str = "frozen",
                  momentum: float | None = None) -> FreezePlan:
     """Turn a recipe's `trainable` value into the set of layers that train.
