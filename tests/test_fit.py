@@ -88,15 +88,33 @@ def test_weights_file_is_loaded_into_the_backbone(tmp_path):
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
 
 
-def test_fit_with_a_weights_file_runs(tiny_data, tmp_path):
+def test_fit_from_a_weights_file_keeps_frozen_batchnorm_statistics(tiny_data, tmp_path):
+    """Training block_16 and Conv_1 with batchnorm: frozen changes their
+    convolutions and leaves every BatchNorm statistic as loaded."""
     import keras
 
+    import tltool.layers  # noqa: F401
+
+    source = keras.applications.MobileNetV2(weights=None, include_top=False, input_shape=(32, 32, 3))
     path = str(tmp_path / "bb.weights.h5")
-    keras.applications.MobileNetV2(weights=None, include_top=False, input_shape=(32, 32, 3)).save_weights(path)
-    result = run_cli("fit", tiny_data, "-b", "mobilenetv2", "--weights", path, "--image-size", 32,
-                     "--epochs", "head=1,fine-tune=1", "--no-cache-features", "--out", tmp_path / "run")
+    source.save_weights(path)
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(
+        "phases:\n"
+        "  - {name: head, epochs: 1, trainable: none}\n"
+        "  - {name: fine-tune, epochs: 1, trainable: {last_groups: 2}, batchnorm: frozen,\n"
+        "     optimizer: {learning_rate: 1.0e-3}}\n"
+        "early_stopping: null\n")
+    result = run_cli("fit", tiny_data, "-b", "mobilenetv2", "--weights", path, "--image-size", 32, "--recipe", recipe,
+                     "--no-cache-features", "--out", tmp_path / "run")
     assert result.exit_code == 0, result.output
-    assert os.path.isdir(tmp_path / "run" / "saved_model")
+    trained = keras.models.load_model(str(tmp_path / "run" / "model.keras")).get_layer("backbone")
+    for name in ("bn_Conv1", "block_16_project_BN", "Conv_1_bn"):
+        before, after = source.get_layer(name), trained.get_layer(name)
+        for attr in ("moving_mean", "moving_variance", "gamma", "beta"):
+            np.testing.assert_array_equal(np.asarray(getattr(before, attr)), np.asarray(getattr(after, attr)))
+    assert not np.array_equal(np.asarray(source.get_layer("Conv_1").kernel), np.asarray(trained.get_layer("Conv_1").kernel))
+    np.testing.assert_array_equal(np.asarray(source.get_layer("Conv1").kernel), np.asarray(trained.get_layer("Conv1").kernel))
 
 
 def test_existing_run_directory_is_not_overwritten(fitted_run, tiny_data):

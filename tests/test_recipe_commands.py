@@ -130,7 +130,7 @@ def test_class_weights_are_written_to_the_run(fitted_run):
 
 
 @pytest.mark.parametrize("kind, step, expected", [
-    ("constant", 0, 0.0), ("constant", 5, 0.5), ("constant", 50, 1.0),
+    ("constant", 0, 0.1), ("constant", 4, 0.5), ("constant", 9, 1.0), ("constant", 50, 1.0),
     ("cosine", 10, 1.0), ("cosine", 60, 0.5), ("cosine", 110, 0.0),
     ("exponential", 30, 0.5 ** 2), ("step", 39, 1.0), ("step", 40, 0.5),
 ])

@@ -12,14 +12,14 @@ from tltool.recipe import Phase
 
 @keras.saving.register_keras_serializable(package="tltool")
 class PhaseSchedule(keras.optimizers.schedules.LearningRateSchedule):
-    """Linear warm-up from 0, then constant, cosine, exponential or step decay.
+    """Linear warm-up (lr/W, 2lr/W, ... lr over W steps), then constant, cosine, exponential or step decay.
 
     Steps count from the start of the phase; epochs are converted to steps
     with `steps_per_epoch`.
 
     Example:
         >>> s = PhaseSchedule("cosine", 1e-3, total_steps=100, warmup_steps=10)
-        >>> float(s(10))  # warm-up done: the full rate
+        >>> float(s(9))  # the last warm-up step reaches the full rate
         0.001
     """
 
@@ -51,7 +51,7 @@ class PhaseSchedule(keras.optimizers.schedules.LearningRateSchedule):
             decayed = lr * ops.ones_like(step)
         if self.warmup_steps <= 0:
             return decayed
-        warm = lr * ops.minimum(step / self.warmup_steps, 1.0)
+        warm = lr * ops.minimum((step + 1.0) / self.warmup_steps, 1.0)
         return ops.where(step < self.warmup_steps, warm, decayed)
 
     def get_config(self):

@@ -81,7 +81,7 @@ class Schedule(_Strict):
     """How the learning rate changes over a phase (per step, epochs as units)."""
 
     name: Literal["constant", "cosine", "exponential", "step"] = "constant"
-    warmup_epochs: float = Field(0.0, ge=0, description="linear warm-up from 0 at the start of the phase")
+    warmup_epochs: float = Field(0.0, ge=0, description="linear warm-up to the full rate over the phase's first epochs")
     min_fraction: float = Field(0.0, ge=0, le=1, description="cosine: final rate as a fraction of the start")
     decay_rate: float = Field(0.5, gt=0, le=1, description="exponential: factor per epoch; step: factor per step")
     step_epochs: int = Field(3, ge=1, description="step: epochs between drops")
