@@ -101,7 +101,9 @@ def report_dataset(dataset: Dataset) -> None:
         warn(describe_skipped(dataset.skipped))
     if dataset.hidden:
         say(f"ignored {dataset.hidden} hidden file(s) and folder(s)")
-    for message in dataset.warnings:
+    from tltool.data.summary import duplicate_warnings
+
+    for message in dataset.warnings + duplicate_warnings(dataset):
         warn(message)
 
 

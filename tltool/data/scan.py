@@ -170,6 +170,7 @@ def _checked(found: Scan, progress: bool) -> Scan:
             found.infos[sample.path] = result
         else:
             found.skipped.append(Skipped(sample.rel, result))
+    found.skipped.sort(key=lambda sk: sk.rel)
     return found
 
 
