@@ -64,12 +64,16 @@ def test_saved_model_predicts_like_the_keras_model_in_a_fresh_process(fitted_run
         x = np.load({str(tmp_path / 'images.npy')!r})
         out = m.signatures["serving_default"](images=tf.constant(x))
         u8 = m.serve_uint8(tf.constant(np.round(x).astype(np.uint8)))
+        png = tf.io.encode_png(tf.constant(np.round(x[0]).astype(np.uint8))).numpy()
+        raw = m.serve_bytes(tf.constant([png, png]))
         np.save({str(tmp_path / 'probs.npy')!r}, out["probabilities"].numpy())
-        print(list(out["class_name"].numpy()), u8["probabilities"].shape)
+        np.save({str(tmp_path / 'bytes.npy')!r}, raw["probabilities"].numpy())
+        print(list(out["class_name"].numpy()), u8["probabilities"].shape, list(raw["class_name"].numpy()))
     """)
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr[-2000:]
     np.testing.assert_allclose(np.load(tmp_path / "probs.npy"), expected, atol=1e-5)
+    np.testing.assert_allclose(np.load(tmp_path / "bytes.npy"), expected[[0, 0]], atol=1e-3)  # PNG rounds pixels
     assert "(4, 3)" in done.stdout
 
 

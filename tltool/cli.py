@@ -87,6 +87,59 @@ def fit(data, recipe, out, overwrite, split_from, **overrides):
     run_fit(data, recipe=recipe, out=out, overwrite=overwrite, split_from=split_from, **overrides)
 
 
+# ---------------------------------------------------------------- evaluate and predict
+
+
+@cli.command()
+@click.argument("model", type=click.Path())
+@click.argument("data", type=click.Path())
+@click.option("--out", "-o", type=click.Path(), help="Evaluation folder. [default: RUN/evaluations/<date>-<data>]")
+@click.option("--split", type=click.Choice(["train", "val", "test"]),
+              help="Only this split of DATA (its folder, or the run's recorded split).")
+@click.option("--split-from", type=click.Path(), help="Run directory whose split --split refers to.")
+@click.option("--top-k", type=int, default=5, show_default=True, help="k for top-k accuracy and recall.")
+@click.option("--batch-size", type=int, default=32, show_default=True)
+@click.option("--all", "show_all", is_flag=True, help="Print every class, not only the 20 worst.")
+def evaluate(model, data, out, split, split_from, top_k, batch_size, show_all):
+    """Evaluate MODEL (a run directory, SavedModel or .keras file) on DATA.
+
+    Writes per-class figures, predictions, the most confused pairs, pictures
+    and report.md / report.html into a new evaluation folder.
+    """
+    from tltool.evaluate import evaluate as run_evaluate
+    from tltool.evaluate import print_evaluation
+
+    folder, evaluation = run_evaluate(model, data, out, split, split_from, top_k, batch_size)
+    print_evaluation(folder, evaluation, show_all)
+
+
+@cli.command()
+@click.argument("model", type=click.Path())
+@click.argument("inputs", nargs=-1, required=True, type=click.Path())
+@click.option("--top-k", "-k", type=int, default=3, show_default=True, help="Classes to show per image.")
+@click.option("--output", "-o", type=click.Path(), help="Also write the predictions to a .csv or .json file.")
+@click.option("--batch-size", type=int, default=32, show_default=True)
+def predict(model, inputs, top_k, output, batch_size):
+    """Top-k classes for image files and folders (searched recursively).
+
+    MODEL is a run directory, a SavedModel or a .keras file. Unreadable files
+    are skipped and listed with their reason.
+    """
+    from tltool.console import warn
+    from tltool.predict import format_rows, predict as run_predict, write_output
+
+    if output and not output.lower().endswith((".csv", ".json")):
+        raise TltoolError(f"--output {output}: give a .csv or .json file name")
+    rows, skipped, _ = run_predict(model, list(inputs), top_k, batch_size)
+    for line in format_rows(rows):
+        click.echo(line)
+    for path, reason in skipped:
+        warn(f"skipped {path}: {reason}")
+    if output:
+        write_output(output, rows, skipped, model)
+        click.echo(f"wrote {len(rows)} predictions to {output}", err=True)
+
+
 # ---------------------------------------------------------------- backbones
 
 

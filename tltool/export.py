@@ -36,7 +36,7 @@ def export_saved_model(model, path: str, info: dict) -> str:
     from tltool.data.pipeline import make_resizer
 
     size = info["image_size"]
-    resizer = make_resizer(size, info["aspect"])
+    resizer = make_resizer(size, info["aspect"], antialias=True)  # raw images of any size arrive here
     names = tf.constant(info["classes"])
 
     def outputs(images):

@@ -22,7 +22,7 @@ import keras
 import numpy as np
 
 from tltool.console import say
-from tltool.data.pipeline import memory_budget
+from tltool.data.pipeline import finish, memory_budget
 
 
 @dataclass
@@ -53,7 +53,7 @@ class FeatureCache:
 
         ds = tf.data.Dataset.from_tensor_slices((np.arange(len(self.train_labels)), self.train_labels))
         ds = ds.shuffle(window, seed=seed, reshuffle_each_iteration=True).batch(batch_size)
-        return ds.map(lookup).prefetch(tf.data.AUTOTUNE)
+        return finish(ds.map(lookup).prefetch(tf.data.AUTOTUNE))
 
     def val_dataset(self, batch_size: int):
         import tensorflow as tf
@@ -61,7 +61,7 @@ class FeatureCache:
         if self.val is None:
             return None
         labels = tf.one_hot(self.val_labels, self.num_classes)
-        return tf.data.Dataset.from_tensor_slices((self.val, labels)).batch(batch_size)
+        return finish(tf.data.Dataset.from_tensor_slices((self.val, labels)).batch(batch_size))
 
     def view_switcher(self) -> keras.callbacks.Callback:
         cache = self
@@ -97,13 +97,13 @@ def compute_features(features_model, train_images, val_images, n_train: int, vie
     step = tf.function(lambda x: features_model(tf.cast(x, tf.float32), training=augmented))
     labels = None
     for v in range(views):
-        feats, labels = _run(step, train_images.batch(batch_size))
+        feats, labels = _run(step, finish(train_images.batch(batch_size)))
         store[v, : len(feats)] = feats
     store = store[:, : len(labels)]
     val, val_labels = (None, None)
     if val_images is not None:
         plain = tf.function(lambda x: features_model(tf.cast(x, tf.float32), training=False))
-        val, val_labels = _run(plain, val_images.batch(batch_size))
+        val, val_labels = _run(plain, finish(val_images.batch(batch_size)))
     seconds = time.perf_counter() - start
     where = f"on disk in {disk_dir}" if isinstance(store, np.memmap) else "in memory"
     size_mb = (store.nbytes + (val.nbytes if val is not None else 0)) / 2**20

@@ -287,9 +287,13 @@ class Session:
         self.evaluate()
 
     def evaluate(self) -> None:
-        from tltool.metrics import evaluate_probs, format_per_class, format_summary
-        from tltool.predict import predict_images
-        from tltool.report import write_metrics
+        """The report for the test split (or validation), into the run directory."""
+        import pandas as pd
+
+        from tltool.evaluate import print_evaluation
+        from tltool.inference import predict_images
+        from tltool.metrics import evaluate_probs
+        from tltool.report import ReportContext, write_evaluation
 
         split = "test" if self.dataset.split("test") else "val"
         samples = self.dataset.split(split)
@@ -299,11 +303,19 @@ class Session:
         index = {c: i for i, c in enumerate(self.dataset.classes)}
         probs, kept = predict_images(self.clf.inference, [s.path for s in samples], self.recipe.image_size,
                                      self.recipe.data.aspect, self.recipe.batch_size)
-        y_true = [index[samples[i].label] for i in kept]
-        evaluation = evaluate_probs(y_true, probs, self.dataset.classes)
-        write_metrics(self.run_dir, evaluation, split)
-        say(f"\n{split} split: {format_summary(evaluation.metrics)}")
-        print(format_per_class(evaluation.per_class))
+        evaluation = evaluate_probs([index[samples[i].label] for i in kept], probs, self.dataset.classes)
+        lost = sorted(set(range(len(samples))) - {int(i) for i in kept})
+        import yaml
+
+        context = ReportContext(
+            title=f"tltool run {os.path.basename(self.run_dir)}", model=os.path.join(self.run_dir, "model.keras"),
+            split=split, data_root=self.dataset.root, paths=[samples[i].rel for i in kept],
+            recipe=yaml.safe_load(dump_recipe(self.recipe)), history=pd.DataFrame(self.history),
+            unreadable=[(samples[i].rel, "could not be decoded") for i in lost],
+        )
+        write_evaluation(self.run_dir, evaluation, context)
+        say(f"\n{split} split:")
+        print_evaluation(self.run_dir, evaluation)
 
 
 def describe_groups(groups: list[tuple[str, int, int]]) -> str:

@@ -20,6 +20,7 @@ class Dataset:
     skipped: list[Skipped]
     infos: dict[str, ImageInfo]
     hidden: int = 0
+    split_given: bool = False  # the layout (split folders, a CSV's split column) named the splits
     warnings: list[str] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
 
@@ -62,6 +63,7 @@ def load_dataset(
     found = scan(path, progress=progress)
     ds = Dataset(found.root, found.layout, [], found.samples, found.skipped, found.infos, found.hidden)
     ds.classes = _classes(found)
+    ds.split_given = any(s.split for s in ds.samples)
     if split_from:
         ds.warnings += splitting.from_index(ds.samples, split_from)
     else:

@@ -146,10 +146,14 @@ def _to_rgb_array(img: Image.Image, size_hint: tuple[int, int] | None) -> np.nda
 
 
 def _reduce(img: Image.Image, size_hint: tuple[int, int] | None) -> Image.Image:
-    """Box-reduce an image that is over twice the target in both dimensions."""
+    """Box-reduce an image at least twice the target in both dimensions.
+
+    The result is still at least the target size but under twice it in one
+    dimension, so the plain bilinear resize that follows does not alias.
+    """
     if not size_hint:
         return img
-    factor = min(img.height // (2 * size_hint[0]), img.width // (2 * size_hint[1]))
+    factor = min(img.height // size_hint[0], img.width // size_hint[1])
     if factor >= 2 and img.mode in ("L", "RGB", "RGBA", "LA", "I", "I;16", "F", "CMYK"):
         return img.reduce(factor)
     return img

@@ -1,0 +1,81 @@
+"""Shared helpers for the benchmarks: generated data, timing, memory, stages in subprocesses.
+
+Benchmarks are run by hand and print tables; they are not tests.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import resource
+import subprocess
+import sys
+import time
+
+import numpy as np
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+
+def make_jpegs(folder: str, n: int, classes: int = 5, size: tuple[int, int] = (320, 240), seed: int = 0) -> str:
+    """n photo-like JPEGs (smooth colour fields and shapes, class-dependent hue) in class folders.
+
+    Reuses the folder when it already holds n images.
+    """
+    from PIL import Image, ImageDraw
+
+    marker = os.path.join(folder, f".generated-{n}-{classes}-{size[0]}x{size[1]}")
+    if os.path.exists(marker):
+        return folder
+    rng = np.random.default_rng(seed)
+    w, h = size
+    yy, xx = np.mgrid[0:h, 0:w]
+    for i in range(n):
+        c = i % classes
+        hue = np.array([60 + 35 * c, 200 - 30 * c, 90 + 25 * (c % 3)], float)
+        field = hue + 40 * np.sin(xx[..., None] / rng.uniform(20, 60) + rng.uniform(0, 6)) \
+            + 30 * np.cos(yy[..., None] / rng.uniform(20, 60))
+        image = Image.fromarray(np.clip(field + rng.normal(0, 8, field.shape), 0, 255).astype(np.uint8))
+        draw = ImageDraw.Draw(image)
+        for _ in range(3):
+            x, y = rng.integers(0, w - 40), rng.integers(0, h - 40)
+            draw.ellipse([x, y, x + rng.integers(20, 80), y + rng.integers(20, 80)],
+                         fill=tuple(int(v) for v in rng.integers(0, 255, 3)))
+        target = os.path.join(folder, f"class_{c}")
+        os.makedirs(target, exist_ok=True)
+        image.save(os.path.join(target, f"img_{i:05d}.jpg"), quality=90)
+    open(marker, "w").close()
+    return folder
+
+
+def peak_rss_mb() -> float:
+    """Peak resident memory of this process so far, in MiB (Linux reports KiB)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def timed(fn, *args, **kwargs):
+    start = time.perf_counter()
+    result = fn(*args, **kwargs)
+    return result, time.perf_counter() - start
+
+
+def run_stage(script: str, stage: str, args: dict) -> dict:
+    """Run `script --stage STAGE --args JSON` in a fresh process; it prints one JSON line."""
+    done = subprocess.run([sys.executable, script, "--stage", stage, "--args", json.dumps(args)],
+                          capture_output=True, text=True)
+    if done.returncode != 0:
+        raise RuntimeError(f"stage {stage} failed:\n{done.stderr[-3000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def print_table(rows: list[list], headers: list[str]) -> None:
+    sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
+    from tltool.console import table
+
+    print(table(rows, headers))
+
+
+def machine() -> str:
+    import platform
+
+    return f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}"

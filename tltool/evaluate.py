@@ -1,0 +1,116 @@
+"""`evaluate`: a trained model on a folder dataset, with a full per-class report."""
+
+from __future__ import annotations
+
+import datetime
+import os
+
+import pandas as pd
+
+from tltool.console import say, warn
+from tltool.data.dataset import load_dataset
+from tltool.errors import TltoolError
+from tltool.files import atomic_path
+from tltool.inference import TrainedModel, load_trained
+from tltool.metrics import Evaluation, evaluate_probs
+from tltool.report import ReportContext, write_evaluation
+
+
+def evaluate(model: str, data: str, out: str | None = None, split: str | None = None,
+             split_from: str | None = None, top_k: int = 5, batch_size: int = 32,
+             progress: bool = True) -> tuple[str, Evaluation]:
+    """Evaluate a run directory, SavedModel or .keras file on `data`.
+
+    Args:
+        model: what to evaluate.
+        data: a folder dataset (or CSV) whose classes the model knows.
+        out: the evaluation folder; default a new folder in the run directory
+            (or beside the model) under ``evaluations/``. Never overwritten.
+        split: evaluate only this split (train, val or test) of `data`: its
+            folder when `data` is pre-split, else the split recorded by
+            `split_from` (default: the model's own run directory).
+        top_k: k for top-k accuracy and recall.
+
+    Returns:
+        (the evaluation folder, the figures).
+
+    Raises:
+        TltoolError: a bad path, a class the model does not know, no images.
+    """
+    trained = load_trained(model)
+    folder = out or _default_folder(trained, data, split)
+    if os.path.exists(folder) and (not os.path.isdir(folder) or os.listdir(folder)):
+        raise TltoolError(f"--out {folder}: exists and is not empty; an earlier evaluation is never overwritten")
+    samples, skipped = _samples(trained, data, split, split_from, progress)
+    index = {c: i for i, c in enumerate(trained.classes)}
+    unknown = sorted({s.label for s in samples} - set(index))
+    if unknown:
+        raise TltoolError(f"{data} has classes the model does not know: {', '.join(unknown)}; "
+                          f"model classes: {', '.join(trained.classes)}")
+    missing = sorted(set(index) - {s.label for s in samples})
+    if missing:
+        warn(f"{len(missing)} model class(es) have no images here: {', '.join(missing[:10])}")
+    probs, kept = trained.probabilities([s.path for s in samples], batch_size, progress)
+    unread = [(samples[i].rel, "could not be decoded") for i in sorted(set(range(len(samples))) - set(kept))]
+    if not len(kept):
+        raise TltoolError(f"{data}: none of the {len(samples)} images could be read")
+    evaluation = evaluate_probs([index[samples[i].label] for i in kept], probs, trained.classes, top_k)
+    context = ReportContext(
+        title=f"Evaluation of {os.path.basename(trained.run_dir or trained.source)} on {os.path.basename(os.path.normpath(data))}",
+        model=f"{trained.source} ({trained.kind}, {trained.image_size} px, aspect {trained.aspect})",
+        split=split or "all", data_root=os.path.abspath(data) if os.path.isdir(data) else os.path.dirname(os.path.abspath(data)),
+        paths=[samples[i].rel for i in kept], recipe=_recipe(trained), history=_history(trained),
+        unreadable=skipped + unread,
+    )
+    with atomic_path(folder) as tmp:
+        os.makedirs(tmp)
+        write_evaluation(tmp, evaluation, context)
+    return folder, evaluation
+
+
+def _samples(trained: TrainedModel, data: str, split: str | None, split_from: str | None, progress: bool):
+    ds = load_dataset(data, 0.0, 0.0, progress=progress)
+    if split is not None and not ds.split_given:
+        source = split_from or trained.run_dir
+        if source is None:
+            raise TltoolError(f"--split {split}: {data} names no splits (no {split}/ folder); "
+                              "pass --split-from RUN to use the split of an earlier run")
+        ds = load_dataset(data, split_from=source, progress=progress)
+    samples = ds.samples if split is None else ds.split(split)
+    if not samples:
+        where = f" in split {split!r}" if split else ""
+        raise TltoolError(f"{data}: no usable images{where} to evaluate")
+    return samples, [(sk.rel, sk.reason) for sk in ds.skipped]
+
+
+def _default_folder(trained: TrainedModel, data: str, split: str | None) -> str:
+    base = trained.run_dir or os.path.dirname(trained.source)
+    name = f"{datetime.date.today().isoformat()}-{os.path.basename(os.path.normpath(data))}"
+    stem = os.path.join(base, "evaluations", name + (f"-{split}" if split else ""))
+    candidate, n = stem, 1
+    while os.path.exists(candidate):
+        n += 1
+        candidate = f"{stem}-{n}"
+    return candidate
+
+
+def _recipe(trained: TrainedModel) -> dict | None:
+    if not trained.run_dir:
+        return None
+    import yaml
+
+    with open(os.path.join(trained.run_dir, "recipe.yaml"), encoding="utf-8") as f:
+        return yaml.safe_load(f)
+
+
+def _history(trained: TrainedModel) -> pd.DataFrame | None:
+    path = os.path.join(trained.run_dir, "history.csv") if trained.run_dir else None
+    return pd.read_csv(path) if path and os.path.isfile(path) else None
+
+
+def print_evaluation(folder: str, evaluation: Evaluation, show_all: bool = False) -> None:
+    from tltool.metrics import format_per_class, format_summary
+
+    say(format_summary(evaluation.metrics))
+    print(format_per_class(evaluation.per_class, None if show_all else 20))
+    say(f"report: {os.path.join(folder, 'report.html')}")

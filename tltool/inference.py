@@ -1,0 +1,141 @@
+"""Loading a trained classifier (run directory, SavedModel or .keras file) and running it.
+
+All three give a `TrainedModel`: class names, input size, aspect policy, and
+a function from float32 pixel batches to probabilities. Batches are decoded by
+the tf.data pipeline in parallel while the model runs on the previous one.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+
+from tltool.errors import TltoolError
+
+
+@dataclass
+class TrainedModel:
+    source: str
+    kind: str  # "keras" | "savedmodel"
+    classes: list[str]
+    image_size: int
+    aspect: str
+    run_dir: str | None
+    forward: Callable  # float32 (N, S, S, 3) pixels -> (N, C) probabilities
+
+    def probabilities(self, paths: list[str], batch_size: int = 32, progress: bool = False):
+        return predict_images(self.forward, paths, self.image_size, self.aspect, batch_size, progress)
+
+
+def load_trained(path: str) -> TrainedModel:
+    """Open a run directory, a SavedModel folder or a .keras file.
+
+    Raises:
+        TltoolError: the path does not exist or holds no usable model; the
+            message says what was expected.
+    """
+    path = os.path.abspath(os.path.expanduser(path))
+    if not os.path.exists(path):
+        raise TltoolError(f"{path}: no such file or folder; give a run directory, a SavedModel or a .keras file")
+    if os.path.isdir(path) and os.path.isfile(os.path.join(path, "saved_model.pb")):
+        return _savedmodel(path)
+    if os.path.isdir(path):
+        if os.path.isfile(os.path.join(path, "model.keras")):
+            return _keras(os.path.join(path, "model.keras"), run_dir=path)
+        if os.path.isfile(os.path.join(path, "recipe.yaml")):
+            raise TltoolError(f"{path}: this run has no model.keras; it did not finish (see its history.csv)")
+        raise TltoolError(f"{path}: not a run directory or a SavedModel (no model.keras, no saved_model.pb)")
+    if path.endswith(".keras"):
+        parent = os.path.dirname(path)
+        return _keras(path, run_dir=parent if os.path.isfile(os.path.join(parent, "recipe.yaml")) else None)
+    raise TltoolError(f"{path}: not a model; give a run directory, a SavedModel folder or a .keras file")
+
+
+def _keras(path: str, run_dir: str | None) -> TrainedModel:
+    import keras
+
+    import tltool.layers  # noqa: F401  (registers tltool's layers for loading)
+    import tltool.optim  # noqa: F401
+    from tltool.rundir import read_classes
+
+    folder = os.path.dirname(path)
+    try:
+        model = keras.models.load_model(path, compile=False)
+    except Exception as e:
+        raise TltoolError(f"{path}: cannot load this .keras file ({str(e).splitlines()[0][:200]})") from None
+    if not os.path.isfile(os.path.join(folder, "classes.json")):
+        raise TltoolError(f"{path}: no classes.json beside it; copy the run's classes.json next to the model")
+    classes = read_classes(folder)
+    aspect = _aspect_from_recipe(folder)
+    size = int(model.input_shape[1])
+    _check_width(path, len(classes), int(model.output_shape[-1]))
+    import tensorflow as tf
+
+    forward = tf.function(lambda x: model(x, training=False), reduce_retracing=True)
+    return TrainedModel(path, "keras", classes, size, aspect, run_dir, forward)
+
+
+def _savedmodel(path: str) -> TrainedModel:
+    import tensorflow as tf
+
+    from tltool.export import read_info
+
+    info = read_info(path)
+    if info is None:
+        raise TltoolError(f"{path}: a SavedModel without assets/tltool.json; export it with tltool")
+    loaded = tf.saved_model.load(path)
+    parent = os.path.dirname(path)
+    run_dir = parent if os.path.isfile(os.path.join(parent, "recipe.yaml")) else None
+    return TrainedModel(path, "savedmodel", list(info["classes"]), int(info["image_size"]), info["aspect"],
+                        run_dir, lambda x: loaded.serve(x)["probabilities"])
+
+
+def _aspect_from_recipe(folder: str) -> str:
+    path = os.path.join(folder, "recipe.yaml")
+    if not os.path.isfile(path):
+        return "stretch"
+    import yaml
+
+    with open(path, encoding="utf-8") as f:
+        return ((yaml.safe_load(f) or {}).get("data") or {}).get("aspect", "stretch")
+
+
+def _check_width(path: str, classes: int, outputs: int) -> None:
+    if classes != outputs:
+        raise TltoolError(f"{path}: classes.json names {classes} classes but the model has {outputs} outputs")
+
+
+def predict_images(forward, paths: list[str], image_size: int, aspect: str, batch_size: int = 32,
+                   progress: bool = False):
+    """Probabilities for each decodable file in `paths`.
+
+    Args:
+        forward: float32 (N, S, S, 3) pixel batches -> probabilities (a Keras
+            model, a tf.function, or a SavedModel endpoint).
+
+    Returns:
+        (probs, kept): probabilities, and the index into `paths` of each row;
+        files that fail to decode are absent from `kept`.
+    """
+    import tensorflow as tf
+    from tqdm import tqdm
+
+    from tltool.data.pipeline import decode_dataset, finish
+
+    ds = finish(decode_dataset(paths, image_size, aspect).batch(batch_size).prefetch(tf.data.AUTOTUNE))
+    probs, kept = [], []
+    with tqdm(total=len(paths), desc="predicting", unit="img", disable=None if progress else True,
+              leave=False) as bar:
+        for images, index in ds:
+            probs.append(np.asarray(forward(tf.cast(images, tf.float32))))
+            kept.append(np.asarray(index))
+            bar.update(len(kept[-1]))
+    if not probs:
+        return np.zeros((0, 0), np.float32), np.zeros((0,), np.int64)
+    return np.concatenate(probs), np.concatenate(kept)
+
+

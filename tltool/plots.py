@@ -1,0 +1,147 @@
+"""Report pictures (matplotlib, non-interactive backend).
+
+Every figure stays readable from 2 to a few hundred classes: sizes grow with
+the class count up to a cap, label fonts follow the space each class gets,
+and only when that would fall below 5 pt are tick labels thinned.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+
+MIN_FONT, MAX_FONT = 5.0, 10.0
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _label_layout(n: int, length_inches: float) -> tuple[int, float]:
+    """(label every k-th class, font size in points) for n classes along an axis."""
+    space = length_inches * 72 * 0.8 / max(n, 1)  # points per class; ~80% of the side is the axes
+    size = min(MAX_FONT, 0.8 * space)
+    if size >= MIN_FONT:
+        return 1, size
+    return math.ceil(MIN_FONT / (0.8 * space)), MIN_FONT
+
+
+def _ticks(ax, classes: list[str], axis: str, length_inches: float) -> None:
+    step, size = _label_layout(len(classes), length_inches)
+    positions = np.arange(0, len(classes), step)
+    labels = [classes[i] for i in positions]
+    if axis == "x":
+        ax.set_xticks(positions)
+        ax.set_xticklabels(labels, rotation=90, fontsize=size)
+    else:
+        ax.set_yticks(positions)
+        ax.set_yticklabels(labels, fontsize=size)
+
+
+def confusion_matrix_png(confusion: pd.DataFrame, path: str) -> None:
+    """Raw counts and row-normalised (recall) side by side."""
+    plt = _pyplot()
+    classes = list(confusion.index)
+    n = len(classes)
+    counts = confusion.values.astype(float)
+    normalised = counts / np.maximum(counts.sum(axis=1, keepdims=True), 1)
+    side = min(22, max(5, 0.16 * n + 3))
+    fig, axes = plt.subplots(1, 2, figsize=(2 * side + 1, side), constrained_layout=True)
+    for ax, values, title, fmt in ((axes[0], counts, "counts", "d"), (axes[1], normalised, "normalised by true class", ".2f")):
+        image = ax.imshow(values, cmap="Blues", interpolation="nearest")
+        ax.set_title(f"Confusion matrix ({title})")
+        ax.set_xlabel("predicted")
+        ax.set_ylabel("true")
+        _ticks(ax, classes, "x", side)
+        _ticks(ax, classes, "y", side)
+        fig.colorbar(image, ax=ax, fraction=0.046, pad=0.02)
+        if n <= 25:
+            top = values.max() or 1
+            for i in range(n):
+                for j in range(n):
+                    text = format(int(values[i, j]), "d") if fmt == "d" else format(values[i, j], fmt)
+                    ax.text(j, i, text, ha="center", va="center", fontsize=8,
+                            color="white" if values[i, j] > top / 2 else "black")
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def per_class_f1_png(per_class: pd.DataFrame, path: str) -> None:
+    """Horizontal bars of F1 per class, worst at the top."""
+    plt = _pyplot()
+    ranked = per_class.sort_values("f1", ascending=False, kind="stable")
+    n = len(ranked)
+    height = min(40, max(3, 0.18 * n + 1))
+    fig, ax = plt.subplots(figsize=(8, height), constrained_layout=True)
+    colours = plt.cm.RdYlGn(ranked["f1"].to_numpy())
+    ax.barh(np.arange(n), ranked["f1"], color=colours)
+    _ticks(ax, ranked["class"].tolist(), "y", height)
+    ax.set_ylim(-0.6, n - 0.4)
+    ax.set_xlim(0, 1)
+    ax.set_xlabel("F1")
+    ax.set_title("F1 per class (worst at the top)")
+    ax.grid(axis="x", alpha=0.3)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def curves_png(history: pd.DataFrame, path: str) -> None:
+    """Loss and accuracy per epoch across phases, phase boundaries marked."""
+    plt = _pyplot()
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.5), constrained_layout=True)
+    epochs = history["epoch"].to_numpy()
+    for ax, metric in zip(axes, ("loss", "accuracy")):
+        for column, style in ((metric, "-"), (f"val_{metric}", "--")):
+            if column in history:
+                ax.plot(epochs, history[column], style, marker="o", markersize=3,
+                        label="validation" if column.startswith("val_") else "training")
+        phases = history["phase"].tolist()
+        for i in range(len(phases)):
+            if i == 0 or phases[i] != phases[i - 1]:
+                boundary = epochs[i] - 0.5
+                ax.axvline(boundary, color="grey", alpha=0.5, linestyle=":")
+                ax.text(boundary + 0.1, 0.98, phases[i], transform=ax.get_xaxis_transform(),
+                        va="top", fontsize=8, color="dimgrey")
+        ax.set_xlabel("epoch")
+        ax.set_title(metric)
+        ax.grid(alpha=0.3)
+        ax.legend()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def misclassified_png(rows: pd.DataFrame, root: str | None, path: str, limit: int = 16) -> int:
+    """A gallery of the most confident mistakes; returns how many are shown."""
+    import os
+
+    from tltool.data.images import ImageError, load_image
+
+    plt = _pyplot()
+    shown = rows.head(limit)
+    cols = 4
+    count = max(1, len(shown))
+    grid_rows = int(np.ceil(count / cols))
+    fig, axes = plt.subplots(grid_rows, cols, figsize=(3 * cols, 3.3 * grid_rows), squeeze=False)
+    for ax in axes.flat:
+        ax.axis("off")
+    for ax, (_, row) in zip(axes.flat, shown.iterrows()):
+        file = row["path"] if os.path.isabs(row["path"]) or root is None else os.path.join(root, row["path"])
+        try:
+            ax.imshow(load_image(file, (128, 128)))
+        except ImageError as e:
+            ax.text(0.5, 0.5, f"cannot show:\n{e}", ha="center", va="center", fontsize=8)
+        ax.set_title(f"true: {row['true']}\npredicted: {row['predicted']} ({row['confidence']:.2f})", fontsize=8)
+    if shown.empty:
+        axes.flat[0].text(0.5, 0.5, "no mistakes", ha="center", va="center")
+    fig.suptitle("Most confident mistakes")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return len(shown)
