@@ -16,6 +16,7 @@ and prints images/second, the ratio to the in-memory limit and peak memory.
 from __future__ import annotations
 
 import argparse
+import glob
 import json
 import os
 import sys
@@ -95,6 +96,8 @@ def stage_fed(args):
     step(tf.zeros((args["batch"], args["size"], args["size"], 3))).numpy()
     first = _epoch(batches, step)
     second = _epoch(batches, step)
+    for leftover in glob.glob(cache + "*") if cache else []:
+        os.remove(leftover)
     return {"first": first[0] / first[1], "cached": second[0] / second[1], "rss": peak_rss_mb()}
 
 

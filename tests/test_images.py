@@ -163,3 +163,42 @@ def test_aspect_policies(tmp_path, aspect):
         assert middle[1].tolist() == [0, 255, 0] and middle[30].tolist() == [0, 255, 0]
     bars = image[:6].max() == 0 and image[-6:].max() == 0
     assert bars == (aspect == "pad")  # letterboxing adds black bars above and below
+
+
+def test_plain_files_decode_natively_with_identical_pixels(tmp_path):
+    import tensorflow as tf
+
+    from tltool.data.images import plain_format
+    from tltool.data.pipeline import decode_dataset
+
+    smooth = np.clip(np.add.outer(np.arange(60), np.arange(80))[..., None] * [2, 1, 3] % 255, 0, 255).astype(np.uint8)
+    plain = [write(tmp_path, "a.jpg", encoded(smooth, "JPEG", quality=90)),
+             write(tmp_path, "b.png", encoded(smooth, "PNG")),
+             write(tmp_path, "g.jpg", encoded(smooth[..., 0], "JPEG"))]
+    assert [plain_format(p, (32, 32)) for p in plain] == ["JPEG", "PNG", "JPEG"]
+    decoded = [tf.io.decode_jpeg(tf.io.read_file(p), channels=3, dct_method="INTEGER_ACCURATE").numpy()
+               if p.endswith(".jpg") else tf.io.decode_png(tf.io.read_file(p), channels=3).numpy() for p in plain]
+    for path, native in zip(plain, decoded):
+        np.testing.assert_array_equal(native, load_image(path, (32, 32)))
+    through_pipeline = [np.asarray(x) for x, _ in decode_dataset(plain, 32, "stretch")]
+    assert [x.shape for x in through_pipeline] == [(32, 32, 3)] * 3
+
+
+def test_awkward_files_go_through_pillow(tmp_path):
+    from tltool.data.images import plain_format
+
+    cmyk = io.BytesIO()
+    Image.fromarray(PHOTO).convert("CMYK").save(cmyk, "JPEG")
+    rotated = Image.fromarray(PHOTO)
+    exif = rotated.getexif()
+    exif[0x0112] = 6
+    turned = io.BytesIO()
+    rotated.save(turned, "JPEG", exif=exif.tobytes())
+    awkward = {
+        "cmyk.jpg": cmyk.getvalue(), "turned.jpg": turned.getvalue(),
+        "alpha.png": encoded(np.dstack([PHOTO, PHOTO[..., :1]]), "PNG"),
+        "deep.png": encoded(np.full((8, 8), 40000, np.uint16), "PNG"),
+        "x.webp": encoded(PHOTO, "WEBP"), "big.jpg": encoded(np.tile(PHOTO, (4, 4, 1)), "JPEG"),
+    }
+    for name, data in awkward.items():
+        assert plain_format(write(tmp_path, name, data), (32, 32)) is None, name

@@ -52,6 +52,11 @@ class FeatureCache:
             return features, tf.one_hot(labels, self.num_classes)
 
         ds = tf.data.Dataset.from_tensor_slices((np.arange(len(self.train_labels)), self.train_labels))
+        # Keras makes an extra iterator per epoch for a dataset of known length,
+        # which advances the shuffle seeds; the image pipeline's length is
+        # unknown (it drops unreadable files), so this one's must be too, or
+        # the two would shuffle differently from the second epoch on.
+        ds = ds.ignore_errors()
         ds = ds.shuffle(window, seed=seed, reshuffle_each_iteration=True).batch(batch_size)
         return finish(ds.map(lookup).prefetch(tf.data.AUTOTUNE))
 
@@ -73,37 +78,46 @@ class FeatureCache:
         return SwitchView()
 
 
-def compute_features(features_model, train_images, val_images, n_train: int, views: int,
+def compute_features(features_model, augmenter, train_images, val_images, n_train: int, views: int,
                      batch_size: int, num_classes: int, disk_dir: str | None) -> FeatureCache:
     """Run the frozen backbone once over every image (and view).
 
+    The backbone always runs in inference mode (training=False), whatever its
+    layers' trainable flags, so BatchNorm statistics are used, never updated;
+    only the augmentation runs in training mode.
+
     Args:
-        features_model: image -> pooled features (augmentation inside, active
-            when called with training=True).
+        features_model: image -> pooled features, without augmentation.
+        augmenter: the augmentation layers; None when the recipe has none.
         train_images / val_images: unbatched (uint8 image, label, index) from
             `labelled_images`, in pipeline order; val may be None.
         n_train: number of training images (for sizing the store).
-        views: augmented views per training image; 0 means no augmentation
-            (one plain view).
+        views: augmented views per training image; ignored (one plain view)
+            without an augmenter.
         disk_dir: where a store too large for memory goes.
     """
     import tensorflow as tf
 
-    augmented = views > 0
-    views = max(1, views)
+    augmented = augmenter is not None
+    views = views if augmented else 1
     start = time.perf_counter()
     dim = features_model.output.shape[-1]
     store = _allocate((views, n_train, dim), disk_dir)
-    step = tf.function(lambda x: features_model(tf.cast(x, tf.float32), training=augmented))
+
+    def embed(x):
+        x = tf.cast(x, tf.float32)
+        return features_model(augmenter(x, training=True) if augmented else x, training=False)
+
+    step = tf.function(embed)
     labels = None
     for v in range(views):
-        feats, labels = _run(step, finish(train_images.batch(batch_size)))
+        feats, labels = _run(step, finish(train_images.batch(batch_size).prefetch(tf.data.AUTOTUNE)))
         store[v, : len(feats)] = feats
     store = store[:, : len(labels)]
     val, val_labels = (None, None)
     if val_images is not None:
         plain = tf.function(lambda x: features_model(tf.cast(x, tf.float32), training=False))
-        val, val_labels = _run(plain, finish(val_images.batch(batch_size)))
+        val, val_labels = _run(plain, finish(val_images.batch(batch_size).prefetch(tf.data.AUTOTUNE)))
     seconds = time.perf_counter() - start
     where = f"on disk in {disk_dir}" if isinstance(store, np.memmap) else "in memory"
     size_mb = (store.nbytes + (val.nbytes if val is not None else 0)) / 2**20

@@ -26,14 +26,15 @@ class Classifier:
         model: training graph, with augmentation.
         inference: the same without augmentation: saved and exported.
         backbone: the pretrained feature extractor.
-        features: image -> pooled features, augmentation included (active
-            only when called with training=True).
+        augmenter: the augmentation layers, or None.
+        features: image -> pooled features, without augmentation.
         head: pooled features -> class probabilities.
     """
 
     model: keras.Model
     inference: keras.Model
     backbone: keras.Model
+    augmenter: keras.Sequential | None
     features: keras.Model
     head: keras.Model
     spec: BackboneSpec
@@ -64,15 +65,16 @@ def build_classifier(
             features = layer(features)
         return features
 
-    augmented = augmenter(image) if augmenter else image
-    pooled = top(augmented)
+    pooled = top(augmenter(image) if augmenter else image)
+    plain = top(image)
     feature_input = keras.Input((pooled.shape[-1],), name="features")
     name = f"{spec.name}_classifier"
     return Classifier(
         model=keras.Model(image, classify(pooled), name=f"{name}_train"),
-        inference=keras.Model(image, classify(top(image)), name=name),
+        inference=keras.Model(image, classify(plain), name=name),
         backbone=backbone,
-        features=keras.Model(image, pooled, name=f"{spec.name}_features"),
+        augmenter=augmenter,
+        features=keras.Model(image, plain, name=f"{spec.name}_features"),
         head=keras.Model(feature_input, classify(feature_input), name=f"{spec.name}_head"),
         spec=spec,
         image_size=image_size,

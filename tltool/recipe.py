@@ -63,12 +63,6 @@ class Augment(_Strict):
         description="augmented views per image computed once when a frozen phase trains on cached features",
     )
 
-    @property
-    def enabled(self) -> bool:
-        return self.flip != "none" or any(
-            getattr(self, k) > 0 for k in ("rotation", "zoom", "translate", "contrast", "brightness")
-        )
-
 
 class Optimizer(_Strict):
     name: Literal["adam", "adamw", "sgd", "rmsprop"] = "adam"

@@ -12,6 +12,7 @@ import datetime
 import math
 import os
 import platform
+import shutil
 import sys
 import warnings
 from dataclasses import dataclass, field
@@ -69,6 +70,9 @@ def fit(data: str, *, recipe: str | Recipe | None = None, out: str | None = None
     source = weights_source(recipe.weights)
     if source not in ("imagenet", "none") and not os.path.isfile(source):
         raise TltoolError(f"--weights {recipe.weights}: no such file; give imagenet, none, or a .weights.h5/.h5 file")
+    if source == "none" and any(p.trainable == "none" or p.batchnorm == "frozen" for p in recipe.phases):
+        warn(f"--weights none with recipe {recipe.name!r}: it freezes layers or BatchNorm statistics of a "
+             "random backbone, which learn nothing; --recipe from-scratch trains everything")
     out = out or default_run_dir(spec.name)
     check_run_dir(out, overwrite)
     dataset = load_dataset(data, recipe.data.val_split, recipe.data.test_split, recipe.seed, split_from, progress)
@@ -88,6 +92,7 @@ def fit(data: str, *, recipe: str | Recipe | None = None, out: str | None = None
         session.finish()
     finally:
         keras.config.set_dtype_policy(policy)
+        shutil.rmtree(os.path.join(run_dir, "cache"), ignore_errors=True)  # decoded images, features
     provenance["finished"] = _now()
     _write_recipe(run_dir, recipe, provenance)
     return run_dir
@@ -182,7 +187,12 @@ class Session:
         self.train_images = labelled_images(
             [s.path for s in train], [index[s.label] for s in train], size, r.data.aspect,
             choose_cache(r.data.cache, len(train), size, os.path.join(cache_dir, "train")))
-        self.train_batches = to_batches(self.train_images, len(index), r.batch_size, r.seed, self.window)
+        # XLA cannot compile Keras' random augmentation layers (Keras would
+        # silently drop jit_compile), so with --jit-compile they run in the
+        # pipeline and the augmentation-free graph trains.
+        self.augment_in_pipeline = r.jit_compile and self.clf.augmenter is not None
+        self.train_batches = to_batches(self.train_images, len(index), r.batch_size, r.seed, self.window,
+                                        self.clf.augmenter if self.augment_in_pipeline else None)
         self.val_images = labelled_images(
             [s.path for s in val], [index[s.label] for s in val], size, r.data.aspect,
             choose_cache(r.data.cache, len(val), size, os.path.join(cache_dir, "val"))) if val else None
@@ -198,11 +208,11 @@ class Session:
         features_at = None
         for number, (phase, plan) in enumerate(zip(self.recipe.phases, self.plans), start=1):
             use_cache = self.recipe.cache_features and not plan.trains_backbone
+            apply_plan(self.clf.backbone, plan)
+            self._announce(number, phase, plan, use_cache)
             if use_cache and features_at != backbone_changes:
                 self.features = self._compute_features()
                 features_at = backbone_changes
-            apply_plan(self.clf.backbone, plan)
-            self._announce(number, phase, plan, use_cache)
             epoch += self._run_phase(phase, epoch, use_cache)
             backbone_changes += plan.trains_backbone
 
@@ -219,7 +229,8 @@ class Session:
             model, train, val = self.clf.head, self.features.train_dataset(r.batch_size, r.seed, self.window), \
                 self.features.val_dataset(r.batch_size)
         else:
-            model, train, val = self.clf.model, self.train_batches, self.val_batches
+            model = self.clf.inference if self.augment_in_pipeline else self.clf.model
+            train, val = self.train_batches, self.val_batches
         steps = math.ceil(self.n_train / r.batch_size)
         model.compile(
             optimizer=make_optimizer(phase, steps),
@@ -257,10 +268,9 @@ class Session:
     def _compute_features(self):
         from tltool.features import compute_features
 
-        aug = self.recipe.augment
         return compute_features(
-            self.clf.features, self.train_images, self.val_images, self.n_train,
-            aug.cached_views if aug.enabled else 0, self.recipe.batch_size, len(self.dataset.classes),
+            self.clf.features, self.clf.augmenter, self.train_images, self.val_images, self.n_train,
+            self.recipe.augment.cached_views, self.recipe.batch_size, len(self.dataset.classes),
             os.path.join(self.run_dir, "cache", "features"),
         )
 
@@ -305,12 +315,10 @@ class Session:
                                      self.recipe.data.aspect, self.recipe.batch_size)
         evaluation = evaluate_probs([index[samples[i].label] for i in kept], probs, self.dataset.classes)
         lost = sorted(set(range(len(samples))) - {int(i) for i in kept})
-        import yaml
-
         context = ReportContext(
             title=f"tltool run {os.path.basename(self.run_dir)}", model=os.path.join(self.run_dir, "model.keras"),
             split=split, data_root=self.dataset.root, paths=[samples[i].rel for i in kept],
-            recipe=yaml.safe_load(dump_recipe(self.recipe)), history=pd.DataFrame(self.history),
+            recipe=self.recipe.model_dump(mode="json"), history=pd.DataFrame(self.history),
             unreadable=[(samples[i].rel, "could not be decoded") for i in lost],
         )
         write_evaluation(self.run_dir, evaluation, context)
@@ -336,7 +344,7 @@ def _provenance(dataset: Dataset, weights: str, split_from: str | None) -> dict:
         "dataset": dataset.root,
         "split_from": os.path.abspath(split_from) if split_from else None,
         "weights_source": weights,
-        "command": " ".join(sys.argv) if sys.argv and sys.argv[0].endswith("tltool") else None,
+        "command": " ".join(["tltool", *sys.argv[1:]]) if sys.argv[0].endswith(("tltool", "__main__.py")) else None,
         "started": _now(),
         "versions": {"tltool": __version__, "tensorflow": tf.__version__, "keras": keras.__version__,
                      "python": platform.python_version()},

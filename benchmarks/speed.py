@@ -1,0 +1,260 @@
+"""Speed benchmark (issue 6): where tltool's time goes, against the limits of this machine.
+
+Stages, each in a fresh process so each peak memory is its own:
+
+1. head phase, 10 epochs, on cached features vs. the Keras-guide way (the
+   frozen backbone runs on every image in every epoch): wall time of the
+   phase, validation accuracy, ratio;
+2. fine-tune phase (every layer trains): images/s of `tltool fit`'s epochs
+   vs. the same compiled model's `train_on_batch` on tensors in memory;
+3. predict: images/s of `tltool predict`'s path (decode + model) vs. the
+   model's forward pass on tensors in memory;
+4. precision / XLA: train_on_batch images/s for float32, float32 with XLA,
+   mixed_bfloat16 and mixed_float16 (without augmentation, which XLA cannot
+   compile; tltool moves it into the pipeline under --jit-compile);
+5. CLI start-up: `tltool --help` vs. `python -c pass`.
+
+There are no ImageNet weights offline, and a random backbone with frozen
+BatchNorm gives near-constant features, so the benchmark first pretrains a
+MobileNetV2 from scratch on one generated dataset (kept in --work for later
+runs) and transfers it to another, as a user would with ImageNet weights.
+
+    python benchmarks/speed.py [--images 2000] [--size 224] [--skip-precision]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.join(HERE, ".."))
+from benchmarks.common import machine, make_jpegs, peak_rss_mb, print_table, run_stage  # noqa: E402
+
+BACKBONE = "mobilenetv2"
+
+
+def _recipe(path: str, phase: dict, views: int = 2, **extra) -> str:
+    import yaml
+
+    body = {"name": "bench", "phases": [phase], "early_stopping": None, "class_weight": "none",
+            "augment": {"flip": "horizontal", "rotation": 0.05, "cached_views": views}, **extra}
+    with open(path, "w") as f:
+        yaml.safe_dump(body, f)
+    return path
+
+
+def stage_pretrain(args):
+    """From-scratch MobileNetV2 on dataset A at 96 px; saves the backbone weights."""
+    import keras
+
+    import tltool
+    import tltool.layers  # noqa: F401
+
+    out = os.path.join(args["work"], "pretrain-run")
+    shutil.rmtree(out, ignore_errors=True)
+    tltool.fit(args["pretrain_data"], recipe="from-scratch", backbone=BACKBONE, image_size=96, epochs="4",
+               out=out, progress=False)
+    model = keras.models.load_model(os.path.join(out, "model.keras"))
+    model.get_layer("backbone").save_weights(args["weights"])
+    return {"rss": peak_rss_mb()}
+
+
+def _fit_phase(args, name, phase, views=2, **extra):
+    import pandas as pd
+
+    import tltool
+    from tltool.console import set_quiet
+
+    set_quiet(False)
+    out = os.path.join(args["work"], f"run-{name}")
+    shutil.rmtree(out, ignore_errors=True)
+    recipe = _recipe(os.path.join(args["work"], f"{name}.yaml"), phase, views, **extra)
+    log = os.path.join(args["work"], f"{name}.log")
+    stderr = sys.stderr
+    with open(log, "w") as sys.stderr:  # capture tltool's "cached ... in X s" line
+        tltool.fit(args["data"], recipe=recipe, backbone=BACKBONE, weights=args["weights"],
+                   image_size=args["size"], out=out, progress=False)
+    sys.stderr = stderr
+    history = pd.read_csv(os.path.join(out, "history.csv"))
+    cached = re.search(r"cached \d+ features .* in ([\d.]+) s", open(log).read())
+    metrics = json.load(open(os.path.join(out, "metrics.json")))
+    return out, history, (float(cached.group(1)) if cached else 0.0), metrics
+
+
+def stage_head(args):
+    phase = {"name": "head", "epochs": 10, "trainable": "none", "optimizer": {"name": "adam", "learning_rate": 1e-3}}
+    name = f"head-cached-{args['views']}" if args["cache"] else "head-plain"
+    _, history, cache_s, metrics = _fit_phase(args, name, phase, args["views"], cache_features=args["cache"])
+    return {"seconds": cache_s + float(history["seconds"].sum()), "cache_seconds": cache_s,
+            "val_accuracy": float(history["val_accuracy"].iloc[-1]), "accuracy": metrics["accuracy"],
+            "rss": peak_rss_mb()}
+
+
+def _in_memory_train_rate(args, precision="float32", jit=False, trainable="all", augment=True):
+    import keras
+    import numpy as np
+
+    from tltool.backbones import get_backbone
+    from tltool.freeze import apply_plan, resolve_plan
+    from tltool.model import build_classifier
+    from tltool.optim import make_optimizer
+    from tltool.recipe import Augment, Head, Phase
+    from tltool.weights import load_backbone
+
+    keras.config.set_dtype_policy(precision)
+    spec = get_backbone(BACKBONE)
+    backbone = load_backbone(spec, args["size"], args["weights"])
+    clf = build_classifier(spec, backbone, 5, args["size"], Head(), Augment(flip="horizontal", rotation=0.05))
+    phase = Phase(name="ft", epochs=1, trainable=trainable)
+    apply_plan(backbone, resolve_plan(spec, backbone, trainable))
+    model = clf.model if augment else clf.inference  # XLA cannot compile the augmentation layers
+    model.compile(make_optimizer(phase, 50), keras.losses.CategoricalCrossentropy(), metrics=["accuracy"],
+                  jit_compile=jit)
+    if jit and not model.jit_compile:
+        raise RuntimeError("Keras fell back from jit_compile")
+    batch = args["batch"]
+    x = np.random.default_rng(0).uniform(0, 255, (batch, args["size"], args["size"], 3)).astype("float32")
+    y = keras.utils.to_categorical(np.arange(batch) % 5, 5)
+    for _ in range(3):
+        model.train_on_batch(x, y)
+    steps = args["steps"]
+    start = time.perf_counter()
+    for _ in range(steps):
+        model.train_on_batch(x, y)
+    return steps * batch / (time.perf_counter() - start)
+
+
+def stage_finetune(args):
+    phase = {"name": "all", "epochs": 3, "trainable": "all", "optimizer": {"name": "adam", "learning_rate": 1e-5}}
+    out, history, _, _ = _fit_phase(args, "finetune", phase, cache_features=False)
+    n_train = int((json.load(open(os.path.join(out, "metrics.json")))["samples"]) * 4)  # val is 20%
+    rates = [n_train / s for s in history["seconds"]]
+    return {"first": rates[0], "later": max(rates[1:]), "rss": peak_rss_mb()}
+
+
+def stage_finetune_limit(args):
+    return {"rate": _in_memory_train_rate(args), "rss": peak_rss_mb()}
+
+
+def stage_predict(args):
+    import glob
+
+    from tltool.inference import load_trained
+
+    model = load_trained(os.path.join(args["work"], "run-finetune"))
+    paths = sorted(glob.glob(os.path.join(args["data"], "*", "*.jpg")))
+    model.probabilities(paths[:64], args["batch"])  # trace outside the timing
+    start = time.perf_counter()
+    model.probabilities(paths, args["batch"])
+    return {"rate": len(paths) / (time.perf_counter() - start), "rss": peak_rss_mb()}
+
+
+def stage_predict_limit(args):
+    import numpy as np
+    import tensorflow as tf
+
+    from tltool.inference import load_trained
+
+    model = load_trained(os.path.join(args["work"], "run-finetune"))
+    x = tf.constant(np.random.default_rng(0).uniform(0, 255, (args["batch"], args["size"], args["size"], 3)),
+                    tf.float32)
+    for _ in range(3):
+        np.asarray(model.forward(x))
+    steps = max(10, args["images"] // args["batch"])
+    start = time.perf_counter()
+    for _ in range(steps):
+        np.asarray(model.forward(x))
+    return {"rate": steps * args["batch"] / (time.perf_counter() - start), "rss": peak_rss_mb()}
+
+
+def stage_precision(args):
+    return {"rate": _in_memory_train_rate(args, args["precision"], args["jit"], augment=False), "rss": peak_rss_mb()}
+
+
+STAGES = {"pretrain": stage_pretrain, "head": stage_head, "finetune": stage_finetune,
+          "finetune_limit": stage_finetune_limit, "predict": stage_predict, "predict_limit": stage_predict_limit,
+          "precision": stage_precision}
+
+
+def cli_startup(repeats: int = 7) -> tuple[float, float]:
+    tltool = shutil.which("tltool") or os.path.join(os.path.dirname(sys.executable), "tltool")
+
+    def median(cmd):
+        times = []
+        for _ in range(repeats):
+            start = time.perf_counter()
+            subprocess.run(cmd, capture_output=True, check=True)
+            times.append(time.perf_counter() - start)
+        return statistics.median(times)
+
+    return median([tltool, "--help"]), median([sys.executable, "-c", "pass"])
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--images", type=int, default=2000)
+    parser.add_argument("--size", type=int, default=224)
+    parser.add_argument("--batch", type=int, default=32)
+    parser.add_argument("--work", default=os.path.join(tempfile.gettempdir(), "tltool-bench"))
+    parser.add_argument("--skip-precision", action="store_true")
+    parser.add_argument("--stage")
+    parser.add_argument("--args")
+    ns = parser.parse_args()
+    if ns.stage:
+        print(json.dumps(STAGES[ns.stage](json.loads(ns.args))))
+        return
+    os.makedirs(ns.work, exist_ok=True)
+    args = {"work": ns.work, "images": ns.images, "size": ns.size, "batch": ns.batch, "steps": 20,
+            "data": make_jpegs(os.path.join(ns.work, f"transfer-{ns.images}"), ns.images, seed=1),
+            "pretrain_data": make_jpegs(os.path.join(ns.work, f"jpegs-{ns.images}"), ns.images, seed=0),
+            "weights": os.path.join(ns.work, f"pretrained-{ns.images}.weights.h5")}
+    print(f"speed: {ns.images} JPEGs 320x240 (5 classes, 80/20 split) -> {ns.size}px, batch {ns.batch}, "
+          f"{BACKBONE} pretrained from scratch on other generated data; {machine()}\n")
+    if not os.path.exists(args["weights"]):
+        run_stage(__file__, "pretrain", args)
+    rows = []
+    plain = run_stage(__file__, "head", {**args, "cache": False, "views": 2})
+    for views in (2, 1):
+        cached = run_stage(__file__, "head", {**args, "cache": True, "views": views})
+        rows.append([f"head, 10 epochs, cached features ({views} view{'s' if views > 1 else ''})",
+                     f"{cached['seconds']:.1f} s", f"val acc {cached['val_accuracy']:.3f}",
+                     f"{plain['seconds'] / cached['seconds']:.1f}x faster", f"{cached['rss']:.0f}"])
+    rows.append(["head, 10 epochs, backbone every epoch (Keras guide)", f"{plain['seconds']:.1f} s",
+                 f"val acc {plain['val_accuracy']:.3f}", "", f"{plain['rss']:.0f}"])
+    fine, fine_limit = run_stage(__file__, "finetune", args), run_stage(__file__, "finetune_limit", args)
+    rows.append(["fine-tune (all layers), tltool fit, first epoch", f"{fine['first']:.1f} img/s", "",
+                 f"{100 * fine['first'] / fine_limit['rate']:.0f}% of limit", f"{fine['rss']:.0f}"])
+    rows.append(["fine-tune (all layers), tltool fit, later epochs", f"{fine['later']:.1f} img/s", "",
+                 f"{100 * fine['later'] / fine_limit['rate']:.0f}% of limit", ""])
+    rows.append(["fine-tune, train_on_batch on in-memory tensors", f"{fine_limit['rate']:.1f} img/s", "", "limit",
+                 f"{fine_limit['rss']:.0f}"])
+    pred, pred_limit = run_stage(__file__, "predict", args), run_stage(__file__, "predict_limit", args)
+    rows.append(["predict (decode + model), tltool predict path", f"{pred['rate']:.1f} img/s", "",
+                 f"{100 * pred['rate'] / pred_limit['rate']:.0f}% of limit", f"{pred['rss']:.0f}"])
+    rows.append(["predict, forward pass on in-memory tensors", f"{pred_limit['rate']:.1f} img/s", "", "limit",
+                 f"{pred_limit['rss']:.0f}"])
+    if not ns.skip_precision:
+        base = None
+        for precision, jit in (("float32", False), ("float32", True), ("mixed_bfloat16", False),
+                               ("mixed_float16", False)):
+            rate = run_stage(__file__, "precision", {**args, "precision": precision, "jit": jit})
+            base = base or rate["rate"]
+            rows.append([f"train_on_batch (no augmentation), {precision}{' + XLA' if jit else ''}",
+                         f"{rate['rate']:.1f} img/s", "",
+                         f"{rate['rate'] / base:.2f}x float32", f"{rate['rss']:.0f}"])
+    help_s, pass_s = cli_startup()
+    rows.append(["`tltool --help` (median of 7)", f"{help_s:.3f} s", "", f"python -c pass {pass_s:.3f} s", ""])
+    print_table(rows, ["measurement", "time / rate", "accuracy", "comparison", "peak MiB"])
+
+
+if __name__ == "__main__":
+    main()

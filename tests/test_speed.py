@@ -1,0 +1,166 @@
+"""Speed features that must not change results: feature caching, lazy imports,
+mixed precision and XLA on CPU."""
+
+import os
+import re
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from conftest import run_cli
+
+HEAD_ONLY = """\
+phases:
+  - {name: head, epochs: 5, trainable: none, optimizer: {name: adam, learning_rate: 0.01}}
+head: {dropout: 0.0}
+augment: {flip: none}
+early_stopping: null
+class_weight: none
+batch_size: 8
+seed: 7
+"""
+
+
+@pytest.fixture(scope="module")
+def backbone_file(tmp_path_factory):
+    import keras
+
+    # VGG16 has no BatchNorm, so even random weights give features that vary with the image
+    path = str(tmp_path_factory.mktemp("weights") / "vgg16.weights.h5")
+    keras.applications.VGG16(weights=None, include_top=False, input_shape=(32, 32, 3)).save_weights(path)
+    return path
+
+
+def _fit_head(data, weights, out, cache, recipe_dir):
+    recipe = recipe_dir / "head.yaml"
+    recipe.write_text(HEAD_ONLY)
+    flag = "--cache-features" if cache else "--no-cache-features"
+    result = run_cli("fit", data, "-b", "vgg16", "--weights", weights, "--image-size", 32,
+                     "--recipe", recipe, flag, "--out", out)
+    assert result.exit_code == 0, result.output
+    return result.output
+
+
+def test_cached_features_train_the_same_head_as_end_to_end(tiny_data, backbone_file, tmp_path):
+    import keras
+
+    import tltool.layers  # noqa: F401
+
+    cached_log = _fit_head(tiny_data, backbone_file, tmp_path / "cached", True, tmp_path)
+    plain_log = _fit_head(tiny_data, backbone_file, tmp_path / "plain", False, tmp_path)
+    assert re.search(r"cached 18 features of dim 512 in [\d.]+ s \([\d.]+ MB in memory\)", cached_log)
+    assert not re.search(r"cached \d+ features", plain_log) and "5 epoch(s) end to end" in plain_log
+    models = [keras.models.load_model(str(tmp_path / name / "model.keras")) for name in ("cached", "plain")]
+    kernels = [np.asarray(m.get_layer("predictions").kernel) for m in models]
+    assert not np.allclose(kernels[0], 0)
+    np.testing.assert_allclose(kernels[0], kernels[1], atol=1e-4)
+    np.testing.assert_allclose(np.asarray(models[0].get_layer("predictions").bias),
+                               np.asarray(models[1].get_layer("predictions").bias), atol=1e-4)
+    images = np.random.default_rng(1).uniform(0, 255, (6, 32, 32, 3)).astype("float32")
+    np.testing.assert_allclose(models[0].predict(images, verbose=0), models[1].predict(images, verbose=0), atol=1e-4)
+    import pandas as pd
+
+    histories = [pd.read_csv(tmp_path / name / "history.csv") for name in ("cached", "plain")]
+    assert histories[0]["loss"].iloc[-1] < 0.9 * histories[0]["loss"].iloc[0]  # the head really learned
+    np.testing.assert_allclose(histories[0]["loss"], histories[1]["loss"], rtol=1e-4)
+    for name in ("cached", "plain"):  # the backbone itself is untouched by a frozen phase
+        trained = keras.models.load_model(str(tmp_path / name / "model.keras")).get_layer("backbone")
+        source = keras.applications.VGG16(weights=None, include_top=False, input_shape=(32, 32, 3))
+        source.load_weights(backbone_file)
+        for a, b in zip(source.weights, trained.weights):
+            np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+
+
+def test_augmentation_is_cached_as_several_views(tiny_data, tmp_path):
+    recipe = tmp_path / "aug.yaml"
+    recipe.write_text(HEAD_ONLY.replace("augment: {flip: none}", "augment: {flip: horizontal, contrast: 0.2, cached_views: 3}"))
+    result = run_cli("fit", tiny_data, "-b", "mobilenetv2", "--weights", "none", "--image-size", 32,
+                     "--recipe", recipe, "--out", tmp_path / "run")
+    assert result.exit_code == 0, result.output
+    assert re.search(r"cached 18 features of dim 1280 x 3 augmented views", result.output)
+
+
+def test_views_cycle_by_epoch():
+    from tltool.features import FeatureCache
+
+    cache = FeatureCache(np.arange(3 * 4 * 2, dtype=np.float32).reshape(3, 4, 2), np.arange(4) % 2, None, None, 2)
+    switch = cache.view_switcher()
+    seen = []
+    for epoch in range(5):
+        switch.on_epoch_begin(epoch)
+        features = np.concatenate([x.numpy() for x, _ in cache.train_dataset(2, seed=1, window=4)])
+        seen.append(int(features.min()) // 8)
+    assert seen == [0, 1, 2, 0, 1]
+
+
+@pytest.mark.parametrize("args", [["--help"], ["backbones"], ["recipes"], ["recipes", "show", "small-data"],
+                                  ["recipes", "validate", "fine-tune-top", "--backbone", "resnet50"]])
+def test_quick_commands_do_not_import_tensorflow(args):
+    code = ("import sys; from tltool.cli import cli\n"
+            "try:\n    cli(%r, standalone_mode=False)\nexcept SystemExit:\n    pass\n"
+            "print('TF-LOADED' if 'tensorflow' in sys.modules or 'keras' in sys.modules else 'NO-TF')") % (args,)
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip().endswith("NO-TF")
+
+
+@pytest.mark.parametrize("precision", ["mixed_float16", "mixed_bfloat16"])
+def test_mixed_precision_trains_and_exports_on_cpu(tiny_data, tmp_path, precision):
+    import keras
+
+    import tltool.layers  # noqa: F401
+
+    result = run_cli("fit", tiny_data, "-b", "mobilenetv2", "--weights", "none", "--image-size", 32, "--epochs", 1,
+                     "--precision", precision, "--out", tmp_path / "run")
+    assert result.exit_code == 0, result.output
+    assert keras.config.dtype_policy().name == "float32"  # restored after fit
+    model = keras.models.load_model(str(tmp_path / "run" / "model.keras"))
+    assert model.get_layer("predictions").dtype_policy.name == "float32"
+    assert model.get_layer("backbone").get_layer("Conv1").dtype_policy.name == precision
+    probs = model.predict(np.zeros((2, 32, 32, 3), "float32"), verbose=0)
+    assert probs.dtype == np.float32 and np.allclose(probs.sum(axis=1), 1, atol=1e-3)
+    assert os.path.isfile(tmp_path / "run" / "saved_model" / "saved_model.pb")
+
+
+def test_jit_compile_trains_on_cpu(tiny_data, tmp_path):
+    import warnings
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        result = run_cli("fit", tiny_data, "-b", "mobilenetv2", "--weights", "none", "--image-size", 32,
+                         "--epochs", 1, "--jit-compile", "--out", tmp_path / "run")
+    assert result.exit_code == 0, result.output
+    assert not [w for w in caught if "jit_compile" in str(w.message)]  # Keras did not fall back silently
+    import yaml
+
+    assert yaml.safe_load(open(tmp_path / "run" / "recipe.yaml"))["jit_compile"] is True
+
+
+def test_caching_augmented_views_never_touches_batchnorm(tiny_data):
+    """Views run augmentation in training mode and the backbone in inference
+    mode, even while the backbone's layers are still marked trainable."""
+    import keras
+
+    from tltool.backbones import get_backbone
+    from tltool.data.pipeline import labelled_images
+    from tltool.features import compute_features
+    from tltool.freeze import batchnorm_layers
+    from tltool.model import build_classifier
+    from tltool.recipe import Augment, Head
+    from tltool.weights import load_backbone
+
+    spec = get_backbone("mobilenetv2")
+    clf = build_classifier(spec, load_backbone(spec, 32, "none"), 3, 32, Head(), Augment(flip="horizontal", zoom=0.2))
+    assert clf.backbone.trainable  # nothing frozen yet: the dangerous case
+    paths = sorted(os.path.join(r, f) for r, _, fs in os.walk(tiny_data) for f in fs)
+    images = labelled_images(paths, [0] * len(paths), 32)
+    before = [keras.ops.convert_to_numpy(bn.moving_mean).copy() for bn in batchnorm_layers(clf.backbone)]
+    cache = compute_features(clf.features, clf.augmenter, images, images, len(paths), 2, 8, 3, None)
+    after = [keras.ops.convert_to_numpy(bn.moving_mean) for bn in batchnorm_layers(clf.backbone)]
+    assert all(np.array_equal(a, b) for a, b in zip(before, after))
+    assert cache.train.shape == (2, len(paths), 1280)
+    assert not np.allclose(cache.train[0], cache.train[1], rtol=1e-3, atol=0)  # two different views
+    plain = clf.features.predict(np.stack([np.asarray(x, "float32") for x, _, _ in images]), verbose=0)
+    np.testing.assert_allclose(cache.val, plain, atol=1e-4)
