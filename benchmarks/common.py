@@ -5,6 +5,7 @@ Benchmarks are run by hand and print tables; they are not tests.
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import resource
@@ -57,6 +58,30 @@ def timed(fn, *args, **kwargs):
     start = time.perf_counter()
     result = fn(*args, **kwargs)
     return result, time.perf_counter() - start
+
+
+def parse_args(doc: str, extra=()) -> argparse.Namespace:
+    """The options both benchmarks take; `extra` adds (flags, kwargs) pairs."""
+    import tempfile
+
+    parser = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--images", type=int, default=2000)
+    parser.add_argument("--size", type=int, default=224)
+    parser.add_argument("--batch", type=int, default=32)
+    parser.add_argument("--work", default=os.path.join(tempfile.gettempdir(), "tltool-bench"))
+    for flags, kwargs in extra:
+        parser.add_argument(*flags, **kwargs)
+    parser.add_argument("--stage", help=argparse.SUPPRESS)
+    parser.add_argument("--args", help=argparse.SUPPRESS)
+    return parser.parse_args()
+
+
+def run_if_stage(ns, stages: dict) -> bool:
+    """In a stage subprocess: run the stage, print its JSON result, return True."""
+    if not ns.stage:
+        return False
+    print(json.dumps(stages[ns.stage](json.loads(ns.args))))
+    return True
 
 
 def run_stage(script: str, stage: str, args: dict) -> dict:

@@ -15,16 +15,15 @@ and prints images/second, the ratio to the in-memory limit and peak memory.
 
 from __future__ import annotations
 
-import argparse
 import glob
-import json
 import os
 import sys
-import tempfile
 import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
-from benchmarks.common import machine, make_jpegs, peak_rss_mb, print_table, run_stage  # noqa: E402
+from benchmarks.common import (  # noqa: E402
+    machine, make_jpegs, parse_args, peak_rss_mb, print_table, run_if_stage, run_stage,
+)
 
 
 def _pipeline(args, cache):
@@ -105,17 +104,8 @@ STAGES = {"pipeline": stage_pipeline, "limit": stage_memory_limit, "fed": stage_
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--images", type=int, default=2000)
-    parser.add_argument("--backbone", default="mobilenetv2")
-    parser.add_argument("--size", type=int, default=224)
-    parser.add_argument("--batch", type=int, default=32)
-    parser.add_argument("--work", default=os.path.join(tempfile.gettempdir(), "tltool-bench"))
-    parser.add_argument("--stage")
-    parser.add_argument("--args")
-    ns = parser.parse_args()
-    if ns.stage:
-        print(json.dumps(STAGES[ns.stage](json.loads(ns.args))))
+    ns = parse_args(__doc__, [(("--backbone",), {"default": "mobilenetv2"})])
+    if run_if_stage(ns, STAGES):
         return
     data = make_jpegs(os.path.join(ns.work, f"jpegs-{ns.images}"), ns.images)
     args = {"data": data, "images": ns.images, "backbone": ns.backbone, "size": ns.size, "batch": ns.batch,

@@ -205,3 +205,35 @@ def test_many_classes_stay_readable(tmp_path):
     every, size = _label_layout(120, 22)  # the confusion matrix's side for 120 classes
     assert every == 1 and size >= 8  # every class labelled, in a legible font
     assert _label_layout(1000, 22) == (5, 5.0)  # beyond that, labels are thinned, never shrunk below 5 pt
+
+
+def test_export_tflite_predicts_like_the_keras_model(fitted_run, tmp_path):
+    import keras
+    import tensorflow as tf
+
+    import tltool.layers  # noqa: F401
+
+    out = tmp_path / "m.tflite"
+    result = run_cli("export", fitted_run, "--format", "tflite", "--out", out)
+    assert result.exit_code == 0, result.output
+    images = np.random.default_rng(3).uniform(0, 255, (2, 32, 32, 3)).astype("float32")
+    expected = keras.models.load_model(os.path.join(fitted_run, "model.keras")).predict(images, verbose=0)
+    interpreter = tf.lite.Interpreter(model_path=str(out))
+    index = interpreter.get_input_details()[0]["index"]
+    interpreter.resize_tensor_input(index, images.shape)
+    interpreter.allocate_tensors()
+    interpreter.set_tensor(index, images)
+    interpreter.invoke()
+    np.testing.assert_allclose(interpreter.get_tensor(interpreter.get_output_details()[0]["index"]), expected,
+                               atol=1e-4)
+    again = run_cli("export", fitted_run, "--format", "tflite", "--out", out)
+    assert again.exit_code == 2 and "never replaced" in again.output
+
+
+def test_export_savedmodel_and_keras_copies(fitted_run, tmp_path):
+    for fmt, name in (("savedmodel", "sm"), ("keras", "copy.keras")):
+        result = run_cli("export", fitted_run, "--format", fmt, "--out", tmp_path / name)
+        assert result.exit_code == 0, result.output
+    assert (tmp_path / "sm" / "assets" / "classes.json").is_file() and (tmp_path / "copy.keras").is_file()
+    refused = run_cli("export", os.path.join(fitted_run, "saved_model"))
+    assert refused.exit_code == 2 and "already exported" in refused.output

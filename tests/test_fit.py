@@ -8,7 +8,6 @@ import textwrap
 
 import numpy as np
 import pandas as pd
-import pytest
 
 from conftest import COLOURS, make_dataset, run_cli, write_image
 

@@ -4,7 +4,7 @@ import os
 
 import pytest
 
-from conftest import COLOURS, make_dataset, write_image
+from conftest import make_dataset, write_image
 from tltool.data.dataset import load_dataset
 from tltool.errors import DatasetError
 

@@ -140,6 +140,24 @@ def predict(model, inputs, top_k, output, batch_size):
         click.echo(f"wrote {len(rows)} predictions to {output}", err=True)
 
 
+@cli.command("export")
+@click.argument("model", type=click.Path())
+@click.option("--format", "fmt", type=click.Choice(["tflite", "savedmodel", "keras"]), default="tflite",
+              show_default=True, help="What to write.")
+@click.option("--out", "-o", type=click.Path(), help="Where. [default: beside the model, e.g. RUN/model.tflite]")
+def export_command(model, fmt, out):
+    """Export MODEL (a run directory or .keras file) as TFLite, SavedModel or .keras.
+
+    `tltool fit` already writes model.keras and saved_model/; this makes the
+    others. The TFLite model takes (1, S, S, 3) float pixels 0-255, already
+    resized to the run's image size, and returns probabilities; the class
+    names are in the run's classes.json.
+    """
+    from tltool.export import export
+
+    click.echo(f"wrote {export(model, fmt, out)}")
+
+
 # ---------------------------------------------------------------- backbones
 
 

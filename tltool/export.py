@@ -90,6 +90,50 @@ def export_tflite(model, path: str) -> str:
     return path
 
 
+def export(model: str, fmt: str, out: str | None = None) -> str:
+    """Export a run directory's (or a .keras file's) model as `fmt`.
+
+    Args:
+        model: a run directory or a .keras file.
+        fmt: savedmodel | keras | tflite.
+        out: the file or folder to write; by default beside the model
+            (model.tflite, saved_model_export/, model_export.keras). An
+            existing one is never replaced.
+
+    Raises:
+        TltoolError: a bad path, a SavedModel given as MODEL, or `out` exists.
+    """
+    import shutil
+
+    from tltool.errors import TltoolError
+    from tltool.inference import load_trained
+
+    trained = load_trained(model)
+    if trained.keras_model is None:
+        raise TltoolError(f"{model}: a SavedModel is already exported; give its run directory or a .keras file")
+    folder = os.path.dirname(trained.source)
+    out = out or os.path.join(folder, {"tflite": "model.tflite", "savedmodel": "saved_model_export",
+                                       "keras": "model_export.keras"}[fmt])
+    if os.path.exists(out):
+        raise TltoolError(f"--out {out}: exists; choose another --out (an export is never replaced)")
+    if fmt == "tflite":
+        return export_tflite(trained.keras_model, out)
+    if fmt == "keras":
+        with atomic_path(out) as tmp:
+            shutil.copyfile(trained.source, tmp)
+        return out
+    backbone = (_recipe_field(trained.run_dir, "backbone") if trained.run_dir else None) or "unknown"
+    return export_saved_model(trained.keras_model, out,
+                              model_info(trained.classes, trained.image_size, trained.aspect, backbone))
+
+
+def _recipe_field(run_dir: str, key: str):
+    import yaml
+
+    with open(os.path.join(run_dir, "recipe.yaml"), encoding="utf-8") as f:
+        return (yaml.safe_load(f) or {}).get(key)
+
+
 def read_info(folder: str) -> dict | None:
     """tltool.json from a SavedModel's assets, if there is one."""
     path = os.path.join(folder, "assets", "tltool.json")

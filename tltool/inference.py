@@ -7,7 +7,6 @@ the tf.data pipeline in parallel while the model runs on the previous one.
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass
 from typing import Callable
@@ -26,6 +25,7 @@ class TrainedModel:
     aspect: str
     run_dir: str | None
     forward: Callable  # float32 (N, S, S, 3) pixels -> (N, C) probabilities
+    keras_model: object | None = None  # the keras.Model, when loaded from a .keras file
 
     def probabilities(self, paths: list[str], batch_size: int = 32, progress: bool = False):
         return predict_images(self.forward, paths, self.image_size, self.aspect, batch_size, progress)
@@ -59,7 +59,6 @@ def _keras(path: str, run_dir: str | None) -> TrainedModel:
     import keras
 
     import tltool.layers  # noqa: F401  (registers tltool's layers for loading)
-    import tltool.optim  # noqa: F401
     from tltool.rundir import read_classes
 
     folder = os.path.dirname(path)
@@ -76,7 +75,7 @@ def _keras(path: str, run_dir: str | None) -> TrainedModel:
     import tensorflow as tf
 
     forward = tf.function(lambda x: model(x, training=False), reduce_retracing=True)
-    return TrainedModel(path, "keras", classes, size, aspect, run_dir, forward)
+    return TrainedModel(path, "keras", classes, size, aspect, run_dir, forward, model)
 
 
 def _savedmodel(path: str) -> TrainedModel:
@@ -126,7 +125,8 @@ def predict_images(forward, paths: list[str], image_size: int, aspect: str, batc
 
     from tltool.data.pipeline import decode_dataset, finish
 
-    ds = finish(decode_dataset(paths, image_size, aspect).batch(batch_size).prefetch(tf.data.AUTOTUNE))
+    # Each image carries its index, so the decoders may finish out of order.
+    ds = finish(decode_dataset(paths, image_size, aspect, ordered=False).batch(batch_size).prefetch(tf.data.AUTOTUNE))
     probs, kept = [], []
     with tqdm(total=len(paths), desc="predicting", unit="img", disable=None if progress else True,
               leave=False) as bar:
@@ -136,6 +136,8 @@ def predict_images(forward, paths: list[str], image_size: int, aspect: str, batc
             bar.update(len(kept[-1]))
     if not probs:
         return np.zeros((0, 0), np.float32), np.zeros((0,), np.int64)
-    return np.concatenate(probs), np.concatenate(kept)
+    probs, kept = np.concatenate(probs), np.concatenate(kept)
+    order = np.argsort(kept, kind="stable")
+    return probs[order], kept[order]
 
 

@@ -59,8 +59,9 @@ class Augment(_Strict):
     contrast: float = Field(0.0, ge=0, le=1)
     brightness: float = Field(0.0, ge=0, le=1)
     cached_views: int = Field(
-        2, ge=1, le=32,
-        description="augmented views per image computed once when a frozen phase trains on cached features",
+        1, ge=1, le=32,
+        description="augmented views per image computed once when a frozen phase trains on cached features "
+        "(epoch e uses view e mod N); each view costs one pass of the backbone",
     )
 
 

@@ -160,6 +160,7 @@ class Session:
         from tltool.weights import load_backbone
 
         keras.utils.set_random_seed(self.recipe.seed)
+        _warn_if_cpu_only(self.recipe)
         keras.config.set_dtype_policy(self.recipe.precision)
         size = self.recipe.image_size
         backbone = load_backbone(self.spec, size, self.recipe.weights)
@@ -324,6 +325,19 @@ class Session:
         write_evaluation(self.run_dir, evaluation, context)
         say(f"\n{split} split:")
         print_evaluation(self.run_dir, evaluation)
+
+
+def _warn_if_cpu_only(recipe: Recipe) -> None:
+    """Mixed precision and XLA are for accelerators; on a CPU they cost time."""
+    import tensorflow as tf
+
+    if tf.config.list_physical_devices("GPU"):
+        return
+    if recipe.precision != "float32":
+        warn(f"precision {recipe.precision} on a CPU is slower than float32 (benchmarks/speed.py: 0.70x "
+             "mixed_bfloat16, 0.23x mixed_float16); it is meant for GPUs")
+    if recipe.jit_compile:
+        warn("--jit-compile on a CPU is much slower than without (benchmarks/speed.py: 0.06x); it is meant for GPUs")
 
 
 def describe_groups(groups: list[tuple[str, int, int]]) -> str:

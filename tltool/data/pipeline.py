@@ -89,8 +89,8 @@ def finish(ds):
     return ds.with_options(options)
 
 
-def decode_dataset(paths: list[str], image_size: int, aspect: str):
-    """Dataset of (uint8 image, index into `paths`), in `paths` order.
+def decode_dataset(paths: list[str], image_size: int, aspect: str, ordered: bool = True):
+    """Dataset of (uint8 image, index into `paths`), in `paths` order unless not `ordered`.
 
     Plain JPEG/PNG files (see `images.plain_format`) are decoded by
     TensorFlow, the rest by Pillow, with identical pixels. A file that fails to decode (changed since the scan) is
@@ -126,7 +126,7 @@ def decode_dataset(paths: list[str], image_size: int, aspect: str):
 
     ds = tf.data.Dataset.from_tensor_slices(
         (tf.constant(paths, dtype=tf.string), tf.constant(codecs, dtype=tf.int32), tf.range(len(paths))))
-    ds = ds.map(decode, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    ds = ds.map(decode, num_parallel_calls=tf.data.AUTOTUNE, deterministic=ordered)
     return ds.ignore_errors(log_warning=True)
 
 
