@@ -238,6 +238,25 @@ def datasets_example(name, dest, size):
         click.echo(f"wrote {sum(counts.values())} images in {len(counts)} class folders to {dest}")
 
 
+@datasets.command("export")
+@click.argument("name")
+@click.argument("dest", type=click.Path())
+@click.option("--data-dir", type=click.Path(), help="tensorflow-datasets data folder (default ~/tensorflow_datasets).")
+@click.option("--limit", type=int, help="At most this many images per split.")
+def datasets_export(name, dest, data_dir, limit):
+    """Write a tensorflow-datasets dataset NAME into DEST as class folders.
+
+    NAME is any image classification dataset of tensorflow-datasets, e.g.
+    tf_flowers, oxford_iiit_pet, stanford_dogs. Needs the network unless
+    --data-dir already holds the prepared dataset.
+    """
+    from tltool.data.tfds_export import export_dataset
+
+    counts = export_dataset(name, dest, data_dir, limit)
+    for folder, n in counts.items():
+        click.echo(f"wrote {n} images to {os.path.join(dest, folder) if folder != '.' else dest}")
+
+
 # ---------------------------------------------------------------- recipes
 
 
@@ -319,14 +338,13 @@ def _build_plans(spec, recipe):
 @click.option("--layers", is_flag=True, help="Also list every backbone layer with its group and parameters.")
 def plan(backbone, recipe, num_classes, layers):
     """Show, per phase, which groups train and how many parameters that is."""
+    from tltool.backbones import get_backbone
     from tltool.console import table
     from tltool.freeze import apply_plan, count_params
     from tltool.recipe import load_recipe
     from tltool.train import DEFAULT_BACKBONE, describe_groups
 
     loaded = load_recipe(recipe) if recipe else load_recipe()
-    from tltool.backbones import get_backbone
-
     spec = get_backbone(backbone or loaded.backbone or DEFAULT_BACKBONE)
     model, plans = _build_plans(spec, loaded)
     width = model.output.shape[-1]
@@ -366,21 +384,3 @@ def _print_layers(spec, model):
             rows.append([i, group, layer.name, type(layer).__name__, f"{count_params(layer.weights):,}"])
     click.echo("\n" + table(rows, ["#", "group", "layer", "type", "parameters"], "rlllr"))
 
-
-@datasets.command("export")
-@click.argument("name")
-@click.argument("dest", type=click.Path())
-@click.option("--data-dir", type=click.Path(), help="tensorflow-datasets data folder (default ~/tensorflow_datasets).")
-@click.option("--limit", type=int, help="At most this many images per split.")
-def datasets_export(name, dest, data_dir, limit):
-    """Write a tensorflow-datasets dataset NAME into DEST as class folders.
-
-    NAME is any image classification dataset of tensorflow-datasets, e.g.
-    tf_flowers, oxford_iiit_pet, stanford_dogs. Needs the network unless
-    --data-dir already holds the prepared dataset.
-    """
-    from tltool.data.tfds_export import export_dataset
-
-    counts = export_dataset(name, dest, data_dir, limit)
-    for folder, n in counts.items():
-        click.echo(f"wrote {n} images to {os.path.join(dest, folder) if folder != '.' else dest}")
