@@ -164,3 +164,20 @@ def test_caching_augmented_views_never_touches_batchnorm(tiny_data):
     assert not np.allclose(cache.train[0], cache.train[1], rtol=1e-3, atol=0)  # two different views
     plain = clf.features.predict(np.stack([np.asarray(x, "float32") for x, _, _ in images]), verbose=0)
     np.testing.assert_allclose(cache.val, plain, atol=1e-4)
+
+
+def test_datasets_larger_than_memory_cache_on_disk(tiny_data, tmp_path):
+    from tltool.data.pipeline import choose_cache, memory_budget
+
+    folder = str(tmp_path / "cache")
+    huge = memory_budget() // (224 * 224 * 3) + 1  # one image more than a quarter of RAM holds
+    assert choose_cache("auto", huge, 224, folder) == os.path.join(folder, "images")
+    assert choose_cache("auto", 10, 224, folder) == ""
+    assert choose_cache("none", 10, 224, folder) is None
+    recipe = tmp_path / "disk.yaml"
+    recipe.write_text(HEAD_ONLY.replace("batch_size: 8", "batch_size: 8\ndata: {cache: disk}"))
+    result = run_cli("fit", tiny_data, "-b", "mobilenetv2", "--weights", "none", "--image-size", 32,
+                     "--recipe", recipe, "--no-cache-features", "--out", tmp_path / "run")
+    assert result.exit_code == 0, result.output
+    assert f"decoded images cached on disk in {tmp_path / 'run' / 'cache'}" in result.output
+    assert not (tmp_path / "run" / "cache").exists()  # removed when the run ends

@@ -185,18 +185,21 @@ class Session:
         cache_dir = os.path.join(self.run_dir, "cache")
         self.n_train = len(train)
         self.window = shuffle_window(len(train), size)
+        cache = choose_cache(r.data.cache, len(train) + len(val), size, os.path.join(cache_dir, "train"))
         self.train_images = labelled_images(
-            [s.path for s in train], [index[s.label] for s in train], size, r.data.aspect,
-            choose_cache(r.data.cache, len(train), size, os.path.join(cache_dir, "train")))
+            [s.path for s in train], [index[s.label] for s in train], size, r.data.aspect, cache)
         # XLA cannot compile Keras' random augmentation layers (Keras would
         # silently drop jit_compile), so with --jit-compile they run in the
         # pipeline and the augmentation-free graph trains.
         self.augment_in_pipeline = r.jit_compile and self.clf.augmenter is not None
         self.train_batches = to_batches(self.train_images, len(index), r.batch_size, r.seed, self.window,
                                         self.clf.augmenter if self.augment_in_pipeline else None)
+        val_cache = None if cache is None else "" if cache == "" else os.path.join(cache_dir, "val", "images")
         self.val_images = labelled_images(
-            [s.path for s in val], [index[s.label] for s in val], size, r.data.aspect,
-            choose_cache(r.data.cache, len(val), size, os.path.join(cache_dir, "val"))) if val else None
+            [s.path for s in val], [index[s.label] for s in val], size, r.data.aspect, val_cache) if val else None
+        if val_cache:
+            os.makedirs(os.path.dirname(val_cache), exist_ok=True)
+        say(_cache_message(cache, len(train) + len(val), size, cache_dir))
         self.val_batches = to_batches(self.val_images, len(index), r.batch_size) if val else None
 
     # ------------------------------------------------------------ phases
@@ -325,6 +328,14 @@ class Session:
         write_evaluation(self.run_dir, evaluation, context)
         say(f"\n{split} split:")
         print_evaluation(self.run_dir, evaluation)
+
+
+def _cache_message(cache: str | None, images: int, size: int, folder: str) -> str:
+    megabytes = images * size * size * 3 / 2**20
+    if cache is None:
+        return "decoded images are not cached (data.cache: none): every epoch decodes them again"
+    where = "in memory" if cache == "" else f"on disk in {folder}, removed when the run ends"
+    return f"decoded images cached {where} ({megabytes:,.0f} MB for {images} images)"
 
 
 def _warn_if_cpu_only(recipe: Recipe) -> None:
