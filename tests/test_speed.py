@@ -157,7 +157,7 @@ def test_caching_augmented_views_never_touches_batchnorm(tiny_data):
     paths = sorted(os.path.join(r, f) for r, _, fs in os.walk(tiny_data) for f in fs)
     images = labelled_images(paths, [0] * len(paths), 32)
     before = [keras.ops.convert_to_numpy(bn.moving_mean).copy() for bn in batchnorm_layers(clf.backbone)]
-    cache = compute_features(clf.features, clf.augmenter, images, images, len(paths), 2, 8, 3, None)
+    cache = compute_features(clf.features, clf.augmenter, images, images, len(paths), len(paths), 2, 8, 3, None)
     after = [keras.ops.convert_to_numpy(bn.moving_mean) for bn in batchnorm_layers(clf.backbone)]
     assert all(np.array_equal(a, b) for a, b in zip(before, after))
     assert cache.train.shape == (2, len(paths), 1280)
@@ -181,3 +181,18 @@ def test_datasets_larger_than_memory_cache_on_disk(tiny_data, tmp_path):
     assert result.exit_code == 0, result.output
     assert f"decoded images cached on disk in {tmp_path / 'run' / 'cache'}" in result.output
     assert not (tmp_path / "run" / "cache").exists()  # removed when the run ends
+
+
+def test_feature_stores_too_large_for_memory_go_to_disk_and_fill_in_place(tmp_path):
+    from tltool.data.pipeline import memory_budget
+    from tltool.features import _allocate, _fill
+
+    rows = memory_budget() // 16 + 1  # 4 float32 per row: one row over the budget (a sparse file)
+    store = _allocate((1, rows, 4), str(tmp_path), "train")
+    assert isinstance(store, np.memmap) and (tmp_path / "train.npy").is_file()
+    batches = [(np.full((2, 8, 8, 3), i, np.uint8), np.array([i, i]), np.array([2 * i, 2 * i + 1])) for i in range(3)]
+    labels = _fill(lambda x: np.repeat(np.asarray(x, np.float32)[:, :1, 0, 0], 4, axis=1), batches, store[0])
+    assert labels.tolist() == [0, 0, 1, 1, 2, 2]
+    np.testing.assert_array_equal(store[0, :6, 0], [0, 0, 1, 1, 2, 2])
+    assert not isinstance(_allocate((1, 10, 4), str(tmp_path), "small"), np.memmap)  # small: in memory
+    del store

@@ -78,20 +78,21 @@ class FeatureCache:
         return SwitchView()
 
 
-def compute_features(features_model, augmenter, train_images, val_images, n_train: int, views: int,
-                     batch_size: int, num_classes: int, disk_dir: str | None) -> FeatureCache:
+def compute_features(features_model, augmenter, train_images, val_images, n_train: int, n_val: int,
+                     views: int, batch_size: int, num_classes: int, disk_dir: str | None) -> FeatureCache:
     """Run the frozen backbone once over every image (and view).
 
     The backbone always runs in inference mode (training=False), whatever its
     layers' trainable flags, so BatchNorm statistics are used, never updated;
-    only the augmentation runs in training mode.
+    only the augmentation runs in training mode. Features are written batch
+    by batch into their store, so a store on disk never passes through RAM.
 
     Args:
         features_model: image -> pooled features, without augmentation.
         augmenter: the augmentation layers; None when the recipe has none.
         train_images / val_images: unbatched (uint8 image, label, index) from
             `labelled_images`, in pipeline order; val may be None.
-        n_train: number of training images (for sizing the store).
+        n_train / n_val: number of images in each (for sizing the stores).
         views: augmented views per training image; ignored (one plain view)
             without an augmenter.
         disk_dir: where a store too large for memory goes.
@@ -102,42 +103,47 @@ def compute_features(features_model, augmenter, train_images, val_images, n_trai
     views = views if augmented else 1
     start = time.perf_counter()
     dim = features_model.output.shape[-1]
-    store = _allocate((views, n_train, dim), disk_dir)
+    store = _allocate((views, n_train, dim), disk_dir, "train")
 
     def embed(x):
         x = tf.cast(x, tf.float32)
         return features_model(augmenter(x, training=True) if augmented else x, training=False)
 
+    def batches(images):
+        return finish(images.batch(batch_size).prefetch(tf.data.AUTOTUNE))
+
     step = tf.function(embed)
-    labels = None
     for v in range(views):
-        feats, labels = _run(step, finish(train_images.batch(batch_size).prefetch(tf.data.AUTOTUNE)))
-        store[v, : len(feats)] = feats
+        labels = _fill(step, batches(train_images), store[v])
     store = store[:, : len(labels)]
-    val, val_labels = (None, None)
+    val, val_labels = None, None
     if val_images is not None:
+        val = _allocate((1, n_val, dim), disk_dir, "val")[0]
         plain = tf.function(lambda x: features_model(tf.cast(x, tf.float32), training=False))
-        val, val_labels = _run(plain, finish(val_images.batch(batch_size).prefetch(tf.data.AUTOTUNE)))
+        val_labels = _fill(plain, batches(val_images), val)
+        val = val[: len(val_labels)]
     seconds = time.perf_counter() - start
     where = f"on disk in {disk_dir}" if isinstance(store, np.memmap) else "in memory"
     size_mb = (store.nbytes + (val.nbytes if val is not None else 0)) / 2**20
-    say(f"cached {len(labels)} features of dim {dim}"
-        f"{f' x {views} augmented views' if augmented else ''} in {seconds:.1f} s "
-        f"({size_mb:.1f} MB {where})")
+    shown = f" x {views} augmented view{'s' if views > 1 else ''}" if augmented else ""
+    say(f"cached {len(labels)} features of dim {dim}{shown} in {seconds:.1f} s ({size_mb:.1f} MB {where})")
     return FeatureCache(store, labels, val, val_labels, num_classes)
 
 
-def _run(step, batches) -> tuple[np.ndarray, np.ndarray]:
-    feats, labels = [], []
+def _fill(step, batches, out: np.ndarray) -> np.ndarray:
+    """Write step(images) for every batch into `out`, in order; returns the labels."""
+    labels, at = [], 0
     for images, y, _ in batches:
-        feats.append(np.asarray(step(images), dtype=np.float32))
+        features = np.asarray(step(images), dtype=np.float32)
+        out[at: at + len(features)] = features
+        at += len(features)
         labels.append(np.asarray(y))
-    return np.concatenate(feats), np.concatenate(labels).astype(np.int32)
+    return np.concatenate(labels).astype(np.int32)
 
 
-def _allocate(shape: tuple[int, int, int], disk_dir: str | None) -> np.ndarray:
+def _allocate(shape: tuple[int, ...], disk_dir: str | None, name: str) -> np.ndarray:
     size = int(np.prod(shape)) * 4
     if size <= memory_budget() or disk_dir is None:
         return np.zeros(shape, np.float32)
     os.makedirs(disk_dir, exist_ok=True)
-    return np.lib.format.open_memmap(os.path.join(disk_dir, "features.npy"), "w+", np.float32, shape)
+    return np.lib.format.open_memmap(os.path.join(disk_dir, f"{name}.npy"), "w+", np.float32, shape)

@@ -274,8 +274,8 @@ class Session:
 
         return compute_features(
             self.clf.features, self.clf.augmenter, self.train_images, self.val_images, self.n_train,
-            self.recipe.augment.cached_views, self.recipe.batch_size, len(self.dataset.classes),
-            os.path.join(self.run_dir, "cache", "features"),
+            len(self.dataset.split("val")), self.recipe.augment.cached_views, self.recipe.batch_size,
+            len(self.dataset.classes), os.path.join(self.run_dir, "cache", "features"),
         )
 
     def _announce(self, number: int, phase, plan, use_cache: bool) -> None:
