@@ -55,8 +55,9 @@ def evaluate(model: str, data: str, out: str | None = None, split: str | None = 
     if not len(kept):
         raise TltoolError(f"{data}: none of the {len(samples)} images could be read")
     evaluation = evaluate_probs([index[samples[i].label] for i in kept], probs, trained.classes, top_k)
+    run_name = os.path.basename(trained.run_dir or trained.source)
     context = ReportContext(
-        title=f"Evaluation of {os.path.basename(trained.run_dir or trained.source)} on {os.path.basename(os.path.normpath(data))}",
+        title=f"Evaluation of {run_name} on {os.path.basename(os.path.normpath(data))}",
         model=f"{trained.source} ({trained.kind}, {trained.image_size} px, aspect {trained.aspect})",
         split=split or "all", data_root=os.path.abspath(data) if os.path.isdir(data) else os.path.dirname(os.path.abspath(data)),
         paths=[samples[i].rel for i in kept], recipe=_recipe(trained), history=_history(trained),
