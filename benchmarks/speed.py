@@ -215,6 +215,14 @@ def cli_startup(repeats: int = 7) -> tuple[float, float]:
     return median([tltool, "--help"]), median([sys.executable, "-c", "pass"])
 
 
+def _against_limit(measured: list[tuple[str, float]], rss: float, limit_label: str, limit: dict) -> list[list]:
+    """Table rows for rates measured through tltool, then the in-memory limit they are compared with."""
+    rows = [[label, f"{rate:.1f} img/s", "", f"{100 * rate / limit['rate']:.0f}% of limit",
+             f"{rss:.0f}" if i == 0 else ""] for i, (label, rate) in enumerate(measured)]
+    rows.append([limit_label, f"{limit['rate']:.1f} img/s", "", "limit", f"{limit['rss']:.0f}"])
+    return rows
+
+
 def main():
     ns = parse_args(__doc__, [(("--skip-precision",), {"action": "store_true"})])
     if run_if_stage(ns, STAGES):
@@ -238,20 +246,14 @@ def main():
                      f"{plain['seconds'] / cached['seconds']:.1f}x faster", f"{cached['rss']:.0f}"])
     rows.append(["head, 10 epochs, backbone every epoch (Keras guide)", f"{plain['seconds']:.1f} s",
                  f"val acc {plain['val_accuracy']:.3f}", "", f"{plain['rss']:.0f}"])
-    fine, fine_limit = run_stage(__file__, "finetune", args), run_stage(__file__, "finetune_limit", args)
-    rows.append(["fine-tune (all layers), tltool fit, first epoch", f"{fine['first']:.1f} img/s", "",
-                 f"{100 * fine['first'] / fine_limit['rate']:.0f}% of limit", f"{fine['rss']:.0f}"])
-    rows.append(["fine-tune (all layers), tltool fit, later epochs", f"{fine['later']:.1f} img/s", "",
-                 f"{100 * fine['later'] / fine_limit['rate']:.0f}% of limit", ""])
-    rows.append(["fine-tune, train_on_batch on in-memory tensors", f"{fine_limit['rate']:.1f} img/s", "", "limit",
-                 f"{fine_limit['rss']:.0f}"])
-    pred, pred_limit = run_stage(__file__, "predict", args), run_stage(__file__, "predict_limit", args)
-    rows.append(["predict (decode + model), one call end to end", f"{pred['rate']:.1f} img/s", "",
-                 f"{100 * pred['rate'] / pred_limit['rate']:.0f}% of limit", f"{pred['rss']:.0f}"])
-    rows.append(["predict (decode + model), steady state", f"{pred['steady']:.1f} img/s", "",
-                 f"{100 * pred['steady'] / pred_limit['rate']:.0f}% of limit", ""])
-    rows.append(["predict, forward pass on in-memory tensors", f"{pred_limit['rate']:.1f} img/s", "", "limit",
-                 f"{pred_limit['rss']:.0f}"])
+    fine = run_stage(__file__, "finetune", args)
+    rows += _against_limit([("fine-tune (all layers), tltool fit, first epoch", fine["first"]),
+                            ("fine-tune (all layers), tltool fit, later epochs", fine["later"])], fine["rss"],
+                           "fine-tune, train_on_batch on in-memory tensors", run_stage(__file__, "finetune_limit", args))
+    pred = run_stage(__file__, "predict", args)
+    rows += _against_limit([("predict (decode + model), one call end to end", pred["rate"]),
+                            ("predict (decode + model), steady state", pred["steady"])], pred["rss"],
+                           "predict, forward pass on in-memory tensors", run_stage(__file__, "predict_limit", args))
     if not ns.skip_precision:
         base = None
         for precision, jit in (("float32", False), ("float32", True), ("mixed_bfloat16", False),

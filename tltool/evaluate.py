@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import datetime
 import os
 
 import pandas as pd
@@ -14,6 +13,7 @@ from tltool.files import atomic_path
 from tltool.inference import TrainedModel, load_trained
 from tltool.metrics import Evaluation, evaluate_probs
 from tltool.report import ReportContext, write_evaluation
+from tltool.rundir import dated_folder, read_recipe
 
 
 def evaluate(model: str, data: str, out: str | None = None, split: str | None = None,
@@ -60,7 +60,7 @@ def evaluate(model: str, data: str, out: str | None = None, split: str | None = 
         title=f"Evaluation of {run_name} on {os.path.basename(os.path.normpath(data))}",
         model=f"{trained.source} ({trained.kind}, {trained.image_size} px, aspect {trained.aspect})",
         split=split or "all", data_root=os.path.abspath(data) if os.path.isdir(data) else os.path.dirname(os.path.abspath(data)),
-        paths=[samples[i].rel for i in kept], recipe=_recipe(trained), history=_history(trained),
+        paths=[samples[i].rel for i in kept], recipe=read_recipe(trained.run_dir) or None, history=_history(trained),
         unreadable=skipped + unread,
     )
     with atomic_path(folder) as tmp:
@@ -86,22 +86,8 @@ def _samples(trained: TrainedModel, data: str, split: str | None, split_from: st
 
 def _default_folder(trained: TrainedModel, data: str, split: str | None) -> str:
     base = trained.run_dir or os.path.dirname(trained.source)
-    name = f"{datetime.date.today().isoformat()}-{os.path.basename(os.path.normpath(data))}"
-    stem = os.path.join(base, "evaluations", name + (f"-{split}" if split else ""))
-    candidate, n = stem, 1
-    while os.path.exists(candidate):
-        n += 1
-        candidate = f"{stem}-{n}"
-    return candidate
-
-
-def _recipe(trained: TrainedModel) -> dict | None:
-    if not trained.run_dir:
-        return None
-    import yaml
-
-    with open(os.path.join(trained.run_dir, "recipe.yaml"), encoding="utf-8") as f:
-        return yaml.safe_load(f)
+    name = os.path.basename(os.path.normpath(data)) + (f"-{split}" if split else "")
+    return dated_folder(os.path.join(base, "evaluations"), name)
 
 
 def _history(trained: TrainedModel) -> pd.DataFrame | None:

@@ -19,9 +19,7 @@ import json
 import os
 
 from tltool.files import atomic_path, write_json
-from tltool.rundir import classes_json
-
-FORMATS = ("savedmodel", "keras", "tflite")
+from tltool.rundir import classes_json, read_recipe
 
 
 def model_info(classes: list[str], image_size: int, aspect: str, backbone: str) -> dict:
@@ -122,16 +120,9 @@ def export(model: str, fmt: str, out: str | None = None) -> str:
         with atomic_path(out) as tmp:
             shutil.copyfile(trained.source, tmp)
         return out
-    backbone = (_recipe_field(trained.run_dir, "backbone") if trained.run_dir else None) or "unknown"
+    backbone = read_recipe(trained.run_dir).get("backbone") or "unknown"
     return export_saved_model(trained.keras_model, out,
                               model_info(trained.classes, trained.image_size, trained.aspect, backbone))
-
-
-def _recipe_field(run_dir: str, key: str):
-    import yaml
-
-    with open(os.path.join(run_dir, "recipe.yaml"), encoding="utf-8") as f:
-        return (yaml.safe_load(f) or {}).get(key)
 
 
 def read_info(folder: str) -> dict | None:

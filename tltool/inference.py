@@ -59,7 +59,7 @@ def _keras(path: str, run_dir: str | None) -> TrainedModel:
     import keras
 
     import tltool.layers  # noqa: F401  (registers tltool's layers for loading)
-    from tltool.rundir import read_classes
+    from tltool.rundir import read_classes, read_recipe
 
     folder = os.path.dirname(path)
     try:
@@ -69,7 +69,7 @@ def _keras(path: str, run_dir: str | None) -> TrainedModel:
     if not os.path.isfile(os.path.join(folder, "classes.json")):
         raise TltoolError(f"{path}: no classes.json beside it; copy the run's classes.json next to the model")
     classes = read_classes(folder)
-    aspect = _aspect_from_recipe(folder)
+    aspect = (read_recipe(folder).get("data") or {}).get("aspect", "stretch")
     size = int(model.input_shape[1])
     _check_width(path, len(classes), int(model.output_shape[-1]))
     import tensorflow as tf
@@ -91,16 +91,6 @@ def _savedmodel(path: str) -> TrainedModel:
     run_dir = parent if os.path.isfile(os.path.join(parent, "recipe.yaml")) else None
     return TrainedModel(path, "savedmodel", list(info["classes"]), int(info["image_size"]), info["aspect"],
                         run_dir, lambda x: loaded.serve(x)["probabilities"])
-
-
-def _aspect_from_recipe(folder: str) -> str:
-    path = os.path.join(folder, "recipe.yaml")
-    if not os.path.isfile(path):
-        return "stretch"
-    import yaml
-
-    with open(path, encoding="utf-8") as f:
-        return ((yaml.safe_load(f) or {}).get("data") or {}).get("aspect", "stretch")
 
 
 def _check_width(path: str, classes: int, outputs: int) -> None:

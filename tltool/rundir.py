@@ -19,14 +19,30 @@ from tltool.errors import TltoolError
 MARKER = "recipe.yaml"
 
 
-def default_run_dir(backbone: str, base: str = "runs") -> str:
-    """runs/<date>-<backbone>, with -2, -3, ... when that exists."""
-    stem = os.path.join(base, f"{datetime.date.today().isoformat()}-{backbone}")
+def dated_folder(base: str, name: str) -> str:
+    """base/<date>-<name>, with -2, -3, ... when that exists."""
+    stem = os.path.join(base, f"{datetime.date.today().isoformat()}-{name}")
     candidate, n = stem, 1
     while os.path.exists(candidate):
         n += 1
         candidate = f"{stem}-{n}"
     return candidate
+
+
+def default_run_dir(backbone: str, base: str = "runs") -> str:
+    """runs/<date>-<backbone>, with -2, -3, ... when that exists."""
+    return dated_folder(base, backbone)
+
+
+def read_recipe(run_dir: str | None) -> dict:
+    """A run's resolved recipe.yaml as plain data; {} without one."""
+    path = os.path.join(run_dir, MARKER) if run_dir else None
+    if not path or not os.path.isfile(path):
+        return {}
+    import yaml
+
+    with open(path, encoding="utf-8") as f:
+        return yaml.safe_load(f) or {}
 
 
 def check_run_dir(path: str, overwrite: bool) -> None:

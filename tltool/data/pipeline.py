@@ -28,7 +28,6 @@ import os
 
 import numpy as np
 
-ASPECT_POLICIES = ("stretch", "crop", "pad")
 _CODECS = {"JPEG": 1, "PNG": 2}  # 0: Pillow
 _SHUFFLE_WINDOW_BYTES = 64 * 2**20
 
@@ -93,9 +92,10 @@ def decode_dataset(paths: list[str], image_size: int, aspect: str, ordered: bool
     """Dataset of (uint8 image, index into `paths`), in `paths` order unless not `ordered`.
 
     Plain JPEG/PNG files (see `images.plain_format`) are decoded by
-    TensorFlow, the rest by Pillow, with identical pixels. A file that fails to decode (changed since the scan) is
-    dropped with a warning in the log rather than stopping training; the
-    index keeps labels and predictions aligned with their files.
+    TensorFlow, the rest by Pillow, with identical pixels. A file that fails
+    to decode (changed since the scan) is dropped with a warning in the log
+    rather than stopping training; the index keeps labels and predictions
+    aligned with their files.
     """
     import tensorflow as tf
 
