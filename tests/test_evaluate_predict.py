@@ -148,7 +148,7 @@ def test_bad_model_paths(case, tiny_data, tmp_path):
     path = tmp_path / "thing"
     if case == "unfinished":
         path.mkdir()
-        (path / "recipe.yaml").write_text("name: x\n")
+        (path / ".tltool-run").write_text("{}\n")
     elif case == "not a model":
         path.mkdir()
     result = run_cli("evaluate", path, tiny_data)

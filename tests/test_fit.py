@@ -130,11 +130,24 @@ def test_existing_run_directory_is_not_overwritten(fitted_run, tiny_data):
 
 def test_overwrite_refuses_a_folder_that_is_not_a_run(tiny_data, tmp_path):
     precious = tmp_path / "precious"
-    precious.mkdir()
+    (precious / "data").mkdir(parents=True)
     (precious / "thesis.txt").write_text("do not delete")
+    (precious / "recipe.yaml").write_text("my own notes\n")  # a recipe.yaml alone does not make a run
+    (precious / "data" / "survey.csv").write_text("a,b\n")
     result = run_cli("fit", tiny_data, "--weights", "none", "--out", precious, "--overwrite")
     assert result.exit_code == 2 and "not a tltool run directory" in result.output
     assert (precious / "thesis.txt").read_text() == "do not delete"
+    assert (precious / "recipe.yaml").read_text() == "my own notes\n"
+    assert (precious / "data" / "survey.csv").exists()
+
+
+def test_a_bad_freeze_plan_fails_before_the_run_folder_exists(tiny_data, tmp_path):
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text("name: x\nphases:\n  - {name: a, epochs: 1, trainable: {from_layer: no_such_layer}}\n")
+    result = run_cli("fit", tiny_data, "-b", "mobilenetv2", "--weights", "none", "--image-size", 32,
+                     "--recipe", recipe, "--out", tmp_path / "run")
+    assert result.exit_code == 2 and "no_such_layer" in result.output
+    assert not (tmp_path / "run").exists()
 
 
 def _one_line_error(result, *fragments):
@@ -188,6 +201,7 @@ def test_offline_imagenet_weights_give_one_clear_message(tiny_data, tmp_path):
     assert "mobilenetv2" in message and "mobilenet_v2_weights_tf_dim_ordering_tf_kernels_1.0_96_no_top.h5" in message
     assert str(tmp_path / "keras" / "models") in message
     assert "--weights PATH" in message and "--weights none" in message
+    assert not os.path.exists(tmp_path / "r")  # a failed start leaves no half-made run folder
 
 
 def test_corrupt_image_is_skipped_and_listed(tmp_path):

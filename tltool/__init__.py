@@ -4,26 +4,27 @@ The command line (`tltool fit DATA --backbone NAME`) is a thin shell over the
 functions re-exported here, so a notebook can do the same work:
 
     import tltool
-    run = tltool.fit("data/", backbone="resnet50")
+    run = tltool.fit("data/", backbone="resnet50")    # a tltool.Run
     tltool.evaluate(run, "data/test")
+    model = tltool.load_model(run)                      # the keras.Model
 
 Importing this package does not import TensorFlow; the heavy modules load on
-first use.
+first use. The modules behind these functions are named for what they hold
+(`evaluation`, `prediction`, `exporting`), never like the functions, so that
+importing one can never replace `tltool.evaluate` by a module.
 """
 
 __version__ = "0.1.0"
 
-_LAZY = {
-    "fit": "tltool.train",
-    "evaluate": "tltool.evaluate",
-    "predict": "tltool.predict",
-    "export": "tltool.export",
-    "load_recipe": "tltool.recipe",
-    "get_backbone": "tltool.backbones",
-}
+_API = ("fit", "evaluate", "predict", "export", "load_model", "open_run", "Run")
+_LAZY = {"load_recipe": "tltool.recipe", "get_backbone": "tltool.backbones"}
 
 
 def __getattr__(name):
+    if name in _API:
+        from tltool import api
+
+        return getattr(api, name)
     if name in _LAZY:
         import importlib
 

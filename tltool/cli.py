@@ -106,8 +106,8 @@ def evaluate(model, data, out, split, split_from, top_k, batch_size, show_all):
     Writes per-class figures, predictions, the most confused pairs, pictures
     and report.md / report.html into a new evaluation folder.
     """
-    from tltool.evaluate import evaluate as run_evaluate
-    from tltool.evaluate import print_evaluation
+    from tltool.evaluation import evaluate as run_evaluate
+    from tltool.evaluation import print_evaluation
 
     folder, evaluation = run_evaluate(model, data, out, split, split_from, top_k, batch_size)
     print_evaluation(folder, evaluation, show_all)
@@ -126,7 +126,7 @@ def predict(model, inputs, top_k, output, batch_size):
     are skipped and listed with their reason.
     """
     from tltool.console import warn
-    from tltool.predict import format_rows, predict as run_predict, write_output
+    from tltool.prediction import format_rows, predict as run_predict, write_output
 
     if output and not output.lower().endswith((".csv", ".json")):
         raise TltoolError(f"--output {output}: give a .csv or .json file name")
@@ -153,7 +153,7 @@ def export_command(model, fmt, out):
     resized to the run's image size, and returns probabilities; the class
     names are in the run's classes.json.
     """
-    from tltool.export import export
+    from tltool.exporting import export
 
     click.echo(f"wrote {export(model, fmt, out)}")
 

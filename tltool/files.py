@@ -43,8 +43,14 @@ def atomic_path(path: str):
     try:
         yield tmp
         if os.path.isdir(path) and not os.path.islink(path):
-            shutil.rmtree(path)
-        os.replace(tmp, path)
+            # A folder cannot be renamed over another: move the old one aside
+            # first, so that one of the two always exists under the name.
+            old = tmp + "-old"
+            os.replace(path, old)
+            os.replace(tmp, path)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, path)
     finally:
         if os.path.isdir(tmp):
             shutil.rmtree(tmp, ignore_errors=True)

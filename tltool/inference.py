@@ -14,6 +14,7 @@ from typing import Callable
 import numpy as np
 
 from tltool.errors import TltoolError
+from tltool.rundir import is_run_dir
 
 
 @dataclass
@@ -46,12 +47,12 @@ def load_trained(path: str) -> TrainedModel:
     if os.path.isdir(path):
         if os.path.isfile(os.path.join(path, "model.keras")):
             return _keras(os.path.join(path, "model.keras"), run_dir=path)
-        if os.path.isfile(os.path.join(path, "recipe.yaml")):
+        if is_run_dir(path):
             raise TltoolError(f"{path}: this run has no model.keras; it did not finish (see its history.csv)")
         raise TltoolError(f"{path}: not a run directory or a SavedModel (no model.keras, no saved_model.pb)")
     if path.endswith(".keras"):
         parent = os.path.dirname(path)
-        return _keras(path, run_dir=parent if os.path.isfile(os.path.join(parent, "recipe.yaml")) else None)
+        return _keras(path, run_dir=parent if is_run_dir(parent) else None)
     raise TltoolError(f"{path}: not a model; give a run directory, a SavedModel folder or a .keras file")
 
 
@@ -81,14 +82,14 @@ def _keras(path: str, run_dir: str | None) -> TrainedModel:
 def _savedmodel(path: str) -> TrainedModel:
     import tensorflow as tf
 
-    from tltool.export import read_info
+    from tltool.exporting import read_info
 
     info = read_info(path)
     if info is None:
         raise TltoolError(f"{path}: a SavedModel without assets/tltool.json; export it with tltool")
     loaded = tf.saved_model.load(path)
     parent = os.path.dirname(path)
-    run_dir = parent if os.path.isfile(os.path.join(parent, "recipe.yaml")) else None
+    run_dir = parent if is_run_dir(parent) else None
     return TrainedModel(path, "savedmodel", list(info["classes"]), int(info["image_size"]), info["aspect"],
                         run_dir, lambda x: loaded.serve(x)["probabilities"])
 

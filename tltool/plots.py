@@ -24,6 +24,13 @@ def _pyplot():
     return plt
 
 
+def _save(fig, path: str) -> None:
+    from tltool.files import atomic_path
+
+    with atomic_path(path) as tmp:  # the temporary name keeps the .png ending
+        fig.savefig(tmp, dpi=100)
+
+
 def _label_layout(n: int, length_inches: float) -> tuple[int, float]:
     """(label every k-th class, font size in points) for n classes along an axis."""
     space = length_inches * 72 * 0.8 / max(n, 1)  # points per class; ~80% of the side is the axes
@@ -69,7 +76,7 @@ def confusion_matrix_png(confusion: pd.DataFrame, path: str) -> None:
                     text = format(int(values[i, j]), "d") if fmt == "d" else format(values[i, j], fmt)
                     ax.text(j, i, text, ha="center", va="center", fontsize=8,
                             color="white" if values[i, j] > top / 2 else "black")
-    fig.savefig(path, dpi=100)
+    _save(fig, path)
     plt.close(fig)
 
 
@@ -88,7 +95,7 @@ def per_class_f1_png(per_class: pd.DataFrame, path: str) -> None:
     ax.set_xlabel("F1")
     ax.set_title("F1 per class (worst at the top)")
     ax.grid(axis="x", alpha=0.3)
-    fig.savefig(path, dpi=100)
+    _save(fig, path)
     plt.close(fig)
 
 
@@ -109,12 +116,23 @@ def curves_png(history: pd.DataFrame, path: str) -> None:
                 ax.axvline(boundary, color="grey", alpha=0.5, linestyle=":")
                 ax.text(boundary + 0.1, 0.98, phases[i], transform=ax.get_xaxis_transform(),
                         va="top", fontsize=8, color="dimgrey")
+        _mark_exported(ax, history, metric)
         ax.set_xlabel("epoch")
         ax.set_title(metric)
         ax.grid(alpha=0.3)
         ax.legend()
-    fig.savefig(path, dpi=100)
+    _save(fig, path)
     plt.close(fig)
+
+
+def _mark_exported(ax, history: pd.DataFrame, metric: str) -> None:
+    """A star on the epoch whose weights were exported (history's `exported` column)."""
+    if "exported" not in history:
+        return
+    rows = history[history["exported"].fillna(False).astype(bool)]
+    column = f"val_{metric}" if f"val_{metric}" in history else metric
+    if len(rows) and column in history:
+        ax.plot(rows["epoch"], rows[column], "*", color="crimson", markersize=14, label="exported weights")
 
 
 def misclassified_png(rows: pd.DataFrame, root: str | None, path: str, limit: int = 16) -> int:
@@ -142,6 +160,6 @@ def misclassified_png(rows: pd.DataFrame, root: str | None, path: str, limit: in
         axes.flat[0].text(0.5, 0.5, "no mistakes", ha="center", va="center")
     fig.suptitle("Most confident mistakes")
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    _save(fig, path)
     plt.close(fig)
     return len(shown)

@@ -200,6 +200,9 @@ class Recipe(_Strict):
     early_stopping: EarlyStopping | None = Field(default_factory=EarlyStopping)
     class_weight: Literal["none", "auto"] | dict[str, Annotated[float, Field(gt=0)]] = "none"
     label_smoothing: float = Field(0.0, ge=0, lt=1)
+    export_weights: Literal["best", "last"] = Field(
+        "best", description="best: the best epoch by the early-stopping monitor across all phases; last: the final epoch"
+    )
     cache_features: bool = Field(True, description="train frozen phases on backbone features computed once")
     data: Data = Field(default_factory=Data)
     precision: Literal["float32", "mixed_float16", "mixed_bfloat16"] = "float32"

@@ -38,6 +38,7 @@ class ReportContext:
     recipe: dict | None = None
     history: pd.DataFrame | None = None
     unreadable: list[tuple[str, str]] = field(default_factory=list)
+    exported: dict | None = None  # which phase and epoch the evaluated weights come from
 
 
 def prediction_table(evaluation: Evaluation, paths: list[str]) -> pd.DataFrame:
@@ -71,7 +72,8 @@ def write_evaluation(folder: str, evaluation: Evaluation, context: ReportContext
     mistakes = predictions[~predictions["correct"]].sort_values("confidence", ascending=False, kind="stable")
     confused = most_confused(evaluation.confusion)
     write_csv(os.path.join(folder, "per_class.csv"), evaluation.per_class)
-    write_json(os.path.join(folder, "metrics.json"), {"split": context.split, **evaluation.metrics})
+    extra = {"exported": context.exported} if context.exported else {}
+    write_json(os.path.join(folder, "metrics.json"), {"split": context.split, **evaluation.metrics, **extra})
     write_atomic(os.path.join(folder, "confusion_matrix.csv"),
                  evaluation.confusion.to_csv(index_label="true/predicted"))
     write_csv(os.path.join(folder, "predictions.csv"), predictions)
@@ -110,6 +112,11 @@ _CAPTIONS = {
 def _overview(evaluation: Evaluation, context: ReportContext) -> list[tuple[str, str]]:
     items = [("model", context.model), ("evaluated on", f"{context.data_root} ({context.split}): "
              f"{evaluation.metrics['samples']} images, {evaluation.metrics['classes']} classes")]
+    if context.exported:
+        from tltool.train import describe_exported
+
+        items.append(("weights", f"{describe_exported(context.exported)}, by export_weights: "
+                      f"{context.exported['rule']}"))
     if context.unreadable:
         items.append(("not evaluated", f"{len(context.unreadable)} file(s) could not be read: "
                       + "; ".join(f"{p}: {r}" for p, r in context.unreadable[:10])))

@@ -1,10 +1,14 @@
 """The run directory: one folder per `fit`, never overwritten silently.
 
     runs/<name>/
-      recipe.yaml  classes.json  class_weights.json  history.csv
+      .tltool-run  recipe.yaml  classes.json  class_weights.json  history.csv
       data/index.csv  data/skipped.csv
       checkpoints/  model.keras  saved_model/
       metrics.json  per_class.csv  confusion_matrix.csv  ...  report.md
+
+`.tltool-run` marks a folder that tltool made. Only such a folder may be
+replaced (`--overwrite`), and replacing it deletes only the files and folders
+tltool writes there (`OUTPUTS`); anything else a user put in it stays.
 """
 
 from __future__ import annotations
@@ -16,7 +20,16 @@ import shutil
 
 from tltool.errors import TltoolError
 
-MARKER = "recipe.yaml"
+MARKER = ".tltool-run"
+RECIPE = "recipe.yaml"
+# Everything `fit` (and later `evaluate`/`export`) writes in a run directory.
+OUTPUTS = (
+    MARKER, RECIPE, "classes.json", "class_weights.json", "history.csv", "data/index.csv", "data/skipped.csv",
+    "checkpoints", "cache", "model.keras", "saved_model", "model.tflite", "saved_model_export", "model_export.keras",
+    "metrics.json", "per_class.csv", "confusion_matrix.csv", "predictions.csv", "misclassified.csv",
+    "most_confused.csv", "confusion_matrix.png", "curves.png", "per_class_f1.png", "misclassified.png",
+    "report.md", "report.html", "evaluations",
+)
 
 
 def dated_folder(base: str, name: str) -> str:
@@ -36,7 +49,7 @@ def default_run_dir(backbone: str, base: str = "runs") -> str:
 
 def read_recipe(run_dir: str | None) -> dict:
     """A run's resolved recipe.yaml as plain data; {} without one."""
-    path = os.path.join(run_dir, MARKER) if run_dir else None
+    path = os.path.join(run_dir, RECIPE) if run_dir else None
     if not path or not os.path.isfile(path):
         return {}
     import yaml
@@ -45,8 +58,13 @@ def read_recipe(run_dir: str | None) -> dict:
         return yaml.safe_load(f) or {}
 
 
+def is_run_dir(path: str) -> bool:
+    """A folder tltool made for a run (it holds the marker file)."""
+    return os.path.isfile(os.path.join(path, MARKER))
+
+
 def check_run_dir(path: str, overwrite: bool) -> None:
-    """Refuse a non-empty folder unless --overwrite, and never delete a non-run.
+    """Refuse a non-empty folder unless --overwrite, and never touch a folder tltool did not make.
 
     Raises:
         TltoolError: the folder holds something and may not be replaced.
@@ -59,20 +77,39 @@ def check_run_dir(path: str, overwrite: bool) -> None:
         return
     if not overwrite:
         raise TltoolError(f"--out {path}: exists and is not empty; choose another --out or pass --overwrite")
-    if not os.path.isfile(os.path.join(path, MARKER)):
+    if not is_run_dir(path):
         raise TltoolError(
-            f"--out {path}: not a tltool run directory (no {MARKER}); refusing to overwrite it, choose another --out"
+            f"--out {path}: not a tltool run directory (no {MARKER} file); refusing to overwrite it, "
+            "choose another --out"
         )
 
 
 def create_run_dir(path: str, overwrite: bool) -> str:
-    """Make the run folder (after `check_run_dir`); clears an old run when overwriting."""
+    """Make the run folder (after `check_run_dir`); replacing a run deletes only tltool's own outputs."""
+    from tltool import __version__
+    from tltool.files import write_json
+
     check_run_dir(path, overwrite)
     if os.path.isdir(path) and os.listdir(path):
-        shutil.rmtree(path)
+        remove_outputs(path)
     os.makedirs(os.path.join(path, "data"), exist_ok=True)
     os.makedirs(os.path.join(path, "checkpoints"), exist_ok=True)
+    write_json(os.path.join(path, MARKER), {"tltool": __version__, "created": datetime.datetime.now().isoformat(
+        timespec="seconds")})
     return os.path.abspath(path)
+
+
+def remove_outputs(path: str) -> None:
+    """Delete what tltool wrote in a run folder, and nothing else."""
+    for name in OUTPUTS:
+        target = os.path.join(path, name)
+        if os.path.isdir(target) and not os.path.islink(target):
+            shutil.rmtree(target)
+        elif os.path.lexists(target):
+            os.unlink(target)
+    data = os.path.join(path, "data")
+    if os.path.isdir(data) and not os.listdir(data):
+        os.rmdir(data)
 
 
 def read_classes(run_dir: str) -> list[str]:

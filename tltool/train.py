@@ -78,21 +78,27 @@ def fit(data: str, *, recipe: str | Recipe | None = None, out: str | None = None
     dataset = load_dataset(data, recipe.data.val_split, recipe.data.test_split, recipe.seed, split_from, progress)
     report_dataset(dataset)
     dataset.require_usable()
-    run_dir = create_run_dir(out, overwrite)
-    say(f"run directory: {run_dir}")
-    write_dataset_files(run_dir, dataset)
-    provenance = _provenance(dataset, source, split_from)
-    _write_recipe(run_dir, recipe, provenance)
     import keras
 
     policy = keras.config.dtype_policy()
+    session = None
     try:
-        session = Session(run_dir, recipe, spec, dataset)
+        # Everything that can fail on bad input (weights, freeze plans, class
+        # weights) happens before the folder exists, so a failed start leaves
+        # nothing behind and the same command works once the cause is fixed.
+        session = Session(recipe, spec, dataset)
+        run_dir = create_run_dir(out, overwrite)
+        say(f"run directory: {run_dir}")
+        write_dataset_files(run_dir, dataset)
+        provenance = _provenance(dataset, source, split_from)
+        _write_recipe(run_dir, recipe, provenance)
+        session.start(run_dir)
         session.train()
         session.finish()
     finally:
         keras.config.set_dtype_policy(policy)
-        shutil.rmtree(os.path.join(run_dir, "cache"), ignore_errors=True)  # decoded images, features
+        if session is not None and session.run_dir:
+            shutil.rmtree(os.path.join(session.run_dir, "cache"), ignore_errors=True)  # decoded images, features
     provenance["finished"] = _now()
     _write_recipe(run_dir, recipe, provenance)
     return run_dir
@@ -145,10 +151,10 @@ def class_weights(recipe: Recipe, dataset: Dataset) -> dict[int, float] | None:
 class Session:
     """One training run: the model, its data pipelines and the phase loop."""
 
-    run_dir: str
     recipe: Recipe
     spec: BackboneSpec
     dataset: Dataset
+    run_dir: str = ""
     history: list[dict] = field(default_factory=list)
     state: dict = field(default_factory=dict)
 
@@ -169,10 +175,14 @@ class Session:
         self.plans = [resolve_plan(self.spec, backbone, p.trainable, p.batchnorm, p.batchnorm_momentum)
                       for p in self.recipe.phases]
         self.weights = class_weights(self.recipe, self.dataset)
+        self.features = None
+
+    def start(self, run_dir: str) -> None:
+        """Attach the run directory: class weights file and the data pipelines (with their caches)."""
+        self.run_dir = run_dir
         write_json(os.path.join(self.run_dir, "class_weights.json"),
                    {self.dataset.classes[i]: w for i, w in (self.weights or {}).items()})
         self._build_pipelines()
-        self.features = None
 
     def _build_pipelines(self):
         from tltool.data.pipeline import choose_cache, labelled_images, shuffle_window, to_batches
@@ -292,19 +302,42 @@ class Session:
     # ------------------------------------------------------------ outputs
 
     def finish(self) -> None:
-        from tltool.export import export_saved_model, model_info, save_keras
+        from tltool.exporting import export_saved_model, model_info, save_keras
 
+        self.exported = self._choose_exported_weights()
         info = model_info(self.dataset.classes, self.recipe.image_size, self.recipe.data.aspect, self.spec.name)
         save_keras(self.clf.inference, os.path.join(self.run_dir, "model.keras"))
         export_saved_model(self.clf.inference, os.path.join(self.run_dir, "saved_model"), info)
-        say(f"saved model.keras and saved_model/ in {self.run_dir}")
+        say(f"saved model.keras and saved_model/ in {self.run_dir} (weights of {describe_exported(self.exported)})")
         self.evaluate()
+
+    def _choose_exported_weights(self) -> dict:
+        """Apply the recipe's `export_weights` rule; mark the chosen epoch in history.csv.
+
+        `best` (the default) takes the best epoch by the monitored metric
+        across all phases, so a later phase that ends worse never costs the
+        model an earlier phase's better weights; `last` keeps the weights
+        the final epoch ended with.
+        """
+        best = os.path.join(self.run_dir, "checkpoints", "best.weights.h5")
+        last = self.history[-1]
+        chosen = {"rule": self.recipe.export_weights, "monitor": self.state.get("monitor"),
+                  "phase": last["phase"], "epoch": last["epoch"], "value": last.get(self.state.get("monitor"))}
+        if self.recipe.export_weights == "best" and self.state.get("best_epoch") and os.path.isfile(best):
+            self.clf.inference.load_weights(best)
+            chosen.update(phase=self.state["best_phase"], epoch=self.state["best_epoch"], value=self.state["best"])
+        for row in self.history:
+            row["exported"] = row["epoch"] == chosen["epoch"]
+        import pandas as pd
+
+        write_csv(os.path.join(self.run_dir, "history.csv"), pd.DataFrame(self.history))
+        return chosen
 
     def evaluate(self) -> None:
         """The report for the test split (or validation), into the run directory."""
         import pandas as pd
 
-        from tltool.evaluate import print_evaluation
+        from tltool.evaluation import print_evaluation
         from tltool.inference import predict_images
         from tltool.metrics import evaluate_probs
         from tltool.report import ReportContext, write_evaluation
@@ -323,7 +356,7 @@ class Session:
             title=f"tltool run {os.path.basename(self.run_dir)}", model=os.path.join(self.run_dir, "model.keras"),
             split=split, data_root=self.dataset.root, paths=[samples[i].rel for i in kept],
             recipe=self.recipe.model_dump(mode="json"), history=pd.DataFrame(self.history),
-            unreadable=[(samples[i].rel, "could not be decoded") for i in lost],
+            unreadable=[(samples[i].rel, "could not be decoded") for i in lost], exported=self.exported,
         )
         write_evaluation(self.run_dir, evaluation, context)
         say(f"\n{split} split:")
@@ -349,6 +382,15 @@ def _warn_if_cpu_only(recipe: Recipe) -> None:
              "mixed_bfloat16, 0.23x mixed_float16); it is meant for GPUs")
     if recipe.jit_compile:
         warn("--jit-compile on a CPU is much slower than without (benchmarks/speed.py: 0.06x); it is meant for GPUs")
+
+
+def describe_exported(exported: dict) -> str:
+    """'phase 'head' epoch 4 (best val_loss 0.1234)' for logs and reports."""
+    text = f"phase {exported['phase']!r} epoch {exported['epoch']}"
+    if exported.get("value") is not None and exported.get("monitor"):
+        kind = "best" if exported["rule"] == "best" else "last"
+        text += f" ({kind} {exported['monitor']} {exported['value']:.4f})"
+    return text
 
 
 def describe_groups(groups: list[tuple[str, int, int]]) -> str:

@@ -1,12 +1,10 @@
 """Reading one image file: recognise it by content, decode it to 8-bit RGB.
 
-One decoder (Pillow) for every format, so every path through tltool — the
-check at scan time, the training pipeline, `predict` — sees the same pixels:
-EXIF orientation applied; grayscale, palette, RGBA/LA (composited on white),
-16-bit and CMYK converted to 8-bit RGB; JPEGs decoded at reduced scale when the
-target is much smaller (`draft`), other large images reduced before they are
-handed on. Pillow releases the GIL while it decodes, so a thread pool or a
-parallel `tf.data` map scales across cores.
+Pillow checks every file at scan time (`check_image`) and decodes the formats
+TensorFlow cannot (TIFF, ...) with the rules of `tltool.contract`: EXIF
+orientation applied; grayscale, palette, RGBA/LA (composited on white),
+16-bit and CMYK converted to 8-bit RGB. Pillow releases the GIL while it
+decodes, so a thread pool or a parallel `tf.data` map scales across cores.
 """
 
 from __future__ import annotations
@@ -61,25 +59,12 @@ def sniff(head: bytes) -> str | None:
     return None
 
 
-def plain_format(path: str, size_hint: tuple[int, int] | None = None) -> str | None:
-    """"JPEG" or "PNG" if TensorFlow's decoder gives exactly what `load_image` would, else None.
-
-    That holds for 8-bit RGB or grayscale JPEG/PNG files with no EXIF
-    rotation, no transparency and no need for reduced decoding (JPEGs decoded
-    with libjpeg's accurate DCT, as Pillow does: the pixels are identical).
-    Reads only the header. The pipeline decodes these natively, about 1.6x
-    faster than through Pillow and Python, and everything else with Pillow.
-    """
+def read_format(path: str) -> str | None:
+    """The format named by a file's first bytes, or None (also when unreadable)."""
     try:
-        with Image.open(path) as img:
-            if img.format not in ("JPEG", "PNG") or img.mode not in ("RGB", "L"):
-                return None
-            if "transparency" in img.info or img.getexif().get(0x0112, 1) != 1:
-                return None
-            if size_hint and img.height >= 2 * size_hint[0] and img.width >= 2 * size_hint[1]:
-                return None
-            return img.format
-    except Exception:
+        with open(path, "rb") as f:
+            return sniff(f.read(32))
+    except OSError:
         return None
 
 

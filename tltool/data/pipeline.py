@@ -1,19 +1,15 @@
-"""The tf.data input pipeline: decode -> resize -> cache -> shuffle -> batch -> prefetch.
+"""The tf.data input pipeline: decode -> fit -> cache -> shuffle -> batch -> prefetch.
 
-Plain JPEG/PNG files are decoded by TensorFlow, everything else (CMYK,
-16-bit, transparency, EXIF rotation, other formats, very large images) by
-Pillow through `tf.numpy_function` in the same parallel map (Pillow releases
-the GIL while decoding). Pillow already shrinks anything at least
-twice the target (JPEG draft mode, box reduction), so the Keras `Resizing`
-layer that follows uses plain bilinear interpolation: anti-aliasing would cost
-2.6x the decode time for no visible gain. The exported SavedModel uses the
-same layer with anti-aliasing, as it gets raw images of any size. Both apply
-the aspect-ratio policy:
+Every file becomes the model's input through `tltool.contract`, the same ops
+the exported SavedModel runs: JPEG, PNG, GIF, BMP and WebP are decoded by
+TensorFlow, anything else (TIFF, ...) by Pillow through `tf.numpy_function`
+in the same parallel map (Pillow releases the GIL while decoding); then the
+aspect policy and an anti-aliased resize:
 
 - ``stretch``: resize to the target, ignoring aspect ratio (the default, as in
   Keras' `image_dataset_from_directory`; nothing is cut off);
-- ``crop``: centre-crop to the target's aspect ratio, then resize;
-- ``pad``: letterbox with black bars to the target's aspect ratio, then resize.
+- ``crop``: centre-crop to a square, then resize;
+- ``pad``: letterbox with black bars to a square, then resize.
 
 Decoded, resized images are cached as uint8, in memory when they fit in a
 quarter of the machine's RAM, otherwise in files under the run directory. The
@@ -28,20 +24,7 @@ import os
 
 import numpy as np
 
-_CODECS = {"JPEG": 1, "PNG": 2}  # 0: Pillow
 _SHUFFLE_WINDOW_BYTES = 64 * 2**20
-
-
-def make_resizer(image_size: int, aspect: str, antialias: bool = False):
-    """A Keras Resizing layer implementing an aspect-ratio policy (always float32,
-    whatever the mixed-precision policy of the model)."""
-    import keras
-
-    return keras.layers.Resizing(
-        image_size, image_size, interpolation="bilinear", antialias=antialias,
-        crop_to_aspect_ratio=aspect == "crop", pad_to_aspect_ratio=aspect == "pad",
-        name=f"resize_{aspect}", dtype="float32",
-    )
 
 
 def memory_budget() -> int:
@@ -91,41 +74,29 @@ def finish(ds):
 def decode_dataset(paths: list[str], image_size: int, aspect: str, ordered: bool = True):
     """Dataset of (uint8 image, index into `paths`), in `paths` order unless not `ordered`.
 
-    Plain JPEG/PNG files (see `images.plain_format`) are decoded by
-    TensorFlow, the rest by Pillow, with identical pixels. A file that fails
-    to decode (changed since the scan) is dropped with a warning in the log
-    rather than stopping training; the index keeps labels and predictions
-    aligned with their files.
+    A file that fails to decode (changed since the scan) is dropped with a
+    warning in the log rather than stopping training; the index keeps labels
+    and predictions aligned with their files.
     """
     import tensorflow as tf
 
-    from tltool.data.images import load_image, plain_format
+    from tltool import contract
+    from tltool.data.images import load_image, read_format
 
-    resizer = make_resizer(image_size, aspect)
-    hint = (image_size, image_size)
-    codecs = [_CODECS.get(plain_format(p, hint), 0) for p in paths]
-
-    def load(path):
-        return load_image(path.decode("utf-8"), hint)
+    with_tf = [read_format(p) in contract.TF_FORMATS for p in paths]
 
     def with_pillow(path):
-        image = tf.numpy_function(load, [path], tf.uint8, stateful=False)
+        image = tf.numpy_function(lambda p: load_image(p.decode("utf-8")), [path], tf.uint8, stateful=False)
         image.set_shape([None, None, 3])
         return image
 
-    def jpeg(path):
-        return tf.io.decode_jpeg(tf.io.read_file(path), channels=3, dct_method="INTEGER_ACCURATE")
-
-    def png(path):
-        return tf.io.decode_png(tf.io.read_file(path), channels=3)
-
-    def decode(path, codec, index):
-        image = tf.switch_case(codec, [lambda: with_pillow(path), lambda: jpeg(path), lambda: png(path)])
-        image = resizer(tf.cast(image, tf.float32))
-        return tf.cast(tf.clip_by_value(tf.round(image), 0.0, 255.0), tf.uint8), index
+    def decode(path, native, index):
+        image = tf.cond(native, lambda: contract.decode_bytes(tf.io.read_file(path), image_size),
+                        lambda: with_pillow(path))
+        return contract.fit_to_square(image, image_size, aspect), index
 
     ds = tf.data.Dataset.from_tensor_slices(
-        (tf.constant(paths, dtype=tf.string), tf.constant(codecs, dtype=tf.int32), tf.range(len(paths))))
+        (tf.constant(paths, dtype=tf.string), tf.constant(with_tf, dtype=tf.bool), tf.range(len(paths))))
     ds = ds.map(decode, num_parallel_calls=tf.data.AUTOTUNE, deterministic=ordered)
     return ds.ignore_errors(log_warning=True)
 

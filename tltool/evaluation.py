@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 
 import pandas as pd
@@ -41,6 +42,7 @@ def evaluate(model: str, data: str, out: str | None = None, split: str | None = 
     folder = out or _default_folder(trained, data, split)
     if os.path.exists(folder) and (not os.path.isdir(folder) or os.listdir(folder)):
         raise TltoolError(f"--out {folder}: exists and is not empty; an earlier evaluation is never overwritten")
+    _warn_if_training_images(trained, data, split)
     samples, skipped = _samples(trained, data, split, split_from, progress)
     index = {c: i for i, c in enumerate(trained.classes)}
     unknown = sorted({s.label for s in samples} - set(index))
@@ -61,12 +63,19 @@ def evaluate(model: str, data: str, out: str | None = None, split: str | None = 
         model=f"{trained.source} ({trained.kind}, {trained.image_size} px, aspect {trained.aspect})",
         split=split or "all", data_root=os.path.abspath(data) if os.path.isdir(data) else os.path.dirname(os.path.abspath(data)),
         paths=[samples[i].rel for i in kept], recipe=read_recipe(trained.run_dir) or None, history=_history(trained),
-        unreadable=skipped + unread,
+        unreadable=skipped + unread, exported=_exported(trained),
     )
     with atomic_path(folder) as tmp:
         os.makedirs(tmp)
         write_evaluation(tmp, evaluation, context)
     return folder, evaluation
+
+
+def _warn_if_training_images(trained: TrainedModel, data: str, split: str | None) -> None:
+    recorded = (read_recipe(trained.run_dir).get("provenance") or {}).get("dataset")
+    if split is None and recorded and os.path.abspath(data) == os.path.abspath(recorded):
+        warn(f"{data} is the dataset this model was trained on: without --split, its training images are scored "
+             "too and the figures look better than they are; pass --split val (or test)")
 
 
 def _samples(trained: TrainedModel, data: str, split: str | None, split_from: str | None, progress: bool):
@@ -88,6 +97,17 @@ def _default_folder(trained: TrainedModel, data: str, split: str | None) -> str:
     base = trained.run_dir or os.path.dirname(trained.source)
     name = os.path.basename(os.path.normpath(data)) + (f"-{split}" if split else "")
     return dated_folder(os.path.join(base, "evaluations"), name)
+
+
+def _exported(trained: TrainedModel) -> dict | None:
+    """Which phase and epoch a run's model.keras holds, as its fit recorded."""
+    if not trained.run_dir or trained.source != os.path.join(trained.run_dir, "model.keras"):
+        return None
+    path = os.path.join(trained.run_dir, "metrics.json")
+    if not os.path.isfile(path):
+        return None
+    with open(path, encoding="utf-8") as f:
+        return json.load(f).get("exported")
 
 
 def _history(trained: TrainedModel) -> pd.DataFrame | None:

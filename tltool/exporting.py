@@ -6,7 +6,10 @@ constants in the graph, and three signatures are offered:
 
 - ``serving_default`` / ``serve``: float32 RGB pixels 0-255, shape (N, H, W, 3);
 - ``serve_uint8``: the same as uint8;
-- ``serve_bytes``: encoded JPEG/PNG/GIF/BMP bytes, shape (N,).
+- ``serve_bytes``: encoded JPEG/PNG/GIF/BMP/WebP bytes, shape (N,).
+
+Each prepares its input with `tltool.contract` (the input tiers are defined
+there).
 
 Each returns ``probabilities`` (N, C), ``class_id`` (N,), ``class_name`` (N,)
 and ``score`` (N,). ``assets/classes.json`` and ``assets/tltool.json`` (image
@@ -23,40 +26,46 @@ from tltool.rundir import classes_json, read_recipe
 
 
 def model_info(classes: list[str], image_size: int, aspect: str, backbone: str) -> dict:
-    return {"classes": classes, "image_size": image_size, "aspect": aspect, "backbone": backbone}
+    from tltool.contract import VERSION
+
+    return {"classes": classes, "image_size": image_size, "aspect": aspect, "backbone": backbone,
+            "input_contract": VERSION}
 
 
 def export_saved_model(model, path: str, info: dict) -> str:
-    """Write `model` (the inference model) as a SavedModel at `path`, atomically."""
+    """Write `model` (the inference model) as a SavedModel at `path`, atomically.
+
+    Every signature turns its input into the model's input with
+    `tltool.contract`, the functions training and `predict` use.
+    """
     import keras
     import tensorflow as tf
 
-    from tltool.data.pipeline import make_resizer
+    from tltool import contract
 
-    size = info["image_size"]
-    resizer = make_resizer(size, info["aspect"], antialias=True)  # raw images of any size arrive here
+    size, aspect = info["image_size"], info["aspect"]
     names = tf.constant(info["classes"])
 
-    def outputs(images):
-        probs = model(resizer(images), training=False)
+    def outputs(inputs):
+        probs = model(tf.cast(inputs, tf.float32), training=False)
         ids = tf.argmax(probs, axis=-1, output_type=tf.int32)
         return {"probabilities": probs, "class_id": ids, "class_name": tf.gather(names, ids),
                 "score": tf.reduce_max(probs, axis=-1)}
 
-    def decode(data):
-        image = tf.io.decode_image(data, channels=3, expand_animations=False)
-        image = resizer(tf.cast(image, tf.float32))
-        image.set_shape([size, size, 3])
-        return image
+    def from_pixels(images):
+        return outputs(contract.fit_to_square(contract.pixels_to_uint8(images), size, aspect))
+
+    def from_bytes(data):
+        return outputs(tf.map_fn(lambda d: contract.prepare_bytes(d, size, aspect), data,
+                                 fn_output_signature=tf.TensorSpec([size, size, 3], tf.uint8)))
 
     archive = keras.export.ExportArchive()
     archive.track(model)
-    archive.add_endpoint("serve", outputs, input_signature=[
+    archive.add_endpoint("serve", from_pixels, input_signature=[
         tf.TensorSpec([None, None, None, 3], tf.float32, name="images")])
-    archive.add_endpoint("serve_uint8", lambda images: outputs(tf.cast(images, tf.float32)), input_signature=[
+    archive.add_endpoint("serve_uint8", from_pixels, input_signature=[
         tf.TensorSpec([None, None, None, 3], tf.uint8, name="images")])
-    archive.add_endpoint("serve_bytes", lambda data: outputs(tf.map_fn(
-        decode, data, fn_output_signature=tf.TensorSpec([size, size, 3], tf.float32))), input_signature=[
+    archive.add_endpoint("serve_bytes", from_bytes, input_signature=[
         tf.TensorSpec([None], tf.string, name="image_bytes")])
     with atomic_path(path) as tmp:
         archive.write_out(tmp, verbose=False)

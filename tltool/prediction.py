@@ -86,7 +86,8 @@ def _rows(paths: list[str], probs: np.ndarray, classes: list[str], k: int) -> pd
     k = max(1, min(k, len(classes)))
     order = np.argsort(-probs, axis=1, kind="stable")[:, :k]
     data = {"path": paths, "predicted": [classes[o[0]] for o in order],
-            "confidence": probs[np.arange(len(paths)), order[:, 0]]}
+            "confidence": probs[np.arange(len(paths)), order[:, 0]],
+            "probabilities": [dict(zip(classes, map(float, p))) for p in probs]}
     for j in range(k):
         data[f"top{j + 1}"] = [classes[o[j]] for o in order]
         data[f"top{j + 1}_probability"] = probs[np.arange(len(paths)), order[:, j]]
@@ -100,17 +101,18 @@ def format_rows(rows: pd.DataFrame) -> list[str]:
 
 
 def write_output(path: str, rows: pd.DataFrame, skipped: list[tuple[str, str]], model: str) -> None:
-    """CSV (one row per image) or JSON (predictions and skipped files), by extension."""
+    """CSV (one row per image, top-k) or JSON (top-k and every class's probability, skipped files)."""
     if path.lower().endswith(".json"):
         k = sum(1 for c in rows.columns if c.startswith("top") and not c.endswith("probability"))
         payload = {
             "model": os.path.abspath(model),
             "predictions": [{"path": r["path"], "top": [{"class": r[f"top{j}"], "probability": float(r[f"top{j}_probability"])}
-                                                        for j in range(1, k + 1)]} for _, r in rows.iterrows()],
+                                                        for j in range(1, k + 1)],
+                             "probabilities": r["probabilities"]} for _, r in rows.iterrows()],
             "skipped": [{"path": p, "reason": r} for p, r in skipped],
         }
         write_atomic(path, json.dumps(payload, indent=2, ensure_ascii=False) + "\n")
     elif path.lower().endswith(".csv"):
-        write_csv(path, rows)
+        write_csv(path, rows.drop(columns="probabilities"))
     else:
         raise TltoolError(f"--output {path}: give a .csv or .json file name")

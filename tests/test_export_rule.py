@@ -1,0 +1,99 @@
+"""The exported model is the one the report describes; replacing a run keeps what tltool did not write."""
+
+import json
+import os
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from conftest import run_cli
+
+# The second phase trains everything at a learning rate that wrecks the model,
+# so it ends worse than the head phase: the head phase's best must be exported.
+WRECK = """
+name: wreck
+augment: {flip: none}
+head: {dropout: 0.0}
+phases:
+  - name: head
+    epochs: 3
+    trainable: none
+    optimizer: {name: adam, learning_rate: 0.05}
+  - name: wreck
+    epochs: 1
+    trainable: all
+    batchnorm: train
+    optimizer: {name: sgd, learning_rate: 10.0}
+early_stopping: null
+"""
+
+
+@pytest.fixture(scope="module")
+def wrecked_run(tiny_data, tmp_path_factory):
+    """A fit with --overwrite into an earlier run that also holds the user's own files."""
+    out = tmp_path_factory.mktemp("wreck") / "run"
+    (out / "data").mkdir(parents=True)
+    (out / ".tltool-run").write_text("{}\n")
+    (out / "recipe.yaml").write_text("name: old\n")
+    (out / "model.keras").write_text("an old model")
+    (out / "thesis.md").write_text("mine")
+    (out / "data" / "notes.txt").write_text("mine too")
+    recipe = out.parent / "wreck.yaml"
+    recipe.write_text(WRECK)
+    result = run_cli("fit", tiny_data, "-b", "mobilenetv2", "--weights", "none", "--image-size", 32,
+                     "--batch-size", 8, "--recipe", recipe, "--out", out, "--overwrite")
+    assert result.exit_code == 0, result.output
+    return str(out)
+
+
+def test_overwrite_replaces_only_what_tltool_wrote(wrecked_run):
+    assert open(os.path.join(wrecked_run, "thesis.md")).read() == "mine"
+    assert open(os.path.join(wrecked_run, "data", "notes.txt")).read() == "mine too"
+    assert "name: wreck" in open(os.path.join(wrecked_run, "recipe.yaml")).read()
+    assert os.path.getsize(os.path.join(wrecked_run, "model.keras")) > 1000
+
+
+def test_the_best_epoch_across_phases_is_exported_and_reported(wrecked_run, tiny_data, tmp_path):
+    import tltool
+
+    history = pd.read_csv(os.path.join(wrecked_run, "history.csv"))
+    head = history[history["phase"] == "head"]
+    wreck = history[history["phase"] == "wreck"]
+    assert wreck["val_loss"].isna().all() or wreck["val_loss"].min() > head["val_loss"].min()  # it got worse
+    best = head.loc[head["val_loss"].idxmin()]
+    metrics = json.load(open(os.path.join(wrecked_run, "metrics.json")))
+    assert metrics["exported"]["phase"] == "head" and metrics["exported"]["epoch"] == int(best["epoch"])
+    assert metrics["exported"]["value"] == pytest.approx(best["val_loss"], rel=1e-6)
+    assert history["exported"].sum() == 1 and history.loc[history["exported"], "epoch"].item() == int(best["epoch"])
+    assert "phase 'head' epoch" in open(os.path.join(wrecked_run, "report.md")).read()
+    # The exported model scores as the report says, and as that epoch did.
+    assert metrics["log_loss"] == pytest.approx(best["val_loss"], abs=2e-3)
+    folder, evaluation = tltool.evaluate(wrecked_run, tiny_data, split="val", out=str(tmp_path / "e"))
+    assert evaluation.metrics["accuracy"] == pytest.approx(metrics["accuracy"], abs=1e-9)
+    assert evaluation.metrics["log_loss"] == pytest.approx(metrics["log_loss"], abs=1e-6)
+    model = tltool.load_model(wrecked_run)
+    best_weights = tltool.load_model(wrecked_run)
+    best_weights.load_weights(os.path.join(wrecked_run, "checkpoints", "best.weights.h5"))
+    for mine, theirs in zip(model.get_weights(), best_weights.get_weights()):
+        np.testing.assert_array_equal(mine, theirs)
+
+
+def test_evaluating_the_training_folder_without_split_warns(wrecked_run, tiny_data, tmp_path):
+    result = run_cli("evaluate", wrecked_run, tiny_data, "--out", tmp_path / "all")
+    assert result.exit_code == 0, result.output
+    assert "training images are scored" in result.output
+
+
+def test_directory_replacement_always_leaves_one_of_them(tmp_path):
+    from tltool.files import atomic_path
+
+    target = tmp_path / "saved"
+    target.mkdir()
+    (target / "old").write_text("old")
+    with atomic_path(str(target)) as tmp:
+        os.makedirs(tmp)
+        open(os.path.join(tmp, "new"), "w").write("new")
+        assert (target / "old").exists()  # until the new one is complete
+    assert sorted(os.listdir(target)) == ["new"]
+    assert [n for n in os.listdir(tmp_path) if n != "saved"] == []
