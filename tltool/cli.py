@@ -31,13 +31,13 @@ class _Group(click.Group):
 
 
 def main() -> None:
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     cli(prog_name="tltool")
 
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.version_option(__version__, prog_name="tltool")
-def cli():
+@click.option("--verbose", "-v", is_flag=True, help="Show TensorFlow's own log lines (or set TLTOOL_DEBUG=1).")
+def cli(verbose):
     """Transfer learning for image classification: a folder of images in,
     a per-class report and a serving model out.
 
@@ -48,6 +48,8 @@ def cli():
       tltool recipes              # how you can fine-tune it
       tltool plan --backbone resnet50 --recipe fine-tune-top
     """
+    if verbose:
+        os.environ["TLTOOL_DEBUG"] = "1"
 
 
 # ---------------------------------------------------------------- fit
@@ -90,6 +92,19 @@ def fit(data, recipe, out, overwrite, split_from, **overrides):
 # ---------------------------------------------------------------- evaluate and predict
 
 
+def _require_paths(*paths: str) -> None:
+    """Cheap checks before TensorFlow loads: every named path exists."""
+    for path in paths:
+        if not os.path.exists(path):
+            raise TltoolError(f"{path}: no such file or folder")
+
+
+def _load_tensorflow() -> None:
+    from tltool.console import load_tensorflow
+
+    load_tensorflow()
+
+
 @cli.command()
 @click.argument("model", type=click.Path())
 @click.argument("data", type=click.Path())
@@ -106,6 +121,8 @@ def evaluate(model, data, out, split, split_from, top_k, batch_size, show_all):
     Writes per-class figures, predictions, the most confused pairs, pictures
     and report.md / report.html into a new evaluation folder.
     """
+    _require_paths(model, data)
+    _load_tensorflow()
     from tltool.evaluation import evaluate as run_evaluate
     from tltool.evaluation import print_evaluation
 
@@ -130,6 +147,10 @@ def predict(model, inputs, top_k, output, batch_size):
 
     if output and not output.lower().endswith((".csv", ".json")):
         raise TltoolError(f"--output {output}: give a .csv or .json file name")
+    if top_k < 1:
+        raise TltoolError(f"--top-k {top_k}: give 1 or more")
+    _require_paths(model, *inputs)
+    _load_tensorflow()
     rows, skipped, _ = run_predict(model, list(inputs), top_k, batch_size)
     for line in format_rows(rows):
         click.echo(line)
@@ -153,6 +174,8 @@ def export_command(model, fmt, out):
     resized to the run's image size, and returns probabilities; the class
     names are in the run's classes.json.
     """
+    _require_paths(model)
+    _load_tensorflow()
     from tltool.exporting import export
 
     click.echo(f"wrote {export(model, fmt, out)}")
@@ -290,7 +313,7 @@ def recipes_validate(file, backbone):
     """Check a recipe file without training; exit 2 with one line per problem."""
     from tltool.backbones import get_backbone
     from tltool.errors import RecipeError
-    from tltool.freeze import needs_layer_names, static_problems
+    from tltool.freeze import layer_problems, needs_layer_names, static_problems
     from tltool.recipe import load_recipe, resolve_recipe_path
 
     recipe = load_recipe(file)
@@ -299,10 +322,13 @@ def recipes_validate(file, backbone):
     if name:
         spec = get_backbone(name)
         problems = static_problems(spec, recipe)
+        if needs_layer_names(recipe):
+            from tltool.weights import load_backbone
+
+            _load_tensorflow()
+            problems += layer_problems(spec, load_backbone(spec, max(spec.min_size, 32), "none"), recipe)
         if problems:
             raise RecipeError(path, problems)
-        if needs_layer_names(recipe):
-            _build_plans(spec, recipe)
     phases = ", ".join(f"{p.name} ({p.epochs} ep)" for p in recipe.phases)
     checked = f" against {get_backbone(name).name}" if name else " (add --backbone to check group names)"
     click.echo(f"ok: {path}: {len(recipe.phases)} phase(s): {phases}{checked}")
@@ -346,6 +372,7 @@ def plan(backbone, recipe, num_classes, layers):
 
     loaded = load_recipe(recipe) if recipe else load_recipe()
     spec = get_backbone(backbone or loaded.backbone or DEFAULT_BACKBONE)
+    _load_tensorflow()
     model, plans = _build_plans(spec, loaded)
     width = model.output.shape[-1]
     head = width * num_classes + num_classes

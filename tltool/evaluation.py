@@ -118,6 +118,6 @@ def _history(trained: TrainedModel) -> pd.DataFrame | None:
 def print_evaluation(folder: str, evaluation: Evaluation, show_all: bool = False) -> None:
     from tltool.metrics import format_per_class, format_summary
 
-    say(format_summary(evaluation.metrics))
+    print(format_summary(evaluation.metrics))  # on stdout with its table
     print(format_per_class(evaluation.per_class, None if show_all else 20))
     say(f"report: {os.path.join(folder, 'report.html')}")

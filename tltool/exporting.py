@@ -89,8 +89,11 @@ def export_tflite(model, path: str) -> str:
     """
     import tensorflow as tf
 
+    from tltool.console import native_output_hidden
+
     converter = tf.lite.TFLiteConverter.from_keras_model(model)
-    data = converter.convert()
+    with native_output_hidden():  # the converter prints hundreds of "Captures:" lines
+        data = converter.convert()
     with atomic_path(path) as tmp:
         with open(tmp, "wb") as f:
             f.write(data)

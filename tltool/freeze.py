@@ -43,6 +43,8 @@ def static_problems(spec: BackboneSpec, recipe) -> list[str]:
     """What can be checked against a backbone without building it: group names, image size."""
     problems = []
     for i, phase in enumerate(recipe.phases):
+        if isinstance(phase.trainable, LastGroups) and phase.trainable.last_groups > len(spec.group_names):
+            problems.append(f"phases[{i}].trainable.{_too_many_groups(spec, phase.trainable.last_groups)}")
         if isinstance(phase.trainable, Groups):
             for name in phase.trainable.groups:
                 if name not in spec.group_names:
@@ -52,6 +54,23 @@ def static_problems(spec: BackboneSpec, recipe) -> list[str]:
                     )
     if recipe.image_size is not None and recipe.image_size < spec.min_size:
         problems.append(f"image_size: {recipe.image_size} is below {spec.name}'s minimum of {spec.min_size}")
+    return problems
+
+
+def _too_many_groups(spec: BackboneSpec, asked: int) -> str:
+    return (f"last_groups: {spec.name} has {len(spec.group_names)} groups, not {asked}; "
+            f"give at most {len(spec.group_names)}, or trainable: all")
+
+
+def layer_problems(spec: BackboneSpec, backbone, recipe) -> list[str]:
+    """Every phase's layer-name problem (from_layer, pattern) against a built backbone, with its key path."""
+    problems = []
+    for i, phase in enumerate(recipe.phases):
+        if isinstance(phase.trainable, (FromLayer, Pattern)):
+            try:
+                resolve_plan(spec, backbone, phase.trainable)
+            except TltoolError as e:
+                problems.append(f"phases[{i}].{e}")
     return problems
 
 
@@ -87,6 +106,8 @@ def _choose(spec, trainable, names, weighted, groups) -> set[int]:
     if trainable == "all":
         return set(range(len(names)))
     if isinstance(trainable, LastGroups):
+        if trainable.last_groups > len(groups):
+            raise TltoolError(_too_many_groups(spec, trainable.last_groups))
         picked = groups[-trainable.last_groups:]
         return {i for _, start, end in picked for i in range(start, end)}
     if isinstance(trainable, Groups):

@@ -8,6 +8,7 @@ the tf.data pipeline in parallel while the model runs on the previous one.
 from __future__ import annotations
 
 import os
+import zipfile
 from dataclasses import dataclass
 from typing import Callable
 
@@ -65,7 +66,7 @@ def _keras(path: str, run_dir: str | None) -> TrainedModel:
     folder = os.path.dirname(path)
     try:
         model = keras.models.load_model(path, compile=False)
-    except Exception as e:
+    except (ValueError, OSError, KeyError, TypeError, zipfile.BadZipFile) as e:  # not a .keras file, or not ours
         raise TltoolError(f"{path}: cannot load this .keras file ({str(e).splitlines()[0][:200]})") from None
     if not os.path.isfile(os.path.join(folder, "classes.json")):
         raise TltoolError(f"{path}: no classes.json beside it; copy the run's classes.json next to the model")

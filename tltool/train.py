@@ -78,6 +78,9 @@ def fit(data: str, *, recipe: str | Recipe | None = None, out: str | None = None
     dataset = load_dataset(data, recipe.data.val_split, recipe.data.test_split, recipe.seed, split_from, progress)
     report_dataset(dataset)
     dataset.require_usable()
+    from tltool.console import load_tensorflow
+
+    load_tensorflow()
     import keras
 
     policy = keras.config.dtype_policy()
@@ -106,7 +109,7 @@ def fit(data: str, *, recipe: str | Recipe | None = None, out: str | None = None
 
 def report_dataset(dataset: Dataset) -> None:
     counts = dataset.counts()
-    sizes = ", ".join(f"{split} {sum(c.values())}" for split, c in counts.items() if c)
+    sizes = ", ".join(f"{split} {sum(c.values())}" for split, c in counts.items() if c) or "0"
     say(f"dataset {dataset.root}: {len(dataset.classes)} classes, {sizes} images ({dataset.layout} layout)")
     if dataset.skipped:
         warn(describe_skipped(dataset.skipped))

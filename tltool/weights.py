@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+import warnings
 
 from tltool.backbones import BackboneSpec
 from tltool.errors import TltoolError, UnavailableError
@@ -43,9 +44,13 @@ def load_backbone(spec: BackboneSpec, image_size: int, weights: str = "imagenet"
     kwargs = dict(include_top=False, input_shape=(image_size, image_size, 3), **spec.kwargs)
     if source == "imagenet":
         try:
-            model = build(weights="imagenet", **kwargs)
-        except Exception as e:
-            if "URL fetch failure" in str(e) or isinstance(e, OSError):
+            with warnings.catch_warnings():
+                # MobileNets at sizes without their own weights load the 224 px
+                # ones and say so; the same weights fit any size.
+                warnings.filterwarnings("ignore", message=".*input_shape` is undefined or non-square")
+                model = build(weights="imagenet", **kwargs)
+        except Exception as e:  # Keras wraps download failures in a bare Exception
+            if _is_network_error(e):
                 raise UnavailableError(_offline_message(spec, e)) from None
             raise
     else:
@@ -54,6 +59,21 @@ def load_backbone(spec: BackboneSpec, image_size: int, weights: str = "imagenet"
             _load_file(model, spec, source)
     model.name = "backbone"
     return model
+
+
+def _is_network_error(error: BaseException | None) -> bool:
+    """A download that failed on the network (refused, unresolved, timed out), seen along the cause chain.
+
+    Keras re-raises those as a bare Exception ("URL fetch failure ...");
+    any other error on the way (a bad cached file, a bug) is not "offline".
+    """
+    import urllib.error
+
+    while error is not None:
+        if isinstance(error, (urllib.error.URLError, ConnectionError, TimeoutError)):
+            return True
+        error = error.__cause__ or error.__context__
+    return False
 
 
 def check_image_size(spec: BackboneSpec, image_size: int) -> None:
@@ -92,7 +112,7 @@ def _load_file(model, spec: BackboneSpec, path: str) -> None:
         raise TltoolError(f"--weights {path}: not a .weights.h5 or .h5 file")
     try:
         model.load_weights(path)
-    except Exception as e:
+    except (ValueError, OSError, KeyError) as e:  # wrong shapes or layers, not an HDF5 file
         detail = str(e).splitlines()[0][:200] if str(e) else type(e).__name__
         raise TltoolError(
             f"--weights {path}: does not fit {spec.name} at this input size ({detail}); "

@@ -10,6 +10,7 @@ decodes, so a thread pool or a parallel `tf.data` map scales across cores.
 from __future__ import annotations
 
 import hashlib
+import struct
 import warnings
 from dataclasses import dataclass
 
@@ -32,6 +33,11 @@ _SIGNATURES = [
     (b"MM\x00*", "TIFF"),
 ]
 _UNSUPPORTED_BRANDS = {b"heic": "HEIC", b"heix": "HEIC", b"mif1": "HEIF", b"avif": "AVIF"}
+
+
+# What Pillow's decoders raise on bad data. MemoryError, KeyboardInterrupt and
+# bugs are not among them: they propagate instead of calling a file corrupt.
+DECODE_ERRORS = (OSError, ValueError, SyntaxError, EOFError, struct.error, IndexError, KeyError, ZeroDivisionError)
 
 
 class ImageError(Exception):
@@ -131,7 +137,7 @@ def _open(data: bytes) -> Image.Image:
             img = Image.open(io.BytesIO(data))
     except Image.DecompressionBombError:
         raise ImageError("too large (over Pillow's decompression-bomb limit)") from None
-    except Exception as e:
+    except DECODE_ERRORS as e:
         raise ImageError(_reason(e)) from None
     if img.width * img.height > _MAX_PIXELS:
         raise ImageError(f"too large ({img.width}x{img.height} pixels)")
@@ -146,9 +152,7 @@ def _to_rgb_array(img: Image.Image, size_hint: tuple[int, int] | None) -> np.nda
         img = ImageOps.exif_transpose(img)
         img = _reduce(img, size_hint)
         return _to_rgb(img)
-    except ImageError:
-        raise
-    except Exception as e:
+    except DECODE_ERRORS as e:
         raise ImageError(_reason(e)) from None
 
 

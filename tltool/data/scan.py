@@ -57,6 +57,14 @@ def is_hidden(name: str) -> bool:
     return name.startswith(".") or name.lower() in _JUNK
 
 
+# tltool's own marker files: skipped like hidden files, but not counted as ignored.
+_TLTOOL_FILES = {".tltool-example", ".tltool-run"}
+
+
+def _ignored(name: str) -> bool:
+    return is_hidden(name) and name not in _TLTOOL_FILES
+
+
 def scan(path: str, progress: bool = True) -> Scan:
     """Find every candidate file under `path` and check that it decodes.
 
@@ -90,7 +98,7 @@ def _from_folders(root: str) -> Scan:
             f"found {', '.join(others)}: move them into train/ or rename train/"
         )
     result.layout = "presplit"
-    result.hidden = sum(1 for e in entries if is_hidden(e.name))
+    result.hidden = sum(1 for e in entries if _ignored(e.name))
     result.skipped += [
         Skipped(e.name, "not in a class folder") for e in entries if not e.is_dir() and not is_hidden(e.name)
     ]
@@ -103,7 +111,7 @@ def _add_class_folders(result: Scan, folder: str, prefix: str, split: str | None
     seen = result.class_folders.setdefault(split or "all", [])
     for entry in sorted(os.scandir(folder), key=lambda e: e.name):
         if is_hidden(entry.name):
-            result.hidden += 1
+            result.hidden += _ignored(entry.name)
         elif not entry.is_dir():
             result.skipped.append(Skipped(prefix + entry.name, "not in a class folder"))
         else:
@@ -116,7 +124,7 @@ def _add_class_folders(result: Scan, folder: str, prefix: str, split: str | None
 
 def _walk(folder: str, result: Scan):
     for dirpath, dirnames, filenames in os.walk(folder):
-        result.hidden += sum(1 for d in dirnames if is_hidden(d)) + sum(1 for f in filenames if is_hidden(f))
+        result.hidden += sum(1 for d in dirnames if _ignored(d)) + sum(1 for f in filenames if _ignored(f))
         dirnames[:] = sorted(d for d in dirnames if not is_hidden(d))
         for name in sorted(filenames):
             if not is_hidden(name):
@@ -128,7 +136,7 @@ def _from_csv(csv_path: str) -> Scan:
 
     try:
         table = pd.read_csv(csv_path, dtype=str, keep_default_na=False)
-    except Exception as e:
+    except (OSError, UnicodeDecodeError, pd.errors.ParserError, pd.errors.EmptyDataError) as e:
         raise DatasetError(f"{csv_path}: cannot read as CSV ({e})") from None
     missing = {"path", "label"} - set(table.columns)
     if missing:

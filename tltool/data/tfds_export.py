@@ -86,10 +86,12 @@ def write_folders(builder, dest: str, splits: list[str], limit: int | None = Non
 def _download(builder, name: str) -> None:
     reason = _network_problem()
     if reason is None:
+        import requests
+
         try:
             builder.download_and_prepare()
             return
-        except Exception as e:  # tfds raises requests', urllib3's and its own errors
+        except (OSError, requests.RequestException) as e:  # network and disk; anything else is a bug
             reason = str(e).splitlines()[0][:200]
     raise UnavailableError(
         f"cannot download {name} ({reason}); run `tltool datasets export {name} DIR` on a machine with "
