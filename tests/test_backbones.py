@@ -4,6 +4,7 @@ import re
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 from tltool.backbones import REGISTRY, get_backbone, resolve_groups
@@ -41,7 +42,9 @@ def test_backbone_builds_and_its_groups_cover_every_layer_in_order(name):
             weighted = [layer for layer in model.layers[start:end] if layer.weights]
             assert weighted, f"group {group} of {name} has no weights"
         preprocess = getattr(keras.applications, spec.preprocess_module).preprocess_input
-        assert callable(preprocess)
+        grey = np.repeat(np.array([0.0, 64.0, 128.0, 255.0])[:, None, None, None], 3, axis=-1)  # (4, 1, 1, 3)
+        out = np.asarray(preprocess(grey.copy())).reshape(4, 3)
+        assert np.isfinite(out).all() and (np.diff(out, axis=0) > 0).all()  # brighter stays brighter
     finally:
         keras.backend.clear_session()
 
