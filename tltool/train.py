@@ -381,8 +381,8 @@ def _warn_if_cpu_only(recipe: Recipe) -> None:
     if tf.config.list_physical_devices("GPU"):
         return
     if recipe.precision != "float32":
-        warn(f"precision {recipe.precision} on a CPU is slower than float32 (benchmarks/speed.py: 0.70x "
-             "mixed_bfloat16, 0.23x mixed_float16); it is meant for GPUs")
+        warn(f"precision {recipe.precision} on a CPU is slower than float32 (benchmarks/speed.py: 0.67x "
+             "mixed_bfloat16, 0.21x mixed_float16); it is meant for GPUs")
     if recipe.jit_compile:
         warn("--jit-compile on a CPU is much slower than without (benchmarks/speed.py: 0.06x); it is meant for GPUs")
 
