@@ -20,7 +20,7 @@ def test_example_digits_is_built_offline_and_only_once(tmp_path):
     again = run_cli("datasets", "example", "digits", dest)
     assert again.exit_code == 0 and "already holds" in again.output
     summary = json.loads(run_cli("inspect", dest, "--json").output)
-    assert summary["usable"] and summary["hidden_ignored"] == 1 and summary["sizes"]["median"] == "32x32"
+    assert summary["usable"] and summary["hidden_ignored"] == 0 and summary["sizes"]["median"] == "32x32"
 
 
 def test_example_refuses_a_folder_with_other_things_in_it(tmp_path):
