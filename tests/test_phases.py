@@ -77,3 +77,4 @@ def test_export_savedmodel_loads_and_predicts_like_the_keras_model(fitted_run, t
     pixels = np.random.default_rng(0).uniform(0, 255, (4, 32, 32, 3)).round().astype(np.float32)
     served = loaded.serve(tf.constant(pixels))["probabilities"].numpy()
     np.testing.assert_allclose(served, tltool.load_model(fitted_run)(pixels).numpy(), atol=1e-5)
+
