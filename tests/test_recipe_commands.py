@@ -6,6 +6,7 @@ import subprocess
 import sys
 
 import numpy as np
+import pandas as pd
 import pytest
 import yaml
 
@@ -14,7 +15,7 @@ from tltool.data.dataset import load_dataset
 from tltool.errors import RecipeError, TltoolError
 from tltool.optim import PhaseSchedule
 from tltool.recipe import load_recipe, recipe_from_dict
-from tltool.train import class_weights
+from tltool.session import class_weights
 
 HERE = os.path.dirname(__file__)
 
@@ -100,14 +101,20 @@ def test_plan_counts_trainable_and_frozen_parameters():
     assert "block_16, Conv_1" in fine
 
 
-def test_resolved_recipe_repeats_the_run(fitted_run, tiny_data, tmp_path):
-    first = load_recipe(os.path.join(fitted_run, "recipe.yaml"))
-    result = run_cli("fit", tiny_data, "--recipe", os.path.join(fitted_run, "recipe.yaml"), "--out", tmp_path / "again")
+def test_resolved_recipe_repeats_the_run(tiny_data, tmp_path):
+    first_run = tmp_path / "first"
+    result = run_cli("fit", tiny_data, "-b", "mobilenetv2", "--weights", "none", "--image-size", 32,
+                     "--recipe", "linear-probe", "--epochs", 2, "--seed", 5, "--out", first_run)
+    assert result.exit_code == 0, result.output
+    first = load_recipe(str(first_run / "recipe.yaml"))
+    result = run_cli("fit", tiny_data, "--recipe", first_run / "recipe.yaml", "--out", tmp_path / "again")
     assert result.exit_code == 0, result.output
     second = load_recipe(str(tmp_path / "again" / "recipe.yaml"))
     assert first.model_dump(exclude={"provenance"}) == second.model_dump(exclude={"provenance"})
-    with open(os.path.join(fitted_run, "data", "index.csv")) as a, open(tmp_path / "again" / "data" / "index.csv") as b:
+    with open(first_run / "data" / "index.csv") as a, open(tmp_path / "again" / "data" / "index.csv") as b:
         assert a.read() == b.read()
+    history = [pd.read_csv(folder / "history.csv") for folder in (first_run, tmp_path / "again")]
+    np.testing.assert_allclose(history[0]["loss"], history[1]["loss"], rtol=1e-6)  # the same run again
 
 
 def test_auto_class_weights_are_inverse_frequency(tmp_path):
@@ -124,9 +131,13 @@ def test_auto_class_weights_are_inverse_frequency(tmp_path):
         class_weights(wrong, ds)
 
 
-def test_class_weights_are_written_to_the_run(fitted_run):
-    weights = json.load(open(os.path.join(fitted_run, "class_weights.json")))
-    assert set(weights) == {"apple", "leaf", "sky"} and all(w == pytest.approx(1.0) for w in weights.values())
+def test_balanced_classes_are_not_weighted(fitted_run, tmp_path):
+    assert json.load(open(os.path.join(fitted_run, "class_weights.json"))) == {}  # 8 images in every class
+    data = make_dataset(tmp_path / "d", per_class=5, classes={"a": (0, 0, 0), "b": (200, 200, 200)})
+    for i in range(5, 7):  # 7 against 5: below the 1.5x threshold
+        os.link(os.path.join(data, "a", "a_0.png"), os.path.join(data, "a", f"extra_{i}.png"))
+    auto = recipe_from_dict({"phases": [{"name": "x", "epochs": 1}], "class_weight": "auto"})
+    assert class_weights(auto, load_dataset(data, val_split=0.0, progress=False)) is None
 
 
 @pytest.mark.parametrize("kind, step, expected", [

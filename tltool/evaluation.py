@@ -19,7 +19,7 @@ from tltool.rundir import dated_folder, read_recipe
 
 def evaluate(model: str, data: str, out: str | None = None, split: str | None = None,
              split_from: str | None = None, top_k: int = 5, batch_size: int = 32,
-             progress: bool = True) -> tuple[str, Evaluation]:
+             progress: bool = True, tta: int = 1) -> tuple[str, Evaluation]:
     """Evaluate a run directory, SavedModel or .keras file on `data`.
 
     Args:
@@ -31,6 +31,10 @@ def evaluate(model: str, data: str, out: str | None = None, split: str | None = 
             folder when `data` is pre-split, else the split recorded by
             `split_from` (default: the model's own run directory).
         top_k: k for top-k accuracy and recall.
+        tta: test-time augmentation views; above 1, the report adds the
+            figures averaged over that many views (`tltool.tta`) beside the
+            plain ones, which stay the headline (the served model sees one
+            view).
 
     Returns:
         (the evaluation folder, the figures).
@@ -52,23 +56,35 @@ def evaluate(model: str, data: str, out: str | None = None, split: str | None = 
     missing = sorted(set(index) - {s.label for s in samples})
     if missing:
         warn(f"{len(missing)} model class(es) have no images here: {', '.join(missing[:10])}")
-    probs, kept = trained.probabilities([s.path for s in samples], batch_size, progress)
+    from tltool.tta import views
+
+    names = views(tta, trained.flip)
+    stack, kept = trained.view_probabilities([s.path for s in samples], batch_size, progress, names)
+    probs = stack[0]
     unread = [(samples[i].rel, "could not be decoded") for i in sorted(set(range(len(samples))) - set(kept))]
     if not len(kept):
         raise TltoolError(f"{data}: none of the {len(samples)} images could be read")
-    evaluation = evaluate_probs([index[samples[i].label] for i in kept], probs, trained.classes, top_k)
+    labels = [index[samples[i].label] for i in kept]
+    evaluation = evaluate_probs(labels, probs, trained.classes, top_k)
+    augmented = _tta_figures(labels, stack, trained.classes, names) if tta > 1 else None
     run_name = os.path.basename(trained.run_dir or trained.source)
     context = ReportContext(
         title=f"Evaluation of {run_name} on {os.path.basename(os.path.normpath(data))}",
         model=f"{trained.source} ({trained.kind}, {trained.image_size} px, aspect {trained.aspect})",
         split=split or "all", data_root=os.path.abspath(data) if os.path.isdir(data) else os.path.dirname(os.path.abspath(data)),
         paths=[samples[i].rel for i in kept], recipe=read_recipe(trained.run_dir) or None, history=_history(trained),
-        unreadable=skipped + unread, exported=_exported(trained),
+        unreadable=skipped + unread, tta=augmented, **_fit_record(trained),
     )
     with atomic_path(folder) as tmp:
         os.makedirs(tmp)
         write_evaluation(tmp, evaluation, context)
     return folder, evaluation
+
+
+def _tta_figures(labels, stack, classes: list[str], names: list[str]) -> dict:
+    figures = evaluate_probs(labels, stack.mean(axis=0), classes).metrics
+    return {"views": len(names), "names": names,
+            **{k: figures[k] for k in ("accuracy", "macro_f1", "log_loss", "expected_calibration_error")}}
 
 
 def _warn_if_training_images(trained: TrainedModel, data: str, split: str | None) -> None:
@@ -99,15 +115,20 @@ def _default_folder(trained: TrainedModel, data: str, split: str | None) -> str:
     return dated_folder(os.path.join(base, "evaluations"), name)
 
 
-def _exported(trained: TrainedModel) -> dict | None:
-    """Which phase and epoch a run's model.keras holds, as its fit recorded."""
+def _fit_record(trained: TrainedModel) -> dict:
+    """Which phase and epoch a run's model.keras holds, and its calibration, as its fit recorded."""
     if not trained.run_dir or trained.source != os.path.join(trained.run_dir, "model.keras"):
-        return None
+        return {}
     path = os.path.join(trained.run_dir, "metrics.json")
     if not os.path.isfile(path):
-        return None
+        return {}
+    recorded = _read_json(path)
+    return {"exported": recorded.get("exported"), "calibration": recorded.get("calibration")}
+
+
+def _read_json(path: str) -> dict:
     with open(path, encoding="utf-8") as f:
-        return json.load(f).get("exported")
+        return json.load(f)
 
 
 def _history(trained: TrainedModel) -> pd.DataFrame | None:
@@ -120,4 +141,9 @@ def print_evaluation(folder: str, evaluation: Evaluation, show_all: bool = False
 
     print(format_summary(evaluation.metrics))  # on stdout with its table
     print(format_per_class(evaluation.per_class, None if show_all else 20))
+    tta = _read_json(os.path.join(folder, "metrics.json")).get("tta")
+    if tta:
+        print(f"with test-time augmentation ({tta['views']} views): accuracy {tta['accuracy']:.4f} "
+              f"({tta['accuracy'] - evaluation.metrics['accuracy']:+.4f}), macro_f1 {tta['macro_f1']:.4f}; "
+              "the exported model serves without it")
     say(f"report: {os.path.join(folder, 'report.html')}")

@@ -28,3 +28,28 @@ class BackbonePreprocess(keras.layers.Layer):
 
     def get_config(self):
         return {**super().get_config(), "module": self.module}
+
+
+@keras.saving.register_keras_serializable(package="tltool")
+class Temperature(keras.layers.Layer):
+    """Probabilities -> softmax(log(p) / T): the calibration `tltool.calibration` fitted.
+
+    T > 1 makes the model less sure of itself, T < 1 more; the predicted
+    class never changes. Computed in float32 whatever the dtype policy.
+    """
+
+    def __init__(self, temperature: float, **kwargs):
+        super().__init__(dtype="float32", **{k: v for k, v in kwargs.items() if k != "dtype"})
+        self.temperature = float(temperature)
+
+    def call(self, probs):
+        from tltool.calibration import EPSILON
+
+        logits = keras.ops.log(keras.ops.maximum(keras.ops.cast(probs, "float32"), EPSILON))
+        return keras.ops.softmax(logits / self.temperature, axis=-1)
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def get_config(self):
+        return {**super().get_config(), "temperature": self.temperature}

@@ -7,7 +7,7 @@ import math
 import keras
 from keras import ops
 
-from tltool.recipe import Phase
+from tltool.recipe import Phase, RateRange
 
 
 @keras.saving.register_keras_serializable(package="tltool")
@@ -66,7 +66,7 @@ class PhaseSchedule(keras.optimizers.schedules.LearningRateSchedule):
 def make_schedule(phase: Phase, steps_per_epoch: int) -> PhaseSchedule:
     s = phase.schedule
     return PhaseSchedule(
-        s.name, phase.optimizer.learning_rate,
+        s.name, phase.optimizer.top_rate,
         total_steps=phase.epochs * steps_per_epoch,
         warmup_steps=round(s.warmup_epochs * steps_per_epoch),
         min_fraction=s.min_fraction, decay_rate=s.decay_rate,
@@ -74,15 +74,101 @@ def make_schedule(phase: Phase, steps_per_epoch: int) -> PhaseSchedule:
     )
 
 
-def make_optimizer(phase: Phase, steps_per_epoch: int) -> keras.optimizers.Optimizer:
-    """The phase's optimizer, driven by its schedule."""
+def make_optimizer(phase: Phase, steps_per_epoch: int, rate_factors=None, schedule=None) -> keras.optimizers.Optimizer:
+    """The phase's optimizer, driven by its schedule.
+
+    Args:
+        rate_factors: (variable, factor) pairs: each variable's learning rate
+            is the schedule's times its factor (discriminative rates); the
+            others get the schedule's rate.
+        schedule: a schedule to use instead of the phase's (the learning-rate
+            finder's rising one).
+    """
     opt = phase.optimizer
-    schedule = make_schedule(phase, steps_per_epoch)
+    schedule = schedule or make_schedule(phase, steps_per_epoch)
     decay = {"weight_decay": opt.weight_decay} if opt.weight_decay is not None else {}
     if opt.name == "adam":
-        return keras.optimizers.Adam(schedule, **decay)
-    if opt.name == "adamw":
-        return keras.optimizers.AdamW(schedule, **({"weight_decay": 0.004} | decay))
-    if opt.name == "sgd":
-        return keras.optimizers.SGD(schedule, momentum=opt.momentum, nesterov=opt.momentum > 0, **decay)
-    return keras.optimizers.RMSprop(schedule, momentum=opt.momentum, **decay)
+        optimizer = Adam(schedule, **decay)
+    elif opt.name == "adamw":
+        optimizer = AdamW(schedule, **({"weight_decay": 0.004} | decay))
+    elif opt.name == "sgd":
+        optimizer = SGD(schedule, momentum=opt.momentum, nesterov=opt.momentum > 0, **decay)
+    else:
+        optimizer = RMSprop(schedule, momentum=opt.momentum, **decay)
+    optimizer.set_rate_factors(rate_factors or [])
+    return optimizer
+
+
+def group_rates(rate, groups: list[str]) -> dict[str, float]:
+    """Each trainable group's rate, and the head's, for a phase's `learning_rate`.
+
+    A single rate applies to every group. {low, high} gives the first group
+    `low`, the head `high`, and the groups between rates spread
+    geometrically (fastai's `slice(low, high)`).
+
+    Args:
+        rate: the phase's learning_rate (a number or a RateRange).
+        groups: names of the backbone's trainable freeze groups, input first.
+
+    Returns:
+        group name -> rate, with the head under "head".
+    """
+    if not isinstance(rate, RateRange):
+        return {name: float(rate) for name in [*groups, "head"]}
+    steps = len(groups)
+    return {name: rate.low * (rate.high / rate.low) ** (i / steps) if steps else rate.high
+            for i, name in enumerate([*groups, "head"])}
+
+
+class _RateFactors:
+    """Per-variable learning-rate factors for a Keras optimizer.
+
+    Keras optimizers apply one rate to every variable. For Adam, AdamW,
+    RMSprop and SGD the update of a variable is proportional to the rate it
+    is given, so multiplying that rate per variable is exactly a separate
+    optimizer per group (scaling gradients instead would change nothing
+    under Adam). Decoupled weight decay is scaled the same way, as it is in
+    fastai's discriminative rates.
+    """
+
+    def set_rate_factors(self, pairs) -> None:
+        self._factors = {self._var_key(v): float(f) for v, f in pairs if float(f) != 1.0}
+
+    def rate_factor(self, variable) -> float:
+        return getattr(self, "_factors", {}).get(self._var_key(variable), 1.0)
+
+    def update_step(self, gradient, variable, learning_rate):
+        factor = self.rate_factor(variable)
+        if factor != 1.0:
+            learning_rate = ops.multiply(learning_rate, factor)
+        return super().update_step(gradient, variable, learning_rate)
+
+    def _apply_weight_decay(self, variables):
+        if self.weight_decay is None or not getattr(self, "_factors", None):
+            return super()._apply_weight_decay(variables)
+        base = self.weight_decay
+        by_factor: dict[float, list] = {}
+        for variable in variables:
+            by_factor.setdefault(self.rate_factor(variable), []).append(variable)
+        try:
+            for factor, group in by_factor.items():
+                self.weight_decay = base * factor  # read while tracing: a constant per group
+                super()._apply_weight_decay(group)
+        finally:
+            self.weight_decay = base
+
+
+class Adam(_RateFactors, keras.optimizers.Adam):
+    pass
+
+
+class AdamW(_RateFactors, keras.optimizers.AdamW):
+    pass
+
+
+class SGD(_RateFactors, keras.optimizers.SGD):
+    pass
+
+
+class RMSprop(_RateFactors, keras.optimizers.RMSprop):
+    pass

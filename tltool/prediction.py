@@ -53,8 +53,11 @@ def _first_bytes_problem(path: str) -> str | None:
 
 
 def predict(model: str, inputs: list[str], top_k: int = 3, batch_size: int = 32,
-            progress: bool = True) -> tuple[pd.DataFrame, list[tuple[str, str]], list[str]]:
+            progress: bool = True, tta: int = 1) -> tuple[pd.DataFrame, list[tuple[str, str]], list[str]]:
     """Predict every image among `inputs`.
+
+    With `tta` above 1, each image's probabilities are the average over that
+    many test-time views (`tltool.tta`).
 
     Returns:
         (one row per image with top-k classes and probabilities, skipped files
@@ -63,9 +66,12 @@ def predict(model: str, inputs: list[str], top_k: int = 3, batch_size: int = 32,
     Raises:
         TltoolError: a bad model or input path, or no image could be read.
     """
+    from tltool.tta import views
+
     trained = load_trained(model)
+    names = views(tta, trained.flip)
     files, skipped = collect_inputs(inputs)
-    probs, kept = trained.probabilities(files, batch_size, progress) if files else (np.zeros((0, 0)), [])
+    probs, kept = trained.probabilities(files, batch_size, progress, names) if files else (np.zeros((0, 0)), [])
     for i in sorted(set(range(len(files))) - set(int(k) for k in kept)):
         skipped.append((files[i], _decode_reason(files[i])))
     if not len(kept):

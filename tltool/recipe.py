@@ -30,8 +30,10 @@ from pydantic import (
 
 from tltool.errors import RecipeError, TltoolError, did_you_mean
 
-DEFAULT_RECIPE = "fine-tune-top"
+DEFAULT_RECIPE = "fine-tune"
+IMBALANCE_THRESHOLD = 1.5
 _TRAINABLE_KINDS = ("last_groups", "groups", "last_layers", "fraction", "from_layer", "pattern")
+_UNION_TAGS = ("none", "all", "rate", "auto", "range")  # pydantic puts these in error locations; not keys
 
 
 class _Strict(BaseModel):
@@ -50,26 +52,102 @@ class Head(_Strict):
 
 
 class Augment(_Strict):
-    """Random changes to training images (Keras preprocessing layers, training only)."""
+    """Random changes to training images (core Keras 3 preprocessing layers, training only).
 
-    flip: Literal["none", "horizontal", "vertical", "both"] = "horizontal"
+    The defaults cannot change what an image means on any common domain:
+    no flips (a mirrored "2", an X-ray's left side, an arrow or a label are
+    different things); turn flips on for photos of things that are the same
+    in a mirror. `mixup` and `cutmix` mix two images and their labels, so
+    they run in the input pipeline, and a phase that uses them trains end to
+    end instead of on cached features.
+    """
+
+    flip: Literal["none", "horizontal", "vertical", "both"] = Field(
+        "none", description="mirror images at random; horizontal suits most photos, none suits text, digits, scans"
+    )
     rotation: float = Field(0.0, ge=0, le=0.5, description="max rotation, as a fraction of a full turn")
     zoom: float = Field(0.0, ge=0, lt=1, description="max zoom in/out, as a fraction")
     translate: float = Field(0.0, ge=0, lt=1, description="max shift, as a fraction of the size")
     contrast: float = Field(0.0, ge=0, le=1)
     brightness: float = Field(0.0, ge=0, le=1)
+    color_jitter: float = Field(
+        0.0, ge=0, le=1, description="RandomColorJitter: brightness, contrast and saturation by up to this "
+        "fraction, hue by a quarter of it"
+    )
+    rand_augment: int = Field(0, ge=0, le=10, description="RandAugment: random operations per image (0 = off)")
+    rand_augment_magnitude: float = Field(0.5, gt=0, le=1, description="RandAugment: strength of each operation")
+    aug_mix: float = Field(0.0, ge=0, le=1, description="AugMix: strength of the mixed chains (0 = off)")
+    random_erasing: float = Field(0.0, ge=0, le=1, description="RandomErasing: probability of erasing a patch")
+    mixup: float = Field(0.0, ge=0, le=10, description="MixUp: Beta(alpha, alpha) mixing of image pairs and "
+                         "their labels (0 = off; 0.2 is usual)")
+    cutmix: float = Field(0.0, ge=0, le=10, description="CutMix: Beta(alpha, alpha) pasted patches with mixed "
+                          "labels (0 = off; 1.0 is usual)")
     cached_views: int = Field(
         1, ge=1, le=32,
         description="augmented views per image computed once when a frozen phase trains on cached features "
         "(epoch e uses view e mod N); each view costs one pass of the backbone",
     )
 
+    @property
+    def mixes_labels(self) -> bool:
+        return self.mixup > 0 or self.cutmix > 0
+
+
+class RateRange(_Strict):
+    """Discriminative learning rates (fastai's `slice(low, high)`).
+
+    The head trains at `high`, the first trainable freeze group of the
+    backbone at `low`, and the groups between at rates spread geometrically.
+    """
+
+    low: float = Field(gt=0, le=10, description="rate of the earliest trainable backbone group")
+    high: float = Field(gt=0, le=10, description="rate of the head (and of the whole model in a frozen phase)")
+
+    @field_validator("high")
+    @classmethod
+    def _ordered(cls, high: float, info) -> float:
+        low = info.data.get("low")
+        if low is not None and high < low:
+            raise ValueError(f"high ({high:g}) must be at least low ({low:g})")
+        return high
+
+
+def _rate_tag(value: Any) -> str | None:
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return "rate"
+    if isinstance(value, (dict, RateRange)):
+        return "range"
+    return "auto" if value == "auto" else None
+
+
+LearningRate = Annotated[
+    Union[
+        Annotated[Annotated[float, Field(gt=0, le=10)], Tag("rate")],
+        Annotated[Literal["auto"], Tag("auto")],
+        Annotated[RateRange, Tag("range")],
+    ],
+    Discriminator(
+        _rate_tag,
+        custom_error_type="learning_rate",
+        custom_error_message="must be a number, auto, or {low: N, high: N}",
+    ),
+]
+
 
 class Optimizer(_Strict):
     name: Literal["adam", "adamw", "sgd", "rmsprop"] = "adam"
-    learning_rate: float = Field(1e-3, gt=0, le=10)
+    learning_rate: LearningRate = Field(
+        1e-3, description="a rate; auto (the learning-rate finder picks it before the phase); or {low, high}: "
+        "discriminative rates, low for the earliest trainable group, high for the head"
+    )
     weight_decay: float | None = Field(None, ge=0, description="decoupled weight decay (adamw default 0.004)")
     momentum: float = Field(0.9, ge=0, lt=1, description="for sgd and rmsprop")
+
+    @property
+    def top_rate(self) -> float | None:
+        """The head's rate (the schedule's base rate); None while it is `auto`."""
+        rate = self.learning_rate
+        return rate.high if isinstance(rate, RateRange) else None if rate == "auto" else float(rate)
 
 
 class Schedule(_Strict):
@@ -198,8 +276,15 @@ class Recipe(_Strict):
     augment: Augment = Field(default_factory=Augment)
     phases: list[Phase] = Field(min_length=1)
     early_stopping: EarlyStopping | None = Field(default_factory=EarlyStopping)
-    class_weight: Literal["none", "auto"] | dict[str, Annotated[float, Field(gt=0)]] = "none"
+    class_weight: Literal["none", "auto"] | dict[str, Annotated[float, Field(gt=0)]] = Field(
+        "none", description="auto: inverse-frequency weights, only when the largest training class has at "
+        f"least {IMBALANCE_THRESHOLD}x the images of the smallest; or a mapping class -> weight"
+    )
     label_smoothing: float = Field(0.0, ge=0, lt=1)
+    calibrate: bool = Field(
+        True, description="fit a temperature on the validation split after training and store it in the model, "
+        "so that its confidence matches its accuracy"
+    )
     export_weights: Literal["best", "last"] = Field(
         "best", description="best: the best epoch by the early-stopping monitor across all phases; last: the final epoch"
     )
@@ -207,6 +292,10 @@ class Recipe(_Strict):
     data: Data = Field(default_factory=Data)
     precision: Literal["float32", "mixed_float16", "mixed_bfloat16"] = "float32"
     jit_compile: bool = False
+    strategy: Literal["auto", "default", "mirrored", "multi-worker"] = Field(
+        "auto", description="tf.distribute strategy: auto (mirrored over this machine's GPUs when it has "
+        "several), default, mirrored, or multi-worker (machines named in TF_CONFIG); batch_size is the global batch"
+    )
     provenance: dict[str, Any] | None = Field(None, description="written by tltool fit; ignored when read")
 
     @field_validator("phases")
@@ -305,7 +394,7 @@ def _key_path(loc: tuple) -> str:
     for item in loc:
         if isinstance(item, int):
             parts.append(f"[{item}]")
-        elif item != previous and "[" not in item and item not in ("none", "all"):
+        elif item != previous and "[" not in item and item not in _UNION_TAGS:
             parts.append(f".{item}")
         previous = item
     return "".join(parts).lstrip(".") or "(top level)"
@@ -340,6 +429,8 @@ def _describe(err: dict) -> str:
         return f"{path}: must be {op} {bound} (got {given!r})"
     if kind == "trainable":
         return f"{path}: {err['msg']} (got {given!r}){_trainable_hint(given)}"
+    if kind == "learning_rate":
+        return f"{path}: {err['msg']} (got {given!r})"
     if kind == "value_error":
         return f"{path}: {err['msg'].removeprefix('Value error, ')}"
     return f"{path}: {err['msg'][0].lower() + err['msg'][1:]} (got {given!r})"
@@ -357,7 +448,7 @@ def _model_at(loc: tuple) -> type[BaseModel] | None:
     """The pydantic model a location points into, for listing its keys."""
     model: Any = Recipe
     for item in loc:
-        if isinstance(item, int) or model is None:
+        if isinstance(item, int) or model is None or item in _UNION_TAGS:
             continue
         if item in _TRAINABLE_KINDS:
             return {"last_groups": LastGroups, "groups": Groups, "last_layers": LastLayers,
@@ -389,14 +480,14 @@ def apply_overrides(recipe: Recipe, **flags: Any) -> Recipe:
     seed, epochs (N: every phase; xF: scale every phase; name=N,...: per
     phase), learning_rate (X: the first phase's rate becomes X and the others
     keep their ratio to it; xF: scale every phase), val_split, test_split,
-    aspect, precision, jit_compile, cache_features.
+    aspect, precision, jit_compile, cache_features, strategy.
 
     Raises:
         TltoolError: a flag value that is not allowed, naming the flag.
     """
     data = recipe.model_dump()
     simple = {"backbone": None, "weights": None, "image_size": None, "batch_size": None, "seed": None,
-              "precision": None, "jit_compile": None, "cache_features": None}
+              "precision": None, "jit_compile": None, "cache_features": None, "strategy": None}
     for key in simple:
         if flags.get(key) is not None:
             data[key] = flags[key]
@@ -444,11 +535,26 @@ def _override_epochs(phases: list[dict], value: str) -> None:
 
 
 def _override_learning_rate(phases: list[dict], value: str) -> None:
+    """X: the first phase's (top) rate becomes X, the others keep their ratio; xF: scale every rate.
+
+    `auto` rates stay auto; discriminative {low, high} rates scale both ends.
+    """
     try:
-        factor = float(value[1:]) if value.startswith("x") else float(value) / phases[0]["optimizer"]["learning_rate"]
+        factor = float(value[1:]) if value.startswith("x") else None
+        target = None if factor is not None else float(value)
     except ValueError:
         raise TltoolError(f"--learning-rate {value}: give a number (e.g. 3e-4) or xF to scale") from None
-    if factor <= 0:
+    if (factor if factor is not None else target) <= 0:
         raise TltoolError(f"--learning-rate {value}: must be > 0")
+    if factor is None:
+        first = phases[0]["optimizer"]["learning_rate"]
+        if first == "auto":  # no ratio to keep: the first phase gets X, the others stay as they are
+            phases[0]["optimizer"]["learning_rate"] = target
+            return
+        factor = target / (first["high"] if isinstance(first, dict) else first)
     for p in phases:
-        p["optimizer"]["learning_rate"] *= factor
+        rate = p["optimizer"]["learning_rate"]
+        if isinstance(rate, dict):
+            p["optimizer"]["learning_rate"] = {"low": rate["low"] * factor, "high": rate["high"] * factor}
+        elif rate != "auto":
+            p["optimizer"]["learning_rate"] = rate * factor

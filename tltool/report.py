@@ -39,6 +39,8 @@ class ReportContext:
     history: pd.DataFrame | None = None
     unreadable: list[tuple[str, str]] = field(default_factory=list)
     exported: dict | None = None  # which phase and epoch the evaluated weights come from
+    calibration: dict | None = None  # the temperature fitted after training
+    tta: dict | None = None  # figures with test-time augmentation, beside the plain ones
 
 
 def prediction_table(evaluation: Evaluation, paths: list[str]) -> pd.DataFrame:
@@ -72,7 +74,8 @@ def write_evaluation(folder: str, evaluation: Evaluation, context: ReportContext
     mistakes = predictions[~predictions["correct"]].sort_values("confidence", ascending=False, kind="stable")
     confused = most_confused(evaluation.confusion)
     write_csv(os.path.join(folder, "per_class.csv"), evaluation.per_class)
-    extra = {"exported": context.exported} if context.exported else {}
+    extra = {key: value for key, value in (("exported", context.exported), ("calibration", context.calibration),
+                                           ("tta", context.tta)) if value}
     write_json(os.path.join(folder, "metrics.json"), {"split": context.split, **evaluation.metrics, **extra})
     write_atomic(os.path.join(folder, "confusion_matrix.csv"),
                  evaluation.confusion.to_csv(index_label="true/predicted"))
@@ -113,10 +116,19 @@ def _overview(evaluation: Evaluation, context: ReportContext) -> list[tuple[str,
     items = [("model", context.model), ("evaluated on", f"{context.data_root} ({context.split}): "
              f"{evaluation.metrics['samples']} images, {evaluation.metrics['classes']} classes")]
     if context.exported:
-        from tltool.train import describe_exported
+        from tltool.session import describe_exported
 
         items.append(("weights", f"{describe_exported(context.exported)}, by export_weights: "
                       f"{context.exported['rule']}"))
+    if context.calibration:
+        c = context.calibration
+        items.append(("calibration", f"temperature {c['temperature']:.3f} fitted on {c['images']} validation "
+                      f"images (their log loss {c['val_log_loss_before']:.4f} -> {c['val_log_loss_after']:.4f})"))
+    if context.tta:
+        t = context.tta
+        items.append(("test-time augmentation", f"{t['views']} views: accuracy {t['accuracy']:.4f} "
+                      f"({t['accuracy'] - evaluation.metrics['accuracy']:+.4f}), macro F1 {t['macro_f1']:.4f}; "
+                      "the figures below are without it, as the exported model serves"))
     if context.unreadable:
         items.append(("not evaluated", f"{len(context.unreadable)} file(s) could not be read: "
                       + "; ".join(f"{p}: {r}" for p, r in context.unreadable[:10])))

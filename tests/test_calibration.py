@@ -1,0 +1,42 @@
+"""Calibration: a temperature fitted on validation, stored in the model, reported."""
+
+import json
+import os
+
+import numpy as np
+
+
+def test_the_fitted_temperature_undoes_a_known_one():
+    from tltool.calibration import apply_temperature, fit_temperature
+
+    rng = np.random.default_rng(0)
+    logits = rng.normal(0, 2, (2000, 5))
+    true = np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
+    labels = np.array([rng.choice(5, p=p) for p in true])
+    overconfident = apply_temperature(true, 1 / 3)  # a model 3x too sure of itself
+    assert abs(fit_temperature(overconfident, labels) - 3.0) < 0.3
+    assert abs(fit_temperature(true, labels) - 1.0) < 0.1
+    np.testing.assert_array_equal(apply_temperature(overconfident, 3.0).argmax(1), true.argmax(1))
+
+
+def test_the_layer_computes_what_numpy_does():
+    from tltool.calibration import apply_temperature
+    from tltool.layers import Temperature
+
+    probs = np.array([[0.7, 0.2, 0.1], [0.01, 0.98, 0.01]], "float32")
+    np.testing.assert_allclose(np.asarray(Temperature(2.0)(probs)), apply_temperature(probs, 2.0), atol=1e-6)
+
+
+def test_a_run_stores_its_temperature_in_the_served_model(fitted_run):
+    import tensorflow as tf
+
+    import tltool
+
+    calibration = json.load(open(os.path.join(fitted_run, "metrics.json")))["calibration"]
+    model = tltool.load_model(fitted_run)
+    assert model.get_layer("temperature").temperature == calibration["temperature"]
+    assert calibration["fitted_on"] == "val" and calibration["val_log_loss_after"] <= calibration["val_log_loss_before"]
+    served = tf.saved_model.load(os.path.join(fitted_run, "saved_model"))
+    pixels = np.random.default_rng(0).uniform(0, 255, (2, 32, 32, 3)).round().astype("float32")
+    np.testing.assert_allclose(served.serve(tf.constant(pixels))["probabilities"].numpy(), model(pixels), atol=1e-5)
+    assert "calibration" in open(os.path.join(fitted_run, "report.md")).read()
