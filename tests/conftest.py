@@ -4,6 +4,7 @@ Tests never download anything: backbones are built with weights=None at
 32 px, or from weight files the tests save themselves.
 """
 
+import fcntl
 import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -38,10 +39,37 @@ def make_dataset(root, per_class=8, classes=COLOURS, exts=(".png", ".jpg")):
     return str(root)
 
 
+def shared(tmp_path_factory, name, make):
+    """`make(folder)` once for the whole test session, even across xdist workers (which wait for it)."""
+    root = tmp_path_factory.getbasetemp()
+    root = root.parent if os.environ.get("PYTEST_XDIST_WORKER") else root
+    folder = root / name
+    with open(root / f"{name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not (root / f"{name}.done").exists():
+            make(folder)
+            (root / f"{name}.done").write_text("")
+    return str(folder)
+
+
 @pytest.fixture(scope="session")
 def tiny_data(tmp_path_factory):
     """3 classes x 8 images of 32x32, PNG and JPEG."""
-    return make_dataset(tmp_path_factory.mktemp("tiny"))
+    return shared(tmp_path_factory, "tiny", make_dataset)
+
+
+@pytest.fixture(scope="session")
+def backbone_file(tmp_path_factory):
+    """VGG16 weights (random): it has no BatchNorm, so even random weights give features that vary with the image."""
+    def save(folder):
+        import keras
+
+        os.makedirs(folder)
+        keras.utils.set_random_seed(0)  # the same backbone in every test session
+        keras.applications.VGG16(weights=None, include_top=False, input_shape=(32, 32, 3)).save_weights(
+            str(folder / "vgg16.weights.h5"))
+
+    return os.path.join(shared(tmp_path_factory, "weights", save), "vgg16.weights.h5")
 
 
 def run_cli(*args):
@@ -52,10 +80,13 @@ def run_cli(*args):
 
 
 @pytest.fixture(scope="session")
-def fitted_run(tiny_data, tmp_path_factory):
-    """One real `tltool fit` on the tiny dataset: mobilenetv2, no pretrained weights, 32 px."""
-    out = tmp_path_factory.mktemp("runs") / "run"
-    result = run_cli("fit", tiny_data, "--backbone", "mobilenetv2", "--weights", "none", "--image-size", 32,
-                     "--epochs", 1, "--batch-size", 8, "--out", out)
-    assert result.exit_code == 0, result.output
-    return str(out)
+def fitted_run(tiny_data, backbone_file, tmp_path_factory):
+    """One real `tltool fit` on the tiny dataset with the default recipe: VGG16 at 32 px, 20 head epochs and 1
+    epoch of fine-tuning. The backbone's weights are random, but without BatchNorm its features still tell
+    the colours apart, so the model's outputs differ from image to image."""
+    def fit(out):
+        result = run_cli("fit", tiny_data, "--backbone", "vgg16", "--weights", backbone_file, "--image-size", 32,
+                         "--epochs", "head=20,fine-tune=1", "--batch-size", 8, "--out", out)
+        assert result.exit_code == 0, result.output
+
+    return shared(tmp_path_factory, "fitted_run", fit)

@@ -80,7 +80,7 @@ def test_inspect_reports_every_bad_file_and_the_counts(messy):
 def test_fit_trains_on_the_good_files_and_agrees_with_inspect(messy, tmp_path):
     summary = json.loads(run_cli("inspect", messy, "--json").output)
     result = run_cli("fit", messy, "-b", "mobilenetv2", "--weights", "none", "--image-size", 32,
-                     "--epochs", 1, "--out", tmp_path / "run")
+                     "--recipe", "linear-probe", "--epochs", 1, "--out", tmp_path / "run")
     assert result.exit_code == 0, result.output
     assert "skipped 6 file(s)" in result.output
     run = tmp_path / "run"

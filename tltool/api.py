@@ -63,8 +63,8 @@ class Run:
     def predict(self, inputs: list[str], **kwargs):
         return predict(self, inputs, **kwargs)
 
-    def export(self, fmt: str, out: str | None = None) -> str:
-        return export(self, fmt, out)
+    def export(self, fmt: str, out: str | None = None, **kwargs) -> str:
+        return export(self, fmt, out, **kwargs)
 
     def _json(self, name: str) -> dict:
         with open(os.path.join(self.dir, name), encoding="utf-8") as f:
@@ -76,6 +76,13 @@ def fit(data: str, **kwargs) -> Run:
     from tltool.train import fit as run_fit
 
     return Run(run_fit(data, **kwargs))
+
+
+def lr_find(data: str, **kwargs):
+    """(sweep, folder): the learning-rate range test; see `tltool.train.lr_find`."""
+    from tltool.train import lr_find as run_lr_find
+
+    return run_lr_find(data, **kwargs)
 
 
 def open_run(path: str) -> Run:
@@ -103,11 +110,12 @@ def predict(model, inputs: list[str], **kwargs):
     return run_predict(os.fspath(model), list(inputs), **kwargs)
 
 
-def export(model, fmt: str, out: str | None = None) -> str:
-    """Write `model` as savedmodel | keras | tflite; see `tltool.exporting.export`."""
+def export(model, fmt: str, out: str | None = None, **kwargs) -> str:
+    """Write `model` as savedmodel | keras | onnx | litert | litert-fp16 | litert-int8, checked;
+    see `tltool.exporting.export`."""
     from tltool.exporting import export as run_export
 
-    return run_export(os.fspath(model), fmt, out)
+    return run_export(os.fspath(model), fmt, out, **kwargs)
 
 
 def load_model(path):

@@ -22,12 +22,20 @@ class _Group(click.Group):
     """Turns TltoolError into `error: ...` and the error's exit code."""
 
     def invoke(self, ctx):
+        from tltool.errors import EXIT_INTERRUPTED, Interrupted
+
         try:
             return super().invoke(ctx)
+        except Interrupted as e:
+            click.echo(str(e), err=True)
+            ctx.exit(e.exit_code)
         except TltoolError as e:
             for line in str(e).splitlines():
                 click.echo(f"error: {line}", err=True)
             ctx.exit(e.exit_code)
+        except KeyboardInterrupt:
+            click.echo("interrupted", err=True)
+            ctx.exit(EXIT_INTERRUPTED)
 
 
 def main() -> None:
@@ -56,9 +64,9 @@ def cli(verbose):
 
 
 @cli.command()
-@click.argument("data", type=click.Path())
+@click.argument("data", type=click.Path(), required=False)
 @click.option("--backbone", "-b", help="Registry name, e.g. resnet50 (see `tltool backbones`). [default: efficientnetb0]")
-@click.option("--recipe", "-r", help="Shipped recipe name or YAML path. [default: fine-tune-top]")
+@click.option("--recipe", "-r", help="Shipped recipe name or YAML path. [default: fine-tune]")
 @click.option("--weights", help="imagenet, none, or a .weights.h5/.h5 file for the backbone. [default: imagenet]")
 @click.option("--epochs", help="N for every phase, xF to scale every phase, or name=N,name=N.")
 @click.option("--batch-size", type=int, help="Images per batch.")
@@ -75,18 +83,54 @@ def cli(verbose):
 @click.option("--jit-compile/--no-jit-compile", default=None, help="XLA-compile the training step.")
 @click.option("--cache-features/--no-cache-features", default=None,
               help="Train frozen phases on backbone features computed once.")
+@click.option("--strategy", type=click.Choice(["auto", "default", "mirrored", "multi-worker"]),
+              help="tf.distribute strategy; multi-worker reads TF_CONFIG. [default: auto]")
 @click.option("--out", "-o", type=click.Path(), help="Run directory. [default: runs/<date>-<backbone>]")
 @click.option("--overwrite", is_flag=True, help="Replace an existing run directory.")
-def fit(data, recipe, out, overwrite, split_from, **overrides):
+@click.option("--resume", type=click.Path(), help="Continue this interrupted run directory from its last completed epoch.")
+def fit(data, recipe, out, overwrite, split_from, resume, **overrides):
     """Train a classifier on DATA, a folder with one sub-folder of images per class.
 
     Precedence: the recipe's defaults < the recipe file < these flags. The
     resolved recipe is written to the run directory as recipe.yaml; pass it
-    back with --recipe to repeat the run.
+    back with --recipe to repeat the run. `tltool fit --resume RUN` continues
+    an interrupted run (DATA may be left out; no other flags).
     """
     from tltool.train import fit as run_fit
 
-    run_fit(data, recipe=recipe, out=out, overwrite=overwrite, split_from=split_from, **overrides)
+    if data is None and resume is None:
+        raise TltoolError("give DATA, a folder with one sub-folder of images per class (or --resume RUN)")
+    run_fit(data, recipe=recipe, out=out, overwrite=overwrite, split_from=split_from, resume=resume, **overrides)
+
+
+@cli.command("lr-find")
+@click.argument("data", type=click.Path())
+@click.option("--backbone", "-b", help="Registry name (see `tltool backbones`). [default: efficientnetb0]")
+@click.option("--recipe", "-r", help="Shipped recipe name or YAML path. [default: fine-tune]")
+@click.option("--phase", help="Sweep at the start of this phase (the ones before it train first). [default: the first]")
+@click.option("--weights", help="imagenet, none, or a .weights.h5/.h5 file for the backbone. [default: imagenet]")
+@click.option("--batch-size", type=int, help="Images per batch.")
+@click.option("--image-size", type=int, help="Input side in pixels. [default: the backbone's]")
+@click.option("--seed", type=int, help="Seed for the split, shuffling, initialisation and augmentation.")
+@click.option("--val-split", type=float, help="Fraction of each class for validation (unsplit data).")
+@click.option("--split-from", type=click.Path(), help="Reuse the train/val/test split of an earlier run directory.")
+@click.option("--out", "-o", type=click.Path(), help="Folder for lr_find.png/.csv. [default: runs/<date>-<backbone>-lr-find]")
+@click.option("--overwrite", is_flag=True, help="Replace an existing folder that tltool made.")
+def lr_find(data, recipe, phase, out, overwrite, split_from, **overrides):
+    """Learning-rate range test: train with an exponentially rising rate and suggest one.
+
+    Writes lr_find.png (loss against rate, the suggestion marked) and
+    lr_find.csv, and prints the suggested rate with the rule behind it. Put
+    it in the recipe's phase, or write `learning_rate: auto` there to have
+    `tltool fit` run the sweep itself before that phase.
+    """
+    from tltool.train import lr_find as run_lr_find
+
+    sweep, folder = run_lr_find(data, phase=phase, recipe=recipe, out=out, overwrite=overwrite,
+                                split_from=split_from, **overrides)
+    click.echo(f"suggested learning rate: {sweep.suggestion:.3g} ({sweep.rule}); steepest descent at "
+               f"{sweep.steepest:.3g}; swept {sweep.rates[0]:.0e} .. {sweep.rates[-1]:.2g} in {len(sweep.rates)} steps")
+    click.echo(f"plot: {os.path.join(folder, 'lr_find.png')}")
 
 
 # ---------------------------------------------------------------- evaluate and predict
@@ -115,19 +159,27 @@ def _load_tensorflow() -> None:
 @click.option("--top-k", type=int, default=5, show_default=True, help="k for top-k accuracy and recall.")
 @click.option("--batch-size", type=int, default=32, show_default=True)
 @click.option("--all", "show_all", is_flag=True, help="Print every class, not only the 20 worst.")
-def evaluate(model, data, out, split, split_from, top_k, batch_size, show_all):
+@click.option("--tta", type=int, default=1, show_default=True,
+              help="Also report the figures averaged over N test-time views (mirrors only if the run used flips).")
+def evaluate(model, data, out, split, split_from, top_k, batch_size, show_all, tta):
     """Evaluate MODEL (a run directory, SavedModel or .keras file) on DATA.
 
     Writes per-class figures, predictions, the most confused pairs, pictures
     and report.md / report.html into a new evaluation folder.
     """
+    _require_tta(tta)
     _require_paths(model, data)
     _load_tensorflow()
     from tltool.evaluation import evaluate as run_evaluate
     from tltool.evaluation import print_evaluation
 
-    folder, evaluation = run_evaluate(model, data, out, split, split_from, top_k, batch_size)
+    folder, evaluation = run_evaluate(model, data, out, split, split_from, top_k, batch_size, tta=tta)
     print_evaluation(folder, evaluation, show_all)
+
+
+def _require_tta(tta: int) -> None:
+    if tta < 1:
+        raise TltoolError(f"--tta {tta}: give 1 (no test-time augmentation) or more views")
 
 
 @cli.command()
@@ -136,7 +188,9 @@ def evaluate(model, data, out, split, split_from, top_k, batch_size, show_all):
 @click.option("--top-k", "-k", type=int, default=3, show_default=True, help="Classes to show per image.")
 @click.option("--output", "-o", type=click.Path(), help="Also write the predictions to a .csv or .json file.")
 @click.option("--batch-size", type=int, default=32, show_default=True)
-def predict(model, inputs, top_k, output, batch_size):
+@click.option("--tta", type=int, default=1, show_default=True,
+              help="Average the probabilities over N test-time views of each image.")
+def predict(model, inputs, top_k, output, batch_size, tta):
     """Top-k classes for image files and folders (searched recursively).
 
     MODEL is a run directory, a SavedModel or a .keras file. Unreadable files
@@ -149,9 +203,10 @@ def predict(model, inputs, top_k, output, batch_size):
         raise TltoolError(f"--output {output}: give a .csv or .json file name")
     if top_k < 1:
         raise TltoolError(f"--top-k {top_k}: give 1 or more")
+    _require_tta(tta)
     _require_paths(model, *inputs)
     _load_tensorflow()
-    rows, skipped, _ = run_predict(model, list(inputs), top_k, batch_size)
+    rows, skipped, _ = run_predict(model, list(inputs), top_k, batch_size, tta=tta)
     for line in format_rows(rows):
         click.echo(line)
     for path, reason in skipped:
@@ -163,22 +218,35 @@ def predict(model, inputs, top_k, output, batch_size):
 
 @cli.command("export")
 @click.argument("model", type=click.Path())
-@click.option("--format", "fmt", type=click.Choice(["tflite", "savedmodel", "keras"]), default="tflite",
-              show_default=True, help="What to write.")
-@click.option("--out", "-o", type=click.Path(), help="Where. [default: beside the model, e.g. RUN/model.tflite]")
-def export_command(model, fmt, out):
-    """Export MODEL (a run directory or .keras file) as TFLite, SavedModel or .keras.
+@click.option("--format", "fmt", type=click.Choice(["savedmodel", "keras", "onnx", "litert", "litert-fp16",
+                                                     "litert-int8", "tflite"]),
+              default="litert", show_default=True, help="What to write (tflite is litert).")
+@click.option("--out", "-o", type=click.Path(), help="Where. [default: RUN/export/<file>]")
+@click.option("--calibration-images", type=int, default=200, show_default=True,
+              help="litert-int8: training images that calibrate the quantization.")
+@click.option("--int8-io", type=click.Choice(["float", "uint8"]), default="float", show_default=True,
+              help="litert-int8: the file's input and output type.")
+@click.option("--max-accuracy-drop", type=float, default=1.0, show_default=True,
+              help="Points of accuracy the file may lose against the Keras model (and 2 images) before failing.")
+@click.option("--verify/--no-verify", default=True, show_default=True,
+              help="Run the file on the run's validation (or test) images and compare it with the Keras model.")
+def export_command(model, fmt, out, calibration_images, int8_io, max_accuracy_drop, verify):
+    """Export MODEL (a run directory or .keras file) as SavedModel, .keras, ONNX or LiteRT.
 
-    `tltool fit` already writes model.keras and saved_model/; this makes the
-    others. The TFLite model takes (1, S, S, 3) float pixels 0-255, already
-    resized to the run's image size, and returns probabilities; the class
-    names are in the run's classes.json.
+    Each file is checked as it is written: run in its own runtime on the
+    run's validation (or test) images, compared with the Keras model, and
+    the figures written to export_report.json beside it. Exit code 4 when it
+    loses more accuracy than --max-accuracy-drop allows (the file is kept).
+    ONNX and LiteRT files take float32 (N, S, S, 3) pixels 0-255, already
+    fitted to the run's image size; see the README's Serving section.
     """
+    if calibration_images < 1:
+        raise TltoolError(f"--calibration-images {calibration_images}: give 1 or more")
     _require_paths(model)
     _load_tensorflow()
     from tltool.exporting import export
 
-    click.echo(f"wrote {export(model, fmt, out)}")
+    export(model, fmt, out, calibration_images, int8_io, max_accuracy_drop, verify)
 
 
 # ---------------------------------------------------------------- backbones
@@ -368,7 +436,8 @@ def plan(backbone, recipe, num_classes, layers):
     from tltool.console import table
     from tltool.freeze import apply_plan, count_params
     from tltool.recipe import load_recipe
-    from tltool.train import DEFAULT_BACKBONE, describe_groups
+    from tltool.session import describe_groups
+    from tltool.train import DEFAULT_BACKBONE
 
     loaded = load_recipe(recipe) if recipe else load_recipe()
     spec = get_backbone(backbone or loaded.backbone or DEFAULT_BACKBONE)
@@ -395,8 +464,25 @@ def plan(backbone, recipe, num_classes, layers):
                      f"{trainable:,}", f"{frozen:,}", f"{100 * trainable / (trainable + frozen):.1f}%"])
     click.echo(table(rows, ["phase", "epochs", "backbone groups training", "batchnorm", "trainable", "frozen",
                             "share"], "lrllrrr"))
+    click.echo("")
+    for phase, p in zip(loaded.phases, plans):
+        click.echo(f"{phase.name}: {_describe_rates(phase.optimizer, [g for g, n, _ in p.groups if n])}")
     if layers:
         _print_layers(spec, model)
+
+
+def _describe_rates(optimizer, training: list[str]) -> str:
+    """'adam, learning rate 0.001' or 'adamw, learning rates stem 1e-05, ..., head 0.001'."""
+    from tltool.optim import group_rates
+    from tltool.recipe import RateRange
+
+    rate = optimizer.learning_rate
+    if rate == "auto":
+        return f"{optimizer.name}, learning rate auto (the learning-rate finder picks it before the phase)"
+    if not isinstance(rate, RateRange):
+        return f"{optimizer.name}, learning rate {rate:.3g} for every group"
+    rates = group_rates(rate, training)
+    return f"{optimizer.name}, learning rates " + ", ".join(f"{g} {r:.3g}" for g, r in rates.items())
 
 
 def _print_layers(spec, model):

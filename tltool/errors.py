@@ -6,12 +6,16 @@ message on one line and exits with the error's code; anything else is a bug
 and keeps its traceback.
 """
 
+from __future__ import annotations
+
 import difflib
 
 EXIT_OK = 0
 EXIT_INTERNAL = 1  # an unexpected exception: a bug, reported with a traceback
 EXIT_INPUT = 2  # bad input: arguments, recipe, dataset, paths (as click's UsageError)
-EXIT_UNAVAILABLE = 3  # something the machine cannot get: pretrained weights, a download
+EXIT_UNAVAILABLE = 3  # something the machine cannot get: pretrained weights, a download, disk space
+EXIT_EXPORT_CHECK = 4  # an exported file lost more accuracy than allowed (the file is kept)
+EXIT_INTERRUPTED = 130  # Ctrl-C (128 + SIGINT), as shells report it
 
 
 class TltoolError(Exception):
@@ -38,6 +42,24 @@ class UnavailableError(TltoolError):
     """Something needed from outside (weights, a dataset download) cannot be had."""
 
     exit_code = EXIT_UNAVAILABLE
+
+
+class ExportCheckFailed(TltoolError):
+    """An exported file runs, but scores worse than the Keras model by more than allowed."""
+
+    exit_code = EXIT_EXPORT_CHECK
+
+
+class Interrupted(TltoolError):
+    """Ctrl-C during training: the last completed epoch is checkpointed and the run can be resumed."""
+
+    exit_code = EXIT_INTERRUPTED
+
+    def __init__(self, run_dir: str | None = None, epoch: int | None = None):
+        self.run_dir = run_dir
+        saved = f"epoch {epoch} is the last one saved" if epoch else "no epoch was completed"
+        resume = f"; resume with: tltool fit --resume {run_dir}" if run_dir else ""
+        super().__init__(f"interrupted ({saved}){resume}")
 
 
 def did_you_mean(word: str, choices, n: int = 3) -> str:

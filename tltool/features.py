@@ -3,7 +3,7 @@
 While a phase trains nothing of the backbone, the pooled backbone output of
 an image never changes, yet a plain Keras loop recomputes it every epoch.
 Here it is computed once per image (and per augmented view, when the recipe
-augments: epoch e trains on view e mod k), kept in memory when it fits or in
+augments: epoch e of a phase trains on view e mod k), kept in memory when it fits or in
 a memory-mapped file under the run directory otherwise, and the head trains
 on it. The head's layers are the classifier's own, so the full model ends up
 exactly as if it had been trained end to end.
@@ -32,19 +32,20 @@ class FeatureCache:
     val: np.ndarray | None
     val_labels: np.ndarray | None
     num_classes: int
-    view: int = 0
 
     @property
     def views(self) -> int:
         return self.train.shape[0]
 
-    def train_dataset(self, batch_size: int, seed: int, window: int):
+    def train_dataset(self, batch_size: int, seed: int, window: int, epoch: int = 0):
+        """Epoch `epoch` of a phase: its view of every image (view epoch mod views), shuffled by `seed`."""
         import tensorflow as tf
 
         dim = self.train.shape[-1]
+        view = self.train[epoch % self.views]
 
         def gather(indices):
-            return np.asarray(self.train[self.view][indices])
+            return np.asarray(view[indices])
 
         def lookup(indices, labels):
             features = tf.numpy_function(gather, [indices], tf.float32, stateful=True)
@@ -52,12 +53,10 @@ class FeatureCache:
             return features, tf.one_hot(labels, self.num_classes)
 
         ds = tf.data.Dataset.from_tensor_slices((np.arange(len(self.train_labels)), self.train_labels))
-        # Keras makes an extra iterator per epoch for a dataset of known length,
-        # which advances the shuffle seeds; the image pipeline's length is
-        # unknown (it drops unreadable files), so this one's must be too, or
-        # the two would shuffle differently from the second epoch on.
-        ds = ds.ignore_errors()
-        ds = ds.shuffle(window, seed=seed, reshuffle_each_iteration=True).batch(batch_size)
+        # The same shuffle, batches and repetition as the image pipeline's
+        # (`to_batches`), so that training on features and end to end see
+        # the same batches.
+        ds = ds.shuffle(window, seed=seed, reshuffle_each_iteration=False).batch(batch_size).repeat()
         return finish(ds.map(lookup).prefetch(tf.data.AUTOTUNE))
 
     def val_dataset(self, batch_size: int):
@@ -67,15 +66,6 @@ class FeatureCache:
             return None
         labels = tf.one_hot(self.val_labels, self.num_classes)
         return finish(tf.data.Dataset.from_tensor_slices((self.val, labels)).batch(batch_size))
-
-    def view_switcher(self) -> keras.callbacks.Callback:
-        cache = self
-
-        class SwitchView(keras.callbacks.Callback):
-            def on_epoch_begin(self, epoch, logs=None):
-                cache.view = epoch % cache.views
-
-        return SwitchView()
 
 
 def compute_features(features_model, augmenter, train_images, val_images, n_train: int, n_val: int,
@@ -132,12 +122,15 @@ def compute_features(features_model, augmenter, train_images, val_images, n_trai
 
 def _fill(step, batches, out: np.ndarray) -> np.ndarray:
     """Write step(images) for every batch into `out`, in order; returns the labels."""
+    from tltool.console import pause_point
+
     labels, at = [], 0
     for images, y, _ in batches:
         features = np.asarray(step(images), dtype=np.float32)
         out[at: at + len(features)] = features
         at += len(features)
         labels.append(np.asarray(y))
+        pause_point("features")
     return np.concatenate(labels).astype(np.int32)
 
 

@@ -42,6 +42,7 @@ def atomic_path(path: str):
     os.unlink(tmp)
     try:
         yield tmp
+        _sync(tmp)
         if os.path.isdir(path) and not os.path.islink(path):
             # A folder cannot be renamed over another: move the old one aside
             # first, so that one of the two always exists under the name.
@@ -51,8 +52,32 @@ def atomic_path(path: str):
             shutil.rmtree(old, ignore_errors=True)
         else:
             os.replace(tmp, path)
+        _sync(parent)
     finally:
         if os.path.isdir(tmp):
             shutil.rmtree(tmp, ignore_errors=True)
         elif os.path.exists(tmp):
             os.unlink(tmp)
+
+
+def _sync(path: str) -> None:
+    """Flush a file, or every file of a folder and the folder itself, to the disk.
+
+    A rename is atomic, but only fsync makes it durable: without it a power
+    cut can leave the new name pointing at a file whose data never reached
+    the disk.
+    """
+    if os.path.isdir(path):
+        for root, _, names in os.walk(path):
+            for name in names:
+                _sync(os.path.join(root, name))
+        flags = os.O_RDONLY | getattr(os, "O_DIRECTORY", 0)
+    elif os.path.isfile(path):
+        flags = os.O_RDONLY
+    else:
+        return
+    fd = os.open(path, flags)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

@@ -25,7 +25,7 @@ RECIPE = "recipe.yaml"
 # Everything `fit` (and later `evaluate`/`export`) writes in a run directory.
 OUTPUTS = (
     MARKER, RECIPE, "classes.json", "class_weights.json", "history.csv", "data/index.csv", "data/skipped.csv",
-    "checkpoints", "cache", "model.keras", "saved_model", "model.tflite", "saved_model_export", "model_export.keras",
+    "checkpoints", "cache", "model.keras", "saved_model", "export", "lr_find*.csv", "lr_find*.png",
     "metrics.json", "per_class.csv", "confusion_matrix.csv", "predictions.csv", "misclassified.csv",
     "most_confused.csv", "confusion_matrix.png", "curves.png", "per_class_f1.png", "misclassified.png",
     "report.md", "report.html", "evaluations",
@@ -101,15 +101,28 @@ def create_run_dir(path: str, overwrite: bool) -> str:
 
 def remove_outputs(path: str) -> None:
     """Delete what tltool wrote in a run folder, and nothing else."""
+    import glob
+
     for name in OUTPUTS:
-        target = os.path.join(path, name)
-        if os.path.isdir(target) and not os.path.islink(target):
-            shutil.rmtree(target)
-        elif os.path.lexists(target):
-            os.unlink(target)
+        for target in glob.glob(os.path.join(glob.escape(path), name)) if "*" in name else [os.path.join(path, name)]:
+            if os.path.isdir(target) and not os.path.islink(target):
+                shutil.rmtree(target)
+            elif os.path.lexists(target):
+                os.unlink(target)
     data = os.path.join(path, "data")
     if os.path.isdir(data) and not os.listdir(data):
         os.rmdir(data)
+
+
+def write_recipe(run_dir: str, recipe, provenance: dict) -> None:
+    """The run's resolved recipe.yaml, with where and how the run was made; `--recipe` repeats the run."""
+    from tltool.files import write_atomic
+    from tltool.recipe import dump_recipe
+
+    resolved = recipe.model_copy(update={"provenance": provenance})
+    header = ("# The resolved recipe of this run. Repeat the run with:\n"
+              f"#   tltool fit {provenance['dataset']} --recipe {os.path.join(run_dir, RECIPE)}\n")
+    write_atomic(os.path.join(run_dir, RECIPE), header + dump_recipe(resolved))
 
 
 def read_classes(run_dir: str) -> list[str]:

@@ -1,32 +1,31 @@
-"""`fit`: from a folder of images to a trained, evaluated, exported classifier.
+"""`fit`, `fit --resume` and `lr-find`: from a folder of images to a trained, evaluated, exported classifier.
 
 Order of work, cheapest checks first so that nothing trains until everything
 is known to be valid: recipe and overrides -> backbone name and image size ->
 weights path -> run directory -> dataset scan and split -> backbone build ->
-every phase's freeze plan -> training -> model files -> evaluation.
+every phase's freeze plan -> training -> model files -> evaluation. The
+training itself is `tltool.session.Session`.
 """
 
 from __future__ import annotations
 
 import datetime
-import math
 import os
 import platform
 import shutil
 import sys
-import warnings
-from dataclasses import dataclass, field
-
-import numpy as np
+import tempfile
+from contextlib import contextmanager
 
 from tltool import __version__
-from tltool.backbones import BackboneSpec, get_backbone
+from tltool.backbones import get_backbone
 from tltool.console import say, warn
 from tltool.data.dataset import Dataset, describe_skipped, load_dataset
 from tltool.errors import TltoolError, did_you_mean
-from tltool.files import write_atomic, write_csv, write_json
-from tltool.recipe import DEFAULT_RECIPE, Recipe, apply_overrides, dump_recipe, load_recipe
-from tltool.rundir import check_run_dir, classes_json, create_run_dir, default_run_dir
+from tltool.files import write_csv, write_json
+from tltool.recipe import DEFAULT_RECIPE, Recipe, apply_overrides, load_recipe, recipe_from_dict
+from tltool.rundir import (RECIPE, check_run_dir, classes_json, create_run_dir, default_run_dir, is_run_dir,
+                           read_recipe, write_recipe)
 from tltool.weights import check_image_size, weights_source
 
 DEFAULT_BACKBONE = "efficientnetb0"
@@ -42,19 +41,20 @@ def resolve_recipe(recipe: str | Recipe | None = None, **overrides) -> Recipe:
     return resolved.model_copy(update={"backbone": spec.name, "image_size": size})
 
 
-def fit(data: str, *, recipe: str | Recipe | None = None, out: str | None = None, overwrite: bool = False,
-        split_from: str | None = None, progress: bool = True, **overrides) -> str:
+def fit(data: str | None, *, recipe: str | Recipe | None = None, out: str | None = None, overwrite: bool = False,
+        split_from: str | None = None, progress: bool = True, resume: str | None = None, **overrides) -> str:
     """Train a classifier on a folder of images and write a run directory.
 
     Args:
         data: folder with one sub-folder per class (or train/val/test
             folders, or a CSV of path,label).
         recipe: a shipped recipe name, a YAML path or a Recipe; default
-            fine-tune-top.
+            fine-tune.
         out: run directory; default runs/<date>-<backbone>.
         overwrite: replace an existing run directory.
         split_from: reuse the train/val/test split of an earlier run.
         progress: progress bars while scanning.
+        resume: continue this interrupted run directory instead (see `resume_run`).
         **overrides: backbone, weights, epochs, batch_size, image_size,
             learning_rate, seed, val_split, test_split, aspect, precision,
             jit_compile, cache_features (see `recipe.apply_overrides`).
@@ -64,20 +64,137 @@ def fit(data: str, *, recipe: str | Recipe | None = None, out: str | None = None
 
     Raises:
         TltoolError: bad input of any kind, before training starts.
+        Interrupted: Ctrl-C; the run can be resumed from its last completed epoch.
     """
+    if resume:
+        given = {"recipe": recipe, "out": out, "overwrite": overwrite or None, "split_from": split_from, **overrides}
+        return resume_run(resume, data, progress, **given)
     recipe = resolve_recipe(recipe, **overrides)
+    with _session(data, recipe, out or default_run_dir(recipe.backbone), overwrite, split_from, progress) as session:
+        _train(session)
+    return session.run_dir
+
+
+def resume_run(run_dir: str, data: str | None = None, progress: bool = True, **flags) -> str:
+    """Continue an interrupted run from its last completed epoch, as if it had never stopped.
+
+    The recipe is the one recorded in the run's recipe.yaml, the dataset the
+    one it recorded, checked file by file against its data/index.csv; the
+    weights, optimizer state, schedule, early stopping and best epoch come
+    from checkpoints/ (`tltool.checkpoint`).
+
+    Raises:
+        TltoolError: not a tltool run, from another checkpoint format, a flag
+            that would change the recipe, or a dataset that changed.
+    """
+    from tltool.checkpoint import FORMAT, Checkpoints
+
+    run_dir = os.path.abspath(os.fspath(run_dir))
+    changed = [key for key, value in flags.items() if value not in (None, False)]
+    if changed:
+        raise TltoolError(f"--{changed[0].replace('_', '-')}: a resumed run keeps its recorded recipe "
+                          f"({os.path.join(run_dir, RECIPE)}); drop the flag, or start a new run with "
+                          f"--recipe {os.path.join(run_dir, RECIPE)}")
+    if not is_run_dir(run_dir):
+        raise TltoolError(f"--resume {run_dir}: not a tltool run directory (no .tltool-run file); "
+                          "give the folder that `tltool fit` made")
+    recorded = read_recipe(run_dir)
+    provenance = recorded.pop("provenance", None) or {}
+    state = Checkpoints(os.path.join(run_dir, "checkpoints"), None).load_state()
+    if state is None or not recorded:
+        raise TltoolError(f"--resume {run_dir}: no recipe.yaml or checkpoint to resume from; "
+                          "start the run again with --overwrite")
+    if state.format != FORMAT:
+        raise TltoolError(f"--resume {run_dir}: written by tltool {state.tltool or '?'} (checkpoint format "
+                          f"{state.format}); this tltool {__version__} resumes format {FORMAT} only")
+    if provenance.get("finished") and os.path.isfile(os.path.join(run_dir, "model.keras")):
+        say(f"{run_dir} finished on {provenance['finished']}; nothing to resume")
+        return run_dir
+    recorded_data = provenance.get("dataset")
+    if data and recorded_data and os.path.abspath(data) != os.path.abspath(recorded_data):
+        raise TltoolError(f"{data}: this run trained on {recorded_data}; give that folder, or no DATA at all")
+    recipe = recipe_from_dict(recorded, os.path.join(run_dir, RECIPE))
+    with _session(data or recorded_data, recipe, run_dir, False, run_dir, progress, provenance) as session:
+        _train(session)
+    return session.run_dir
+
+
+def _train(session) -> None:
+    session.train()
+    if session.dist.name == "multi-worker":  # equal on every worker, or the workers did not train as one
+        say(f"trained weights fingerprint: {session.fingerprint()}")
+    if not session.dist.chief:
+        say(f"worker {session.dist.cluster.index} done; the chief writes the run directory")
+        return
+    session.finish()
+    session.provenance["finished"] = _now()
+    write_recipe(session.run_dir, session.recipe, session.provenance)  # with the rates `auto` chose
+
+
+
+def lr_find(data: str, *, phase: str | None = None, recipe: str | Recipe | None = None, out: str | None = None,
+            overwrite: bool = False, split_from: str | None = None, progress: bool = True, **overrides):
+    """The learning-rate range test at the start of a recipe's phase; writes lr_find.csv and lr_find.png.
+
+    The phases before `phase` (default: the first) train first, as the
+    recipe says, so the sweep starts where that phase would. The model's
+    weights are restored after the sweep.
+
+    Returns:
+        (the `tltool.lr_find.Sweep`, the folder with lr_find.csv and lr_find.png).
+    """
+    from tltool.lr_find import write_sweep
+
+    recipe = resolve_recipe(recipe, **overrides)
+    names = [p.name for p in recipe.phases]
+    if phase is not None and phase not in names:
+        raise TltoolError(f"--phase {phase}: recipe {recipe.name!r} has no such phase{did_you_mean(phase, names)}; "
+                          f"phases: {', '.join(names)}")
+    index = names.index(phase) if phase else 0
+    out = out or default_run_dir(f"{recipe.backbone}-lr-find")
+    with _session(data, recipe, out, overwrite, split_from, progress) as session:
+        if index:
+            say(f"training the phases before {names[index]!r} first: {', '.join(names[:index])}")
+            session.train(index)
+        sweep = session.sweep_rates(index, session.enter_phase(index))
+        write_sweep(sweep, session.run_dir)
+    return sweep, session.run_dir
+
+
+@contextmanager
+def _session(data: str, recipe: Recipe, out: str, overwrite: bool, split_from: str | None, progress: bool,
+             resumed: dict | None = None):
+    """A started Session in a new run directory (or the run being resumed, whose provenance is `resumed`).
+
+    Its caches are removed and the dtype policy restored at the end.
+    Everything that can fail on bad input (weights, dataset, freeze plans,
+    class weights) is checked before the folder exists, so a failed start
+    leaves nothing behind and the same command works once the cause is fixed.
+    """
+    from tltool.distribute import cluster
+    from tltool.session import Session
+
     spec = get_backbone(recipe.backbone)
     source = weights_source(recipe.weights)
-    if source not in ("imagenet", "none") and not os.path.isfile(source):
-        raise TltoolError(f"--weights {recipe.weights}: no such file; give imagenet, none, or a .weights.h5/.h5 file")
-    if source == "none" and any(p.trainable == "none" or p.batchnorm == "frozen" for p in recipe.phases):
-        warn(f"--weights none with recipe {recipe.name!r}: it freezes layers or BatchNorm statistics of a "
-             "random backbone, which learn nothing; --recipe from-scratch trains everything")
-    out = out or default_run_dir(spec.name)
-    check_run_dir(out, overwrite)
+    if resumed is not None and recipe.strategy == "multi-worker":
+        raise TltoolError("--resume: a multi-worker run cannot be resumed (the other workers keep no "
+                          "checkpoints to start from); start it again")
+    worker = recipe.strategy == "multi-worker" and not cluster().chief
+    if worker:  # only the chief writes the run directory; this worker works in a folder of its own
+        out, overwrite = tempfile.mkdtemp(prefix="tltool-worker-"), False
+    if resumed is None:
+        if source not in ("imagenet", "none") and not os.path.isfile(source):
+            raise TltoolError(f"--weights {recipe.weights}: no such file; give imagenet, none, or a "
+                              ".weights.h5/.h5 file")
+        if source == "none" and any(p.trainable == "none" or p.batchnorm == "frozen" for p in recipe.phases):
+            warn(f"--weights none with recipe {recipe.name!r}: it freezes layers or BatchNorm statistics of a "
+                 "random backbone, which learn nothing; --recipe from-scratch trains everything")
+        check_run_dir(out, overwrite)
     dataset = load_dataset(data, recipe.data.val_split, recipe.data.test_split, recipe.seed, split_from, progress)
     report_dataset(dataset)
     dataset.require_usable()
+    if resumed is not None:
+        check_unchanged(dataset, out)
     from tltool.console import load_tensorflow
 
     load_tensorflow()
@@ -86,25 +203,24 @@ def fit(data: str, *, recipe: str | Recipe | None = None, out: str | None = None
     policy = keras.config.dtype_policy()
     session = None
     try:
-        # Everything that can fail on bad input (weights, freeze plans, class
-        # weights) happens before the folder exists, so a failed start leaves
-        # nothing behind and the same command works once the cause is fixed.
-        session = Session(recipe, spec, dataset)
-        run_dir = create_run_dir(out, overwrite)
+        # A resumed run starts from its checkpoint; the original weights may be offline or gone.
+        session = Session(recipe, spec, dataset, initial_weights="none" if resumed is not None else None)
+        run_dir = os.path.abspath(out) if resumed is not None else create_run_dir(out, overwrite)
         say(f"run directory: {run_dir}")
-        write_dataset_files(run_dir, dataset)
-        provenance = _provenance(dataset, source, split_from)
-        _write_recipe(run_dir, recipe, provenance)
-        session.start(run_dir)
-        session.train()
-        session.finish()
+        if resumed is None:
+            write_dataset_files(run_dir, dataset)
+            session.provenance = _provenance(dataset, source, split_from)
+            write_recipe(run_dir, recipe, session.provenance)
+        else:
+            session.provenance = {**resumed, "resumed": [*resumed.get("resumed", []), _now()]}
+        session.start(run_dir, resume=resumed is not None)
+        yield session
     finally:
         keras.config.set_dtype_policy(policy)
         if session is not None and session.run_dir:
             shutil.rmtree(os.path.join(session.run_dir, "cache"), ignore_errors=True)  # decoded images, features
-    provenance["finished"] = _now()
-    _write_recipe(run_dir, recipe, provenance)
-    return run_dir
+        if worker:
+            shutil.rmtree(out, ignore_errors=True)
 
 
 def report_dataset(dataset: Dataset) -> None:
@@ -126,284 +242,35 @@ def write_dataset_files(run_dir: str, dataset: Dataset) -> None:
 
     from tltool.data.split import index_rows
 
-    write_csv(os.path.join(run_dir, "data", "index.csv"),
-              pd.DataFrame(index_rows(dataset.samples), columns=["path", "label", "split"]))
+    rows = pd.DataFrame(index_rows(dataset.samples), columns=["path", "label", "split"])
+    by_rel = {s.rel: dataset.infos[s.path].sha1 for s in dataset.samples if s.path in dataset.infos}
+    rows["sha1"] = rows["path"].map(by_rel)
+    write_csv(os.path.join(run_dir, "data", "index.csv"), rows)
     write_csv(os.path.join(run_dir, "data", "skipped.csv"),
               pd.DataFrame([(s.rel, s.reason) for s in dataset.skipped], columns=["path", "reason"]))
     write_json(os.path.join(run_dir, "classes.json"), classes_json(dataset.classes))
 
 
-def class_weights(recipe: Recipe, dataset: Dataset) -> dict[int, float] | None:
-    """Inverse-frequency weights (`auto`), an explicit mapping, or None."""
-    if recipe.class_weight == "none":
-        return None
-    counts = dataset.counts()["train"]
-    if recipe.class_weight == "auto":
-        total, n = sum(counts.values()), len(dataset.classes)
-        return {i: total / (n * counts[c]) for i, c in enumerate(dataset.classes) if counts[c]}
-    unknown = [name for name in recipe.class_weight if name not in dataset.classes]
-    if unknown:
-        raise TltoolError(
-            f"class_weight: no class {unknown[0]!r} in the dataset{did_you_mean(unknown[0], dataset.classes)}; "
-            f"classes: {', '.join(dataset.classes)}"
-        )
-    return {i: float(recipe.class_weight.get(c, 1.0)) for i, c in enumerate(dataset.classes)}
+def check_unchanged(dataset: Dataset, run_dir: str) -> None:
+    """The dataset still holds every file of the run's data/index.csv, with the same content.
 
+    Raises:
+        DatasetError: files that vanished, became unreadable or changed, named.
+    """
+    import pandas as pd
 
-@dataclass
-class Session:
-    """One training run: the model, its data pipelines and the phase loop."""
+    from tltool.errors import DatasetError
 
-    recipe: Recipe
-    spec: BackboneSpec
-    dataset: Dataset
-    run_dir: str = ""
-    history: list[dict] = field(default_factory=list)
-    state: dict = field(default_factory=dict)
-
-    def __post_init__(self):
-        import keras
-
-        from tltool.freeze import resolve_plan
-        from tltool.model import build_classifier
-        from tltool.weights import load_backbone
-
-        keras.utils.set_random_seed(self.recipe.seed)
-        _warn_if_cpu_only(self.recipe)
-        keras.config.set_dtype_policy(self.recipe.precision)
-        size = self.recipe.image_size
-        backbone = load_backbone(self.spec, size, self.recipe.weights)
-        self.clf = build_classifier(self.spec, backbone, len(self.dataset.classes), size,
-                                    self.recipe.head, self.recipe.augment, self.recipe.seed)
-        self.plans = [resolve_plan(self.spec, backbone, p.trainable, p.batchnorm, p.batchnorm_momentum)
-                      for p in self.recipe.phases]
-        self.weights = class_weights(self.recipe, self.dataset)
-        self.features = None
-
-    def start(self, run_dir: str) -> None:
-        """Attach the run directory: class weights file and the data pipelines (with their caches)."""
-        self.run_dir = run_dir
-        write_json(os.path.join(self.run_dir, "class_weights.json"),
-                   {self.dataset.classes[i]: w for i, w in (self.weights or {}).items()})
-        self._build_pipelines()
-
-    def _build_pipelines(self):
-        from tltool.data.pipeline import choose_cache, labelled_images, shuffle_window, to_batches
-
-        r, size = self.recipe, self.recipe.image_size
-        index = {c: i for i, c in enumerate(self.dataset.classes)}
-        rng = np.random.default_rng(r.seed)
-        train = [self.dataset.split("train")[i] for i in rng.permutation(len(self.dataset.split("train")))]
-        val = self.dataset.split("val")
-        cache_dir = os.path.join(self.run_dir, "cache")
-        self.n_train = len(train)
-        self.window = shuffle_window(len(train), size)
-        cache = choose_cache(r.data.cache, len(train) + len(val), size, os.path.join(cache_dir, "train"))
-        self.train_images = labelled_images(
-            [s.path for s in train], [index[s.label] for s in train], size, r.data.aspect, cache)
-        # XLA cannot compile Keras' random augmentation layers (Keras would
-        # silently drop jit_compile), so with --jit-compile they run in the
-        # pipeline and the augmentation-free graph trains.
-        self.augment_in_pipeline = r.jit_compile and self.clf.augmenter is not None
-        self.train_batches = to_batches(self.train_images, len(index), r.batch_size, r.seed, self.window,
-                                        self.clf.augmenter if self.augment_in_pipeline else None)
-        val_cache = None if cache is None else "" if cache == "" else os.path.join(cache_dir, "val", "images")
-        self.val_images = labelled_images(
-            [s.path for s in val], [index[s.label] for s in val], size, r.data.aspect, val_cache) if val else None
-        if val_cache:
-            os.makedirs(os.path.dirname(val_cache), exist_ok=True)
-        say(_cache_message(cache, len(train) + len(val), size, cache_dir))
-        self.val_batches = to_batches(self.val_images, len(index), r.batch_size) if val else None
-
-    # ------------------------------------------------------------ phases
-
-    def train(self) -> None:
-        from tltool.freeze import apply_plan
-
-        epoch = 0
-        backbone_changes = 0
-        features_at = None
-        for number, (phase, plan) in enumerate(zip(self.recipe.phases, self.plans), start=1):
-            use_cache = self.recipe.cache_features and not plan.trains_backbone
-            apply_plan(self.clf.backbone, plan)
-            self._announce(number, phase, plan, use_cache)
-            if use_cache and features_at != backbone_changes:
-                self.features = self._compute_features()
-                features_at = backbone_changes
-            epoch += self._run_phase(phase, epoch, use_cache)
-            backbone_changes += plan.trains_backbone
-
-    def _run_phase(self, phase, first_epoch: int, use_cache: bool) -> int:
-        """Compile and fit one phase (its freeze plan already applied); returns epochs run."""
-        import keras
-
-        from tltool.callbacks import Checkpointer, HistoryWriter
-        from tltool.console import interactive
-        from tltool.optim import make_optimizer
-
-        r = self.recipe
-        if use_cache:
-            model, train, val = self.clf.head, self.features.train_dataset(r.batch_size, r.seed, self.window), \
-                self.features.val_dataset(r.batch_size)
-        else:
-            model = self.clf.inference if self.augment_in_pipeline else self.clf.model
-            train, val = self.train_batches, self.val_batches
-        steps = math.ceil(self.n_train / r.batch_size)
-        model.compile(
-            optimizer=make_optimizer(phase, steps),
-            loss=keras.losses.CategoricalCrossentropy(label_smoothing=r.label_smoothing),
-            metrics=["accuracy"], jit_compile=r.jit_compile,
-        )
-        monitor = self._monitor()
-        callbacks = [
-            HistoryWriter(os.path.join(self.run_dir, "history.csv"), self.history, phase.name),
-            Checkpointer(os.path.join(self.run_dir, "checkpoints"), self.clf.inference, monitor, self.state,
-                         phase.name),
-        ]
-        if use_cache:
-            callbacks.insert(0, self.features.view_switcher())
-        if r.early_stopping and val is not None:
-            es = r.early_stopping
-            callbacks.append(keras.callbacks.EarlyStopping(
-                monitor=es.monitor, patience=es.patience, min_delta=es.min_delta,
-                restore_best_weights=es.restore_best, mode="min" if "loss" in es.monitor else "max"))
-        with warnings.catch_warnings():
-            # Skipping unreadable files makes the dataset's length unknown, and
-            # Keras then warns at the end of every first pass; nothing is wrong.
-            warnings.filterwarnings("ignore", message="Your input ran out of data")
-            result = model.fit(
-                train, validation_data=val, epochs=first_epoch + phase.epochs, initial_epoch=first_epoch,
-                class_weight=self.weights, callbacks=callbacks, verbose=1 if interactive() else 2, shuffle=False,
-            )
-        return len(result.epoch)
-
-    def _monitor(self) -> str:
-        if self.val_batches is None:
-            return "loss"
-        return self.recipe.early_stopping.monitor if self.recipe.early_stopping else "val_loss"
-
-    def _compute_features(self):
-        from tltool.features import compute_features
-
-        return compute_features(
-            self.clf.features, self.clf.augmenter, self.train_images, self.val_images, self.n_train,
-            len(self.dataset.split("val")), self.recipe.augment.cached_views, self.recipe.batch_size,
-            len(self.dataset.classes), os.path.join(self.run_dir, "cache", "features"),
-        )
-
-    def _announce(self, number: int, phase, plan, use_cache: bool) -> None:
-        from tltool.freeze import count_params
-
-        trainable = count_params(self.clf.inference.trainable_weights)
-        frozen = count_params(self.clf.inference.non_trainable_weights)
-        training = describe_groups(plan.groups)
-        how = "on cached features" if use_cache else "end to end"
-        say(f"\nphase {number}/{len(self.recipe.phases)} {phase.name!r}: {phase.epochs} epoch(s) {how}; "
-            f"backbone training: {training}; {trainable:,} trainable / {frozen:,} frozen parameters; "
-            f"{phase.optimizer.name} lr {phase.optimizer.learning_rate:g}, {phase.schedule.name} schedule")
-
-    # ------------------------------------------------------------ outputs
-
-    def finish(self) -> None:
-        from tltool.exporting import export_saved_model, model_info, save_keras
-
-        self.exported = self._choose_exported_weights()
-        info = model_info(self.dataset.classes, self.recipe.image_size, self.recipe.data.aspect, self.spec.name)
-        save_keras(self.clf.inference, os.path.join(self.run_dir, "model.keras"))
-        export_saved_model(self.clf.inference, os.path.join(self.run_dir, "saved_model"), info)
-        say(f"saved model.keras and saved_model/ in {self.run_dir} (weights of {describe_exported(self.exported)})")
-        self.evaluate()
-
-    def _choose_exported_weights(self) -> dict:
-        """Apply the recipe's `export_weights` rule; mark the chosen epoch in history.csv.
-
-        `best` (the default) takes the best epoch by the monitored metric
-        across all phases, so a later phase that ends worse never costs the
-        model an earlier phase's better weights; `last` keeps the weights
-        the final epoch ended with.
-        """
-        best = os.path.join(self.run_dir, "checkpoints", "best.weights.h5")
-        last = self.history[-1]
-        chosen = {"rule": self.recipe.export_weights, "monitor": self.state.get("monitor"),
-                  "phase": last["phase"], "epoch": last["epoch"], "value": last.get(self.state.get("monitor"))}
-        if self.recipe.export_weights == "best" and self.state.get("best_epoch") and os.path.isfile(best):
-            self.clf.inference.load_weights(best)
-            chosen.update(phase=self.state["best_phase"], epoch=self.state["best_epoch"], value=self.state["best"])
-        for row in self.history:
-            row["exported"] = row["epoch"] == chosen["epoch"]
-        import pandas as pd
-
-        write_csv(os.path.join(self.run_dir, "history.csv"), pd.DataFrame(self.history))
-        return chosen
-
-    def evaluate(self) -> None:
-        """The report for the test split (or validation), into the run directory."""
-        import pandas as pd
-
-        from tltool.evaluation import print_evaluation
-        from tltool.inference import predict_images
-        from tltool.metrics import evaluate_probs
-        from tltool.report import ReportContext, write_evaluation
-
-        split = "test" if self.dataset.split("test") else "val"
-        samples = self.dataset.split(split)
-        if not samples:
-            warn("no validation or test images: no per-class report (use --val-split > 0)")
-            return
-        index = {c: i for i, c in enumerate(self.dataset.classes)}
-        probs, kept = predict_images(self.clf.inference, [s.path for s in samples], self.recipe.image_size,
-                                     self.recipe.data.aspect, self.recipe.batch_size)
-        evaluation = evaluate_probs([index[samples[i].label] for i in kept], probs, self.dataset.classes)
-        lost = sorted(set(range(len(samples))) - {int(i) for i in kept})
-        context = ReportContext(
-            title=f"tltool run {os.path.basename(self.run_dir)}", model=os.path.join(self.run_dir, "model.keras"),
-            split=split, data_root=self.dataset.root, paths=[samples[i].rel for i in kept],
-            recipe=self.recipe.model_dump(mode="json"), history=pd.DataFrame(self.history),
-            unreadable=[(samples[i].rel, "could not be decoded") for i in lost], exported=self.exported,
-        )
-        write_evaluation(self.run_dir, evaluation, context)
-        say(f"\n{split} split:")
-        print_evaluation(self.run_dir, evaluation)
-
-
-def _cache_message(cache: str | None, images: int, size: int, folder: str) -> str:
-    megabytes = images * size * size * 3 / 2**20
-    if cache is None:
-        return "decoded images are not cached (data.cache: none): every epoch decodes them again"
-    where = "in memory" if cache == "" else f"on disk in {folder}, removed when the run ends"
-    return f"decoded images cached {where} ({megabytes:,.0f} MB for {images} images)"
-
-
-def _warn_if_cpu_only(recipe: Recipe) -> None:
-    """Mixed precision and XLA are for accelerators; on a CPU they cost time."""
-    import tensorflow as tf
-
-    if tf.config.list_physical_devices("GPU"):
-        return
-    if recipe.precision != "float32":
-        warn(f"precision {recipe.precision} on a CPU is slower than float32 (benchmarks/speed.py: 0.67x "
-             "mixed_bfloat16, 0.21x mixed_float16); it is meant for GPUs")
-    if recipe.jit_compile:
-        warn("--jit-compile on a CPU is much slower than without (benchmarks/speed.py: 0.06x); it is meant for GPUs")
-
-
-def describe_exported(exported: dict) -> str:
-    """'phase 'head' epoch 4 (best val_loss 0.1234)' for logs and reports."""
-    text = f"phase {exported['phase']!r} epoch {exported['epoch']}"
-    if exported.get("value") is not None and exported.get("monitor"):
-        kind = "best" if exported["rule"] == "best" else "last"
-        text += f" ({kind} {exported['monitor']} {exported['value']:.4f})"
-    return text
-
-
-def describe_groups(groups: list[tuple[str, int, int]]) -> str:
-    """'none', or the groups that train, e.g. 'stage3, stage4 (12/30 layers)'."""
-    parts = [name if n == total else f"{name} ({n}/{total} layers)" for name, n, total in groups if n]
-    if not parts:
-        return "none"
-    if len(parts) == len(groups) and all(n == t for _, n, t in groups):
-        return f"all {len(groups)} groups"
-    return ", ".join(parts)
+    index = pd.read_csv(os.path.join(run_dir, "data", "index.csv"), dtype=str, keep_default_na=False)
+    now = {s.rel: dataset.infos[s.path].sha1 for s in dataset.samples if s.path in dataset.infos}
+    gone = [p for p in index["path"] if p not in now]
+    changed = [p for p, sha in zip(index["path"], index.get("sha1", [""] * len(index))) if p in now and sha
+               and now[p] != sha]
+    problems = [f"{len(gone)} file(s) vanished or became unreadable ({', '.join(gone[:3])})"] if gone else []
+    problems += [f"{len(changed)} file(s) changed ({', '.join(changed[:3])})"] if changed else []
+    if problems:
+        raise DatasetError(f"{dataset.root} is not the dataset {run_dir} trained on: {'; '.join(problems)}; "
+                           "restore those files, or start a new run")
 
 
 def _provenance(dataset: Dataset, weights: str, split_from: str | None) -> dict:
@@ -419,13 +286,6 @@ def _provenance(dataset: Dataset, weights: str, split_from: str | None) -> dict:
         "versions": {"tltool": __version__, "tensorflow": tf.__version__, "keras": keras.__version__,
                      "python": platform.python_version()},
     }
-
-
-def _write_recipe(run_dir: str, recipe: Recipe, provenance: dict) -> None:
-    resolved = recipe.model_copy(update={"provenance": provenance})
-    header = ("# The resolved recipe of this run. Repeat the run with:\n"
-              f"#   tltool fit {provenance['dataset']} --recipe {os.path.join(run_dir, 'recipe.yaml')}\n")
-    write_atomic(os.path.join(run_dir, "recipe.yaml"), header + dump_recipe(resolved))
 
 
 def _now() -> str:

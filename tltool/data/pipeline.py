@@ -14,8 +14,8 @@ aspect policy and an anti-aliased resize:
 Decoded, resized images are cached as uint8, in memory when they fit in a
 quarter of the machine's RAM, otherwise in files under the run directory. The
 caller shuffles the sample list once with the seed; the pipeline then
-reshuffles within a bounded window every epoch, so memory stays bounded for
-datasets larger than RAM.
+shuffles within a bounded window, with a seed per epoch, so memory stays
+bounded for datasets larger than RAM.
 """
 
 from __future__ import annotations
@@ -62,12 +62,15 @@ def finish(ds):
     tf.data's autotuning thread (TF 2.21) sometimes delays the destruction of
     a finished iterator by ~10 s, and Keras drops one every epoch; with
     autotuning off, AUTOTUNE parallelism resolves to the number of cores and
-    throughput measured the same (benchmarks/input_pipeline.py).
+    throughput measured the same (benchmarks/input_pipeline.py). Automatic
+    sharding is off: under multi-worker training each worker's dataset is
+    already its share (`tltool.distribute`), cut from the list of paths.
     """
     import tensorflow as tf
 
     options = tf.data.Options()
     options.autotune.enabled = False
+    options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.OFF
     return ds.with_options(options)
 
 
@@ -121,26 +124,39 @@ def labelled_images(paths: list[str], labels: list[int], image_size: int, aspect
 
 
 def to_batches(images, num_classes: int, batch_size: int, shuffle_seed: int | None = None,
-               window: int | None = None, augmenter=None):
+               window: int | None = None, augmenter=None, mixer=None, repeat: bool = False):
     """Batches of (float32 images 0-255, one-hot labels) for Keras `fit`.
 
     Args:
         images: from `labelled_images`.
-        shuffle_seed: reshuffle every epoch within `window` elements; None
+        shuffle_seed: shuffle within `window` elements with this seed (the
+            same order on every pass; a new seed gives a new order); None
             keeps the order.
         augmenter: augmentation layers to run here, on the CPU, instead of in
             the model (for XLA, which cannot compile them).
+        mixer: (images, labels) -> (images, labels) that mixes pairs of
+            training images and their labels (MixUp, CutMix).
+        repeat: repeat the batches without end, for training a fixed number
+            of steps per epoch: a pass is ceil(N / batch) batches, and a file
+            that fails to decode only makes the epoch run into the next pass,
+            never shortens it.
     """
     import tensorflow as tf
 
     ds = images.map(lambda image, label, index: (image, label))
     if shuffle_seed is not None:
-        ds = ds.shuffle(window, seed=shuffle_seed, reshuffle_each_iteration=True)
+        ds = ds.shuffle(window, seed=shuffle_seed, reshuffle_each_iteration=False)
     ds = ds.batch(batch_size)
+    if repeat:
+        ds = ds.repeat()
     ds = ds.map(lambda x, y: (tf.cast(x, tf.float32), tf.one_hot(y, num_classes)),
                 num_parallel_calls=tf.data.AUTOTUNE)
+    # Random layers run one batch at a time, so their random streams are
+    # drawn in batch order and a seeded epoch is the same every time.
     if augmenter is not None:
-        ds = ds.map(lambda x, y: (augmenter(x, training=True), y), num_parallel_calls=tf.data.AUTOTUNE)
+        ds = ds.map(lambda x, y: (augmenter(x, training=True), y))
+    if mixer is not None:
+        ds = ds.map(mixer)
     return finish(ds.prefetch(tf.data.AUTOTUNE))
 
 
