@@ -7,6 +7,7 @@ the tf.data pipeline in parallel while the model runs on the previous one.
 
 from __future__ import annotations
 
+import json
 import os
 import zipfile
 from dataclasses import dataclass
@@ -21,7 +22,7 @@ from tltool.rundir import is_run_dir
 @dataclass
 class TrainedModel:
     source: str
-    kind: str  # "keras" | "savedmodel"
+    kind: str  # "keras" | "savedmodel" | "onnx" | "litert"
     classes: list[str]
     image_size: int
     aspect: str
@@ -29,8 +30,20 @@ class TrainedModel:
     forward: Callable  # float32 (N, S, S, 3) pixels -> (N, C) probabilities
     keras_model: object | None = None  # the keras.Model, when loaded from a .keras file
 
-    def probabilities(self, paths: list[str], batch_size: int = 32, progress: bool = False):
-        return predict_images(self.forward, paths, self.image_size, self.aspect, batch_size, progress)
+    def probabilities(self, paths: list[str], batch_size: int = 32, progress: bool = False, views=("plain",)):
+        """(probabilities averaged over `views`, index into `paths` of each row)."""
+        return predict_images(self.forward, paths, self.image_size, self.aspect, batch_size, progress, views)
+
+    def view_probabilities(self, paths: list[str], batch_size: int = 32, progress: bool = False, views=("plain",)):
+        """(probabilities per view, shape (views, N, C), index into `paths` of each row)."""
+        return predict_views(self.forward, paths, self.image_size, self.aspect, batch_size, progress, views)
+
+    @property
+    def flip(self) -> str:
+        """The flips the run's recipe trained with (test-time augmentation mirrors only then)."""
+        from tltool.rundir import read_recipe
+
+        return (read_recipe(self.run_dir).get("augment") or {}).get("flip", "none")
 
 
 def load_trained(path: str) -> TrainedModel:
@@ -53,8 +66,27 @@ def load_trained(path: str) -> TrainedModel:
         raise TltoolError(f"{path}: not a run directory or a SavedModel (no model.keras, no saved_model.pb)")
     if path.endswith(".keras"):
         parent = os.path.dirname(path)
-        return _keras(path, run_dir=parent if is_run_dir(parent) else None)
-    raise TltoolError(f"{path}: not a model; give a run directory, a SavedModel folder or a .keras file")
+        return _keras(path, run_dir=parent if is_run_dir(parent) else _run_above(parent))
+    if path.endswith((".onnx", ".tflite")):
+        return _exported(path)
+    raise TltoolError(f"{path}: not a model; give a run directory, a SavedModel folder, or a .keras, .onnx or "
+                      ".tflite file")
+
+
+def _run_above(folder: str) -> str | None:
+    """The run directory of a file in RUN/export/."""
+    parent = os.path.dirname(folder)
+    return parent if os.path.basename(folder) == "export" and is_run_dir(parent) else None
+
+
+def _exported(path: str) -> TrainedModel:
+    from tltool.runtimes import load
+
+    info, forward = load(path)
+    forward.numpy_only = True  # a runtime outside TensorFlow: give it arrays, never trace it
+    kind = "onnx" if path.endswith(".onnx") else "litert"
+    return TrainedModel(path, kind, list(info["classes"]), int(info["image_size"]), info["aspect"],
+                        _run_above(os.path.dirname(path)), forward)
 
 
 def _keras(path: str, run_dir: str | None) -> TrainedModel:
@@ -68,10 +100,15 @@ def _keras(path: str, run_dir: str | None) -> TrainedModel:
         model = keras.models.load_model(path, compile=False)
     except (ValueError, OSError, KeyError, TypeError, zipfile.BadZipFile) as e:  # not a .keras file, or not ours
         raise TltoolError(f"{path}: cannot load this .keras file ({str(e).splitlines()[0][:200]})") from None
-    if not os.path.isfile(os.path.join(folder, "classes.json")):
+    if os.path.isfile(path + ".json"):  # written by `tltool export`
+        with open(path + ".json", encoding="utf-8") as f:
+            info = json.load(f)
+        classes, aspect = list(info["classes"]), info["aspect"]
+    elif os.path.isfile(os.path.join(folder, "classes.json")):
+        classes = read_classes(folder)
+        aspect = (read_recipe(folder).get("data") or {}).get("aspect", "stretch")
+    else:
         raise TltoolError(f"{path}: no classes.json beside it; copy the run's classes.json next to the model")
-    classes = read_classes(folder)
-    aspect = (read_recipe(folder).get("data") or {}).get("aspect", "stretch")
     size = int(model.input_shape[1])
     _check_width(path, len(classes), int(model.output_shape[-1]))
     import tensorflow as tf
@@ -101,25 +138,35 @@ def _check_width(path: str, classes: int, outputs: int) -> None:
 
 
 def predict_images(forward, paths: list[str], image_size: int, aspect: str, batch_size: int = 32,
-                   progress: bool = False):
-    """Probabilities for each decodable file in `paths`.
+                   progress: bool = False, views=("plain",)):
+    """Probabilities for each decodable file in `paths`, averaged over test-time `views`.
 
     Args:
         forward: float32 (N, S, S, 3) pixel batches -> probabilities (a Keras
             model, a tf.function, or a SavedModel endpoint).
+        views: names from `tltool.tta.views`; the default is the image alone.
 
     Returns:
         (probs, kept): probabilities, and the index into `paths` of each row;
         files that fail to decode are absent from `kept`.
     """
+    probs, kept = predict_views(forward, paths, image_size, aspect, batch_size, progress, views)
+    return probs.mean(axis=0), kept
+
+
+def predict_views(forward, paths: list[str], image_size: int, aspect: str, batch_size: int = 32,
+                  progress: bool = False, views=("plain",)):
+    """Like `predict_images`, with the probabilities of each view kept apart: shape (views, N, C)."""
     import tensorflow as tf
     from tqdm import tqdm
 
     from tltool.data.pipeline import decode_dataset, finish
+    from tltool.tta import apply_view
 
     # Each image carries its index, so the decoders may finish out of order.
     ds = finish(decode_dataset(paths, image_size, aspect, ordered=False).batch(batch_size).prefetch(tf.data.AUTOTUNE))
-    if not isinstance(forward, tf.types.experimental.PolymorphicFunction):
+    numpy_only = getattr(forward, "numpy_only", False)
+    if not isinstance(forward, tf.types.experimental.PolymorphicFunction) and not numpy_only:
         # Called batch by batch outside a tf.function, a Keras model runs
         # eagerly, op by op: slower, and 1.5 GB more memory for 400 images.
         import keras
@@ -131,13 +178,13 @@ def predict_images(forward, paths: list[str], image_size: int, aspect: str, batc
     with tqdm(total=len(paths), desc="predicting", unit="img", disable=None if progress else True,
               leave=False) as bar:
         for images, index in ds:
-            probs.append(np.asarray(forward(tf.cast(images, tf.float32))))
+            pixels = tf.cast(images, tf.float32)
+            views_of = [apply_view(pixels, view) for view in views]
+            probs.append(np.stack([np.asarray(forward(v.numpy() if numpy_only else v)) for v in views_of]))
             kept.append(np.asarray(index))
             bar.update(len(kept[-1]))
     if not probs:
-        return np.zeros((0, 0), np.float32), np.zeros((0,), np.int64)
-    probs, kept = np.concatenate(probs), np.concatenate(kept)
+        return np.zeros((len(views), 0, 0), np.float32), np.zeros((0,), np.int64)
+    probs, kept = np.concatenate(probs, axis=1), np.concatenate(kept)
     order = np.argsort(kept, kind="stable")
-    return probs[order], kept[order]
-
-
+    return probs[:, order], kept[order]

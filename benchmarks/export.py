@@ -1,0 +1,106 @@
+"""Every export format of a trained run: size, agreement with Keras, accuracy, latency.
+
+Run by hand:
+
+    python benchmarks/export.py --weights ../shared/weights/mobilenetv2_dogs.weights.h5
+
+Trains the pretrained MobileNetV2 (head on a frozen backbone, 20 epochs) on
+the accuracy benchmark's digits at 96 and 224 px, exports each run to every
+format with `tltool export` and prints one table from the export reports
+(measured on the run's validation images), with the Keras model on the same
+images as the reference. EfficientNetB0 (the default backbone; random
+weights offline, so its accuracy means nothing) is added for size and
+latency only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+sys.path.insert(0, os.path.dirname(HERE))
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+FORMATS = ("onnx", "litert", "litert-fp16", "litert-int8")
+RECIPE = """
+name: head-20
+augment: {flip: none}
+phases:
+  - {name: head, epochs: 20, trainable: none, optimizer: {name: adam, learning_rate: 1.0e-3}}
+early_stopping: null
+"""
+
+
+def train(data: str, backbone: str, size: int, weights: str, work: str, epochs: int) -> str:
+    import tltool
+
+    recipe = os.path.join(work, "head-20.yaml")
+    with open(recipe, "w") as f:
+        f.write(RECIPE)
+    out = os.path.join(work, "runs", f"export-{backbone}-{size}")
+    return tltool.fit(data, recipe=recipe, backbone=backbone, weights=weights, image_size=size,
+                      epochs=str(epochs), out=out, overwrite=True, progress=False).dir
+
+
+def keras_latency(run: str) -> dict:
+    import numpy as np
+
+    from tltool.exporting import _latency
+    from tltool.inference import load_trained
+
+    trained = load_trained(run)
+    pixels = np.random.default_rng(0).uniform(0, 255, (32, trained.image_size, trained.image_size, 3)).astype("float32")
+    return {"batch_1": _latency(trained.forward, pixels, 1), "batch_32": _latency(trained.forward, pixels, 32)}
+
+
+def rows_for(run: str, label: str, accuracy_means_something: bool) -> list[list]:
+    import tltool
+
+    folder = os.path.join(run, "export")
+    for fmt in FORMATS:
+        if not os.path.exists(os.path.join(folder, {"onnx": "model.onnx", "litert": "model.tflite",
+                                                    "litert-fp16": "model_fp16.tflite",
+                                                    "litert-int8": "model_int8.tflite"}[fmt])):
+            tltool.export(run, fmt, max_accuracy_drop=100.0)
+    with open(os.path.join(folder, "export_report.json"), encoding="utf-8") as f:
+        reports = json.load(f)
+    first = reports[FORMATS[0]]
+    keras = keras_latency(run)
+    acc = (lambda r: f"{100 * r['accuracy']:.2f}%") if accuracy_means_something else (lambda r: "n/a")
+    rows = [[label, "keras (reference)", f"{os.path.getsize(os.path.join(run, 'model.keras')) / 2**20:.1f}", "",
+             "", f"{100 * first['keras_accuracy']:.2f}%" if accuracy_means_something else "n/a", "",
+             f"{keras['batch_1']:.2f}", f"{keras['batch_32']:.2f}"]]
+    for fmt in FORMATS:
+        r = reports[fmt]
+        rows.append([label, fmt, f"{r['bytes'] / 2**20:.1f}", f"{100 * r['top1_agreement']:.2f}%",
+                     f"{r['max_probability_difference']:.1e}", acc(r),
+                     f"{100 * r['accuracy_change']:+.2f}" if accuracy_means_something else "n/a",
+                     f"{r['latency_ms_per_image']['batch_1']:.2f}", f"{r['latency_ms_per_image']['batch_32']:.2f}"])
+    return rows
+
+
+def main() -> None:
+    import accuracy
+    from common import markdown_table
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--weights", required=True, help="the pretrained MobileNetV2 weights file")
+    parser.add_argument("--work", default="/tmp/tltool-accuracy")
+    args = parser.parse_args()
+    data = accuracy.dataset("digits", args.work)
+    rows = []
+    for size in (96, 224):
+        run = train(data, "mobilenetv2", size, os.path.abspath(args.weights), args.work, 20)
+        rows += rows_for(run, f"mobilenetv2 {size} px", True)
+    run = train(data, "efficientnetb0", 224, "none", args.work, 1)
+    rows += rows_for(run, "efficientnetb0 224 px (random weights)", False)
+    print(markdown_table(["model", "format", "MB", "top-1 = Keras", "max prob. diff.", "accuracy", "change (points)",
+                          "ms/image, batch 1", "ms/image, batch 32"], rows))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,168 @@
+"""ONNX and LiteRT exports: written with their metadata, run in their own runtime, checked against Keras."""
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import yaml
+
+from conftest import run_cli
+
+pytestmark = pytest.mark.slow
+
+FORMATS = {"onnx": "m.onnx", "litert": "m.tflite", "litert-fp16": "m16.tflite", "litert-int8": "m8.tflite"}
+
+
+@pytest.fixture(scope="module")
+def exported(fitted_run, tmp_path_factory):
+    folder = tmp_path_factory.mktemp("export")
+    outputs = {}
+    for fmt, name in FORMATS.items():
+        extra = ["--int8-io", "uint8", "--calibration-images", "8"] if fmt == "litert-int8" else []
+        result = run_cli("export", fitted_run, "--format", fmt, "--out", folder / name, *extra)
+        assert result.exit_code == 0, result.output
+        outputs[fmt] = result.output
+    return folder, outputs
+
+
+@pytest.fixture(scope="module")
+def pixels_and_expected(fitted_run, tiny_data):
+    import tltool
+    from tltool.contract import prepare_file
+
+    files = [os.path.join(tiny_data, c, f"{c}_{i}.png") for c in ("apple", "leaf", "sky") for i in (0, 2)]
+    pixels = np.stack([prepare_file(f, 32, "stretch") for f in files]).astype("float32")
+    return files, pixels, np.asarray(tltool.load_model(fitted_run)(pixels))
+
+
+def test_each_export_is_checked_and_reported(exported):
+    folder, outputs = exported
+    report = json.load(open(folder / "export_report.json"))
+    assert set(report) == set(FORMATS)
+    for fmt in ("onnx", "litert"):
+        assert report[fmt]["top1_agreement"] == 1.0 and report[fmt]["max_probability_difference"] < 1e-4, fmt
+    for fmt, entry in report.items():
+        assert entry["passed"] and entry["images"] == 6 and entry["split"] == "val"
+        assert entry["latency_ms_per_image"]["batch_1"] > 0 and entry["latency_ms_per_image"]["batch_32"] > 0
+        assert f"{fmt}: " in outputs[fmt] and "top-1 agrees with Keras on" in outputs[fmt]
+    assert report["litert-int8"]["bytes"] < 0.35 * report["litert"]["bytes"]
+    assert report["litert-fp16"]["bytes"] < 0.6 * report["litert"]["bytes"]
+
+
+def test_files_carry_what_it_takes_to_use_them(exported):
+    import onnx
+
+    folder, _ = exported
+    meta = {p.key: json.loads(p.value) for p in onnx.load(str(folder / "m.onnx")).metadata_props}["tltool"]
+    assert meta["classes"] == ["apple", "leaf", "sky"] and meta["image_size"] == 32 and meta["aspect"] == "stretch"
+    assert meta["input_contract"] == 1 and meta["input"]["shape"] == [None, 32, 32, 3]
+    sidecar = json.load(open(folder / "m8.tflite.json"))
+    assert sidecar["format"] == "litert-int8" and sidecar["input"]["dtype"] == "uint8"
+
+
+RUNTIME_ONLY = r"""
+import json, sys
+sys.modules["tensorflow"] = None  # importing TensorFlow now fails: only the runtime may run the file
+import numpy as np
+path, pixels = sys.argv[1], np.load(sys.argv[2])
+if path.endswith(".onnx"):
+    import onnxruntime
+    session = onnxruntime.InferenceSession(path, providers=["CPUExecutionProvider"])
+    out = session.run(None, {session.get_inputs()[0].name: pixels})[0]
+else:
+    from ai_edge_litert.interpreter import Interpreter
+    interpreter = Interpreter(model_path=path)
+    source, target = interpreter.get_input_details()[0], interpreter.get_output_details()[0]
+    interpreter.resize_tensor_input(source["index"], pixels.shape)
+    interpreter.allocate_tensors()
+    if source["dtype"] != np.float32:
+        scale, zero = source["quantization"]
+        pixels = np.clip(np.round(pixels / scale + zero), 0, 255).astype(source["dtype"])
+    interpreter.set_tensor(source["index"], pixels)
+    interpreter.invoke()
+    out = interpreter.get_tensor(target["index"]).astype(np.float32)
+    if target["dtype"] != np.float32:
+        scale, zero = target["quantization"]
+        out = (out - zero) * scale
+print(json.dumps(out.tolist()))
+"""
+
+
+@pytest.mark.parametrize("fmt", list(FORMATS))
+def test_files_run_in_their_runtime_without_tensorflow(exported, pixels_and_expected, fmt, tmp_path):
+    folder, _ = exported
+    _, pixels, expected = pixels_and_expected
+    np.save(tmp_path / "pixels.npy", pixels)
+    done = subprocess.run([sys.executable, "-c", RUNTIME_ONLY, str(folder / FORMATS[fmt]), str(tmp_path / "pixels.npy")],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    probs = np.array(json.loads(done.stdout.strip().splitlines()[-1]))
+    # int8 is calibrated on 8 images of a barely trained model: close, not equal (the benchmark measures accuracy)
+    tolerance = {"onnx": 1e-5, "litert": 1e-5, "litert-fp16": 1e-2, "litert-int8": 0.1}[fmt]
+    np.testing.assert_allclose(probs, expected, atol=tolerance)
+    np.testing.assert_allclose(probs.sum(axis=1), 1.0, atol=0.02)
+
+
+@pytest.mark.parametrize("fmt", ["onnx", "litert"])
+def test_predict_and_evaluate_take_exported_files(exported, pixels_and_expected, fitted_run, tiny_data, fmt, tmp_path):
+    import tltool
+
+    folder, _ = exported
+    files, _, expected = pixels_and_expected
+    rows, _, classes = tltool.predict(str(folder / FORMATS[fmt]), files)
+    got = np.array([[p[c] for c in classes] for p in rows["probabilities"]])
+    np.testing.assert_allclose(got, expected, atol=1e-5)
+    _, ours = tltool.evaluate(str(folder / FORMATS[fmt]), tiny_data, split="val", split_from=fitted_run,
+                              out=str(tmp_path / "e"))
+    _, keras_figures = tltool.evaluate(fitted_run, tiny_data, split="val", out=str(tmp_path / "k"))
+    assert ours.metrics["accuracy"] == keras_figures.metrics["accuracy"]
+    np.testing.assert_allclose(ours.probs, keras_figures.probs, atol=1e-5)
+
+
+def test_a_missing_extra_names_the_pip_command(fitted_run, tmp_path):
+    code = ("import sys; sys.modules['onnxruntime'] = None\nfrom tltool.cli import cli\n"
+            f"cli(['export', {fitted_run!r}, '--format', 'onnx', '--out', {str(tmp_path / 'x.onnx')!r}])")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2
+    assert "error: --format onnx needs the onnxruntime package: pip install 'tltool[export]'" in done.stderr
+
+
+def _colour_run(folder, tiny_data, kernel):
+    """A run directory whose model.keras tells the tiny classes apart by their mean colour."""
+    import keras
+
+    from tltool.rundir import create_run_dir
+
+    create_run_dir(str(folder), False)
+    model = keras.Sequential([keras.Input((32, 32, 3)), keras.layers.GlobalAveragePooling2D(),
+                              keras.layers.Dense(3, activation="softmax")])
+    model.layers[-1].set_weights([kernel, np.zeros(3, "float32")])
+    model.save(str(folder / "model.keras"))
+    json.dump({"0": "apple", "1": "leaf", "2": "sky"}, open(folder / "classes.json", "w"))
+    yaml.safe_dump({"image_size": 32, "data": {"aspect": "stretch"}, "provenance": {"dataset": tiny_data}},
+                   open(folder / "recipe.yaml", "w"))
+    rows = [f"{c}/{c}_{i}{'.png' if i % 2 == 0 else '.jpg'},{c},{'val' if i < 4 else 'train'}"
+            for c in ("apple", "leaf", "sky") for i in range(8)]
+    (folder / "data" / "index.csv").write_text("path,label,split\n" + "\n".join(rows) + "\n")
+    return folder
+
+
+def test_an_export_that_loses_accuracy_fails_and_is_kept(tiny_data, tmp_path):
+    from tltool.errors import ExportCheckFailed
+    from tltool.exporting import _samples, check, export
+    from tltool.inference import load_trained
+
+    right = _colour_run(tmp_path / "right", tiny_data, np.eye(3, dtype="float32") * 0.1)
+    wrong = _colour_run(tmp_path / "wrong", tiny_data, np.roll(np.eye(3, dtype="float32"), 1, axis=1) * 0.1)
+    assert os.path.isfile(export(str(right), "onnx"))  # the right model passes its own check
+    bad = export(str(wrong), "onnx", str(tmp_path / "bad.onnx"), verify=False)
+    trained = load_trained(str(right))
+    with pytest.raises(ExportCheckFailed, match="below the Keras model's"):
+        check(trained, bad, "onnx", _samples(trained), 1.0)
+    assert os.path.isfile(bad)
+    report = json.load(open(tmp_path / "export_report.json"))["onnx"]
+    assert not report["passed"] and report["keras_accuracy"] == 1.0 and report["accuracy"] == 0.0
+    assert check(trained, bad, "onnx", _samples(trained), 101.0)["passed"]  # a looser threshold lets it pass
