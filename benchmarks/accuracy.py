@@ -14,11 +14,12 @@ scikit-learn and scikit-image ship:
   far from ImageNet, and flips change a digit's meaning.
 - faces: scikit-image's `lfw_subset`, 100 faces vs 100 non-face patches (25x25
   grey); small data.
-- photos: patches of 8 photographs bundled with scikit-image (astronaut,
-  cat, coffee, rocket, ...), one class per photograph; natural photos.
-  Training patches come from the left 70% of each photograph, test patches
-  from the right 30%, so no test pixel is ever seen in training.
-- textures: patches of scikit-image's brick, grass and gravel textures, split
+- photos: tiles of 8 photographs bundled with scikit-image (astronaut,
+  cat, coffee, rocket, ...), one class per photograph; natural photos. Each
+  photograph is cut into non-overlapping 48 px tiles (at most 120 per
+  photograph) and 30% of the tiles, chosen at random, are the test split,
+  so no test pixel is ever seen in training.
+- textures: tiles of scikit-image's brick, grass and gravel textures, split
   the same way.
 
 It prints one table: mean +- sd over the seeds of test accuracy, macro F1,
@@ -92,21 +93,17 @@ def build_faces(root: str) -> None:
               np.clip(image * 255, 0, 255).astype(np.uint8))
 
 
-def _patches(root: str, images: dict[str, np.ndarray], per_image: int, seed: int = 0) -> None:
-    """Random square patches (side 1/4 to 1/2 of the shorter side): train from the left 70%, test from the rest."""
+def _tiles(root: str, images: dict[str, np.ndarray], side: int = 48, most: int = 120, seed: int = 0) -> None:
+    """Non-overlapping side x side tiles of each image (at most `most`), 30% of them at random for test."""
     rng = np.random.default_rng(seed)
     for label, image in images.items():
         height, width = image.shape[:2]
-        cut = int(width * 0.7)
-        for i in range(per_image):
-            test = i % 10 >= 7
-            side = int(rng.uniform(0.25, 0.5) * min(height, width))
-            left, right = (cut, width) if test else (0, cut)
-            side = min(side, right - left)
-            x = rng.integers(left, right - side + 1)
-            y = rng.integers(0, height - side + 1)
-            patch = image[y:y + side, x:x + side]
-            _save(root, "test" if test else "train", label, i, patch)
+        corners = [(y, x) for y in range(0, height - side + 1, side) for x in range(0, width - side + 1, side)]
+        chosen = rng.permutation(len(corners))[:most]
+        test = set(chosen[: round(0.3 * len(chosen))].tolist())
+        for i in chosen:
+            y, x = corners[i]
+            _save(root, "test" if i in test else "train", label, int(i), image[y:y + side, x:x + side])
 
 
 def build_photos(root: str) -> None:
@@ -119,13 +116,13 @@ def build_photos(root: str) -> None:
         if image.ndim == 2:
             image = np.repeat(image[..., None], 3, -1)
         images[name] = np.ascontiguousarray(image[..., :3]).astype(np.uint8)
-    _patches(root, images, 100)
+    _tiles(root, images)
 
 
 def build_textures(root: str) -> None:
     import skimage.data
 
-    _patches(root, {name: getattr(skimage.data, name)() for name in TEXTURES}, 150, seed=1)
+    _tiles(root, {name: getattr(skimage.data, name)() for name in TEXTURES}, seed=1)
 
 
 def dataset(name: str, work: str) -> str:

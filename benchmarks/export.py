@@ -26,21 +26,15 @@ sys.path.insert(0, os.path.dirname(HERE))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 FORMATS = ("onnx", "litert", "litert-fp16", "litert-int8")
-RECIPE = """
-name: head-20
-augment: {flip: none}
-phases:
-  - {name: head, epochs: 20, trainable: none, optimizer: {name: adam, learning_rate: 1.0e-3}}
-early_stopping: null
-"""
 
 
 def train(data: str, backbone: str, size: int, weights: str, work: str, epochs: int) -> str:
     import tltool
+    from checkpoints import HEAD_ONLY
 
     recipe = os.path.join(work, "head-20.yaml")
     with open(recipe, "w") as f:
-        f.write(RECIPE)
+        f.write(HEAD_ONLY)
     out = os.path.join(work, "runs", f"export-{backbone}-{size}")
     return tltool.fit(data, recipe=recipe, backbone=backbone, weights=weights, image_size=size,
                       epochs=str(epochs), out=out, overwrite=True, progress=False).dir

@@ -4,6 +4,7 @@ import json
 import os
 
 import numpy as np
+import pytest
 
 
 def test_the_fitted_temperature_undoes_a_known_one():
@@ -17,6 +18,8 @@ def test_the_fitted_temperature_undoes_a_known_one():
     assert abs(fit_temperature(overconfident, labels) - 3.0) < 0.3
     assert abs(fit_temperature(true, labels) - 1.0) < 0.1
     np.testing.assert_array_equal(apply_temperature(overconfident, 3.0).argmax(1), true.argmax(1))
+    perfect = np.eye(5)[labels] * 0.6 + 0.1  # right every time, and only 60% sure: NLL falls as T goes to 0
+    assert fit_temperature(perfect, labels) == pytest.approx(1.0, abs=1e-3)
 
 
 def test_the_layer_computes_what_numpy_does():

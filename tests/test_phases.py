@@ -116,3 +116,25 @@ def test_class_weights_raise_the_minority_recall(tmp_path, backbone_file):
         recalls[weighting] = evaluation.per_class.set_index("class").loc["rare", "recall"]
     print("recalls", recalls)
     assert recalls["auto"] > recalls["none"], recalls
+
+
+NO_STOPPING = """
+name: no-stopping
+augment: {flip: none}
+phases:
+  - {name: stops, epochs: 3, trainable: none}
+  - {name: runs, epochs: 3, trainable: none, early_stopping: false}
+early_stopping: {monitor: val_loss, patience: 1, min_delta: 100.0}
+calibrate: false
+"""
+
+
+def test_a_phase_without_early_stopping_runs_every_epoch(tiny_data, tmp_path):
+    import tltool
+
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(NO_STOPPING)  # no epoch can improve by 100: the patience of 1 runs out after 2 epochs
+    output = _fit(tiny_data, tmp_path / "run", "--recipe", recipe)
+    history = tltool.open_run(str(tmp_path / "run")).history
+    assert history["phase"].value_counts().to_dict() == {"stops": 2, "runs": 3}
+    assert output.count("early stopping:") == 1

@@ -62,7 +62,7 @@ def test_learning_rate_override_keeps_the_ratio_between_phases():
     rates = [p.optimizer.learning_rate for p in recipe.phases]
     assert rates == pytest.approx([3e-3, 3e-4])
     scaled = apply_overrides(load_recipe("fine-tune"), learning_rate="x2").phases[1].optimizer.learning_rate
-    assert (scaled.low, scaled.high) == pytest.approx((2e-5, 2e-3))  # both ends of discriminative rates
+    assert (scaled.low, scaled.high) == pytest.approx((2e-5, 6e-4))  # both ends of discriminative rates
     auto = recipe_from_dict({"phases": [{"name": "a", "epochs": 1, "optimizer": {"learning_rate": "auto"}},
                                         {"name": "b", "epochs": 1, "optimizer": {"learning_rate": 1e-4}}]})
     assert [p.optimizer.learning_rate for p in apply_overrides(auto, learning_rate="5e-3").phases] == [5e-3, 1e-4]

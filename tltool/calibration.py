@@ -30,11 +30,19 @@ def negative_log_likelihood(probs: np.ndarray, labels: np.ndarray) -> float:
 
 
 def fit_temperature(probs: np.ndarray, labels: np.ndarray) -> float:
-    """The temperature in BOUNDS that minimises the NLL of `labels` under `probs`."""
+    """The temperature in BOUNDS that minimises the NLL of `labels` under `probs`; 1.0 when none does better.
+
+    When the model makes no mistake on these images, the NLL keeps falling
+    as T goes to 0 and says nothing about how sure the model should be on
+    new images: then T is only allowed to soften (T >= 1), never to sharpen.
+    """
     from scipy.optimize import minimize_scalar
 
     labels = np.asarray(labels, np.int64)
+    lowest = 1.0 if (np.asarray(probs).argmax(axis=1) == labels).all() else BOUNDS[0]
     result = minimize_scalar(lambda log_t: negative_log_likelihood(apply_temperature(probs, math.exp(log_t)), labels),
-                             bounds=tuple(math.log(b) for b in BOUNDS), method="bounded",
+                             bounds=(math.log(lowest), math.log(BOUNDS[1])), method="bounded",
                              options={"xatol": 1e-4})
-    return float(math.exp(result.x))
+    # A bounded search never evaluates the bound itself: T = 1 (no change) wins whenever it is at least as good.
+    best = math.exp(result.x)
+    return best if result.fun < negative_log_likelihood(apply_temperature(probs, 1.0), labels) else 1.0

@@ -60,23 +60,34 @@ def cli(verbose):
         os.environ["TLTOOL_DEBUG"] = "1"
 
 
-# ---------------------------------------------------------------- fit
+# ---------------------------------------------------------------- fit and lr-find
+
+
+def _training_options(command):
+    """The options `fit` and `lr-find` share: what to train on, with which backbone and recipe."""
+    for option in reversed([
+        click.option("--backbone", "-b",
+                     help="Registry name, e.g. resnet50 (see `tltool backbones`). [default: efficientnetb0]"),
+        click.option("--recipe", "-r", help="Shipped recipe name or YAML path. [default: fine-tune]"),
+        click.option("--weights", help="imagenet, none, or a .weights.h5/.h5 file for the backbone. [default: imagenet]"),
+        click.option("--batch-size", type=int, help="Images per batch."),
+        click.option("--image-size", type=int, help="Input side in pixels. [default: the backbone's]"),
+        click.option("--seed", type=int, help="Seed for the split, shuffling, initialisation and augmentation."),
+        click.option("--val-split", type=float, help="Fraction of each class for validation (unsplit data)."),
+        click.option("--split-from", type=click.Path(),
+                     help="Reuse the train/val/test split of an earlier run directory."),
+    ]):
+        command = option(command)
+    return command
 
 
 @cli.command()
 @click.argument("data", type=click.Path(), required=False)
-@click.option("--backbone", "-b", help="Registry name, e.g. resnet50 (see `tltool backbones`). [default: efficientnetb0]")
-@click.option("--recipe", "-r", help="Shipped recipe name or YAML path. [default: fine-tune]")
-@click.option("--weights", help="imagenet, none, or a .weights.h5/.h5 file for the backbone. [default: imagenet]")
+@_training_options
 @click.option("--epochs", help="N for every phase, xF to scale every phase, or name=N,name=N.")
-@click.option("--batch-size", type=int, help="Images per batch.")
-@click.option("--image-size", type=int, help="Input side in pixels. [default: the backbone's]")
 @click.option("--learning-rate", "--lr", "learning_rate",
               help="First phase's rate (later phases keep their ratio), or xF to scale all.")
-@click.option("--seed", type=int, help="Seed for the split, shuffling, initialisation and augmentation.")
-@click.option("--val-split", type=float, help="Fraction of each class for validation (unsplit data).")
 @click.option("--test-split", type=float, help="Fraction of each class for test (unsplit data).")
-@click.option("--split-from", type=click.Path(), help="Reuse the train/val/test split of an earlier run directory.")
 @click.option("--aspect", type=click.Choice(["stretch", "crop", "pad"]), help="Aspect-ratio policy when resizing.")
 @click.option("--precision", type=click.Choice(["float32", "mixed_float16", "mixed_bfloat16"]),
               help="Keras dtype policy; mixed_* for GPUs.")
@@ -105,16 +116,10 @@ def fit(data, recipe, out, overwrite, split_from, resume, **overrides):
 
 @cli.command("lr-find")
 @click.argument("data", type=click.Path())
-@click.option("--backbone", "-b", help="Registry name (see `tltool backbones`). [default: efficientnetb0]")
-@click.option("--recipe", "-r", help="Shipped recipe name or YAML path. [default: fine-tune]")
+@_training_options
 @click.option("--phase", help="Sweep at the start of this phase (the ones before it train first). [default: the first]")
-@click.option("--weights", help="imagenet, none, or a .weights.h5/.h5 file for the backbone. [default: imagenet]")
-@click.option("--batch-size", type=int, help="Images per batch.")
-@click.option("--image-size", type=int, help="Input side in pixels. [default: the backbone's]")
-@click.option("--seed", type=int, help="Seed for the split, shuffling, initialisation and augmentation.")
-@click.option("--val-split", type=float, help="Fraction of each class for validation (unsplit data).")
-@click.option("--split-from", type=click.Path(), help="Reuse the train/val/test split of an earlier run directory.")
-@click.option("--out", "-o", type=click.Path(), help="Folder for lr_find.png/.csv. [default: runs/<date>-<backbone>-lr-find]")
+@click.option("--out", "-o", type=click.Path(),
+              help="Folder for lr_find.png/.csv. [default: runs/<date>-<backbone>-lr-find]")
 @click.option("--overwrite", is_flag=True, help="Replace an existing folder that tltool made.")
 def lr_find(data, recipe, phase, out, overwrite, split_from, **overrides):
     """Learning-rate range test: train with an exponentially rising rate and suggest one.

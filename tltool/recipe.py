@@ -239,6 +239,10 @@ class Phase(_Strict):
     )
     optimizer: Optimizer = Field(default_factory=Optimizer)
     schedule: Schedule = Field(default_factory=Schedule)
+    early_stopping: bool = Field(
+        True, description="stop this phase when the recipe's early_stopping monitor stops improving; false runs "
+        "every epoch (a decaying schedule often ends on its best ones); the best epoch is restored either way"
+    )
 
     @field_validator("schedule", mode="before")
     @classmethod

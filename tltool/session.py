@@ -242,7 +242,7 @@ class Session:
             self.checkpoints.load_optimizer(model.optimizer, model.trainable_variables, state.files["latest"])
         stopping = self.recipe.early_stopping if self.val_batches is not None else None
         for epoch in range(state.phase_epochs, phase.epochs):
-            if stopping and state.stopping["wait"] >= stopping.patience:
+            if stopping and phase.early_stopping and state.stopping["wait"] >= stopping.patience:
                 say(f"early stopping: {stopping.monitor} has not improved for {stopping.patience} epochs")
                 break
             logs, seconds = self._fit_epoch(model, index, epoch, use_cache)
@@ -426,7 +426,7 @@ class Session:
         probs, labels = np.concatenate(probs), np.concatenate(labels)
         temperature = fit_temperature(probs, labels)
         before = negative_log_likelihood(probs, labels)
-        after = negative_log_likelihood(apply_temperature(probs, temperature), labels)
+        after = negative_log_likelihood(apply_temperature(probs, temperature), labels) if temperature != 1.0 else before
         say(f"calibration: temperature {temperature:.3f} fitted on {len(labels)} validation images "
             f"(validation log loss {before:.4f} -> {after:.4f})")
         return {"temperature": round(temperature, 6), "fitted_on": "val", "images": int(len(labels)),

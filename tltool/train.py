@@ -131,7 +131,6 @@ def _train(session) -> None:
     write_recipe(session.run_dir, session.recipe, session.provenance)  # with the rates `auto` chose
 
 
-
 def lr_find(data: str, *, phase: str | None = None, recipe: str | Recipe | None = None, out: str | None = None,
             overwrite: bool = False, split_from: str | None = None, progress: bool = True, **overrides):
     """The learning-rate range test at the start of a recipe's phase; writes lr_find.csv and lr_find.png.
