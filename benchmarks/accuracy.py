@@ -224,7 +224,8 @@ def main() -> None:
     parser.add_argument("--work", default="/tmp/tltool-accuracy", help="datasets and runs go here")
     parser.add_argument("--datasets", default=",".join(DATASETS))
     parser.add_argument("--recipes", default="all", help="comma-separated recipe names or files, keras-guide, or all")
-    parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--seeds", type=int, default=3, help="how many seeds")
+    parser.add_argument("--first-seed", type=int, default=1, help="seeds run from this one (to add seeds to a table)")
     parser.add_argument("--json", help="also write every result to this file")
     args = parser.parse_args()
     weights = os.path.abspath(args.weights)
@@ -234,7 +235,7 @@ def main() -> None:
         data = dataset(name, args.work)
         for recipe in recipes:
             label = f"{recipe} (default)" if recipe == DEFAULT_RECIPE else recipe
-            for seed in range(1, args.seeds + 1):
+            for seed in range(args.first_seed, args.first_seed + args.seeds):
                 if recipe == "keras-guide":
                     result = run_keras_guide(data, seed, weights)
                 else:

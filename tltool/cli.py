@@ -431,7 +431,7 @@ def _build_plans(spec, recipe):
 
 @cli.command()
 @click.option("--backbone", "-b", help="Registry name. [default: the recipe's, else efficientnetb0]")
-@click.option("--recipe", "-r", help="Shipped recipe name or YAML path. [default: fine-tune-top]")
+@click.option("--recipe", "-r", help="Shipped recipe name or YAML path. [default: fine-tune]")
 @click.option("--classes", "num_classes", type=int, default=10, show_default=True,
               help="Number of classes (sizes the head).")
 @click.option("--layers", is_flag=True, help="Also list every backbone layer with its group and parameters.")

@@ -32,7 +32,7 @@ DEFAULT_BACKBONE = "efficientnetb0"
 
 
 def resolve_recipe(recipe: str | Recipe | None = None, **overrides) -> Recipe:
-    """Load a recipe (default: fine-tune-top), apply flags, fill in backbone and image size."""
+    """Load a recipe (default: fine-tune), apply flags, fill in backbone and image size."""
     base = recipe if isinstance(recipe, Recipe) else load_recipe(recipe or DEFAULT_RECIPE)
     resolved = apply_overrides(base, **overrides)
     spec = get_backbone(resolved.backbone or DEFAULT_BACKBONE)
