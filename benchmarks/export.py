@@ -28,14 +28,16 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 FORMATS = ("onnx", "litert", "litert-fp16", "litert-int8")
 
 
-def train(data: str, backbone: str, size: int, weights: str, work: str, epochs: int) -> str:
+def train(data: str, backbone: str, size: int, weights: str, work: str, epochs: int, reuse: bool = False) -> str:
     import tltool
     from checkpoints import HEAD_ONLY
 
+    out = os.path.join(work, "runs", f"export-{backbone}-{size}")
+    if reuse and os.path.isfile(os.path.join(out, "model.keras")):
+        return out
     recipe = os.path.join(work, "head-20.yaml")
     with open(recipe, "w") as f:
         f.write(HEAD_ONLY)
-    out = os.path.join(work, "runs", f"export-{backbone}-{size}")
     return tltool.fit(data, recipe=recipe, backbone=backbone, weights=weights, image_size=size,
                       epochs=str(epochs), out=out, overwrite=True, progress=False).dir
 
@@ -84,13 +86,15 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--weights", required=True, help="the pretrained MobileNetV2 weights file")
     parser.add_argument("--work", default="/tmp/tltool-accuracy")
+    parser.add_argument("--reuse-runs", action="store_true",
+                        help="keep runs and exports already there; delete an export file to redo that format")
     args = parser.parse_args()
     data = accuracy.dataset("digits", args.work)
     rows = []
     for size in (96, 224):
-        run = train(data, "mobilenetv2", size, os.path.abspath(args.weights), args.work, 20)
+        run = train(data, "mobilenetv2", size, os.path.abspath(args.weights), args.work, 20, args.reuse_runs)
         rows += rows_for(run, f"mobilenetv2 {size} px", True)
-    run = train(data, "efficientnetb0", 224, "none", args.work, 1)
+    run = train(data, "efficientnetb0", 224, "none", args.work, 1, args.reuse_runs)
     rows += rows_for(run, "efficientnetb0 224 px (random weights)", False)
     print(markdown_table(["model", "format", "MB", "top-1 = Keras", "max prob. diff.", "accuracy", "change (points)",
                           "ms/image, batch 1", "ms/image, batch 32"], rows))

@@ -166,3 +166,11 @@ def test_an_export_that_loses_accuracy_fails_and_is_kept(tiny_data, tmp_path):
     report = json.load(open(tmp_path / "export_report.json"))["onnx"]
     assert not report["passed"] and report["keras_accuracy"] == 1.0 and report["accuracy"] == 0.0
     assert check(trained, bad, "onnx", _samples(trained), 101.0)["passed"]  # a looser threshold lets it pass
+
+
+def test_int8_calibration_images_come_from_every_class():
+    from tltool.exporting import calibration_sample
+
+    rows = [(f"{label}/{i}.png", label) for label in "abc" for i in range(5)]  # class by class, as index.csv lists them
+    assert calibration_sample(rows, 6) == ["a/0.png", "b/0.png", "c/0.png", "a/1.png", "b/1.png", "c/1.png"]
+    assert sorted(calibration_sample(rows, 100)) == sorted(path for path, _ in rows)

@@ -29,6 +29,7 @@ more accuracy than allowed fails with exit code 4; its file is kept.
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import shutil
@@ -250,7 +251,7 @@ def export(model: str, fmt: str, out: str | None = None, calibration_images: int
     elif fmt == "onnx":
         export_onnx(trained.keras_model, out, info)
     else:
-        train = samples.get("train", [])[:calibration_images]
+        train = calibration_sample(samples.get("train", []), calibration_images)
         if fmt == "litert-int8" and not train:
             raise TltoolError(f"--format litert-int8: the run's training images are not available to calibrate "
                               f"the quantization (dataset {samples.get('root')!r}); restore them")
@@ -287,9 +288,20 @@ def _samples(trained) -> dict:
     for split in ("train", "val", "test"):
         rows = index[index["split"] == split]
         found[split] = [(os.path.join(root, p), label) for p, label in zip(rows["path"], rows["label"])]
-        if split == "train":
-            found[split] = [p for p, _ in found[split]]
     return found
+
+
+def calibration_sample(rows: list[tuple[str, str]], n: int) -> list[str]:
+    """n paths of (path, label) rows taken from each class in turn.
+
+    index.csv lists the images class by class, so its first n would
+    calibrate int8 value ranges on one or two classes only.
+    """
+    by_class: dict[str, list[str]] = {}
+    for path, label in rows:
+        by_class.setdefault(label, []).append(path)
+    turns = itertools.zip_longest(*by_class.values())
+    return [path for turn in turns for path in turn if path is not None][:n]
 
 
 def _size(path: str) -> int:
