@@ -174,3 +174,22 @@ def test_int8_calibration_images_come_from_every_class():
     rows = [(f"{label}/{i}.png", label) for label in "abc" for i in range(5)]  # class by class, as index.csv lists them
     assert calibration_sample(rows, 6) == ["a/0.png", "b/0.png", "c/0.png", "a/1.png", "b/1.png", "c/1.png"]
     assert sorted(calibration_sample(rows, 100)) == sorted(path for path, _ in rows)
+
+
+def test_onnx_of_an_efficientnet_takes_the_image_only(tmp_path):
+    """EfficientNet's adapted Normalization layer once became two extra ONNX inputs that no caller can feed."""
+    import onnxruntime as ort
+
+    from tltool.backbones import get_backbone
+    from tltool.exporting import export_onnx, model_info
+    from tltool.model import build_classifier
+    from tltool.recipe import Augment, Head
+    from tltool.weights import load_backbone
+
+    spec = get_backbone("efficientnetb0")
+    model = build_classifier(spec, load_backbone(spec, 32, "none"), 3, 32, Head(), Augment(), 1).inference
+    path = export_onnx(model, str(tmp_path / "m.onnx"), model_info(["a", "b", "c"], 32, "stretch", "efficientnetb0"))
+    session = ort.InferenceSession(path)
+    assert [i.name for i in session.get_inputs()] == ["image"]
+    pixels = np.random.default_rng(0).uniform(0, 255, (2, 32, 32, 3)).astype("float32")
+    np.testing.assert_allclose(session.run(None, {"image": pixels})[0], np.asarray(model(pixels)), atol=1e-5)

@@ -138,14 +138,39 @@ def export_onnx(model, path: str, info: dict) -> str:
 
     import onnx
 
+    _normalization_as_variables(model)
     with atomic_path(path) as tmp, native_output_hidden(), warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*np.object", category=FutureWarning)  # inside Keras' tf2onnx shim
         model.export(tmp, format="onnx", verbose=False, input_signature=_signature(info))
         proto = onnx.load(tmp)
+        extra = [i.name for i in proto.graph.input][1:]
+        if extra:
+            raise RuntimeError(f"the ONNX graph wants inputs besides the image: {', '.join(extra)}")
         entry = proto.metadata_props.add()
         entry.key, entry.value = "tltool", json.dumps(_tier_c(info))
         onnx.save(proto, tmp)
     return path
+
+
+def _normalization_as_variables(model) -> None:
+    """Make adapted Normalization layers (EfficientNet's first) hold their mean and variance as variables.
+
+    Keras keeps them as eager tensors, which tf2onnx turns into extra graph
+    inputs instead of constants; variables are frozen into the file like
+    every weight. Only for a model loaded to be exported.
+    """
+    import keras
+    import tensorflow as tf
+
+    def layers(parent):
+        for layer in getattr(parent, "layers", []):
+            yield layer
+            yield from layers(layer)
+
+    for layer in layers(model):
+        if isinstance(layer, keras.layers.Normalization) and getattr(layer, "adapt_mean", None) is not None:
+            layer.mean = tf.Variable(np.asarray(layer.mean), trainable=False)
+            layer.variance = tf.Variable(np.asarray(layer.variance), trainable=False)
 
 
 def export_litert(model, path: str, info: dict, kind: str = "litert", representative=None,
