@@ -210,10 +210,11 @@ def summarise(results: dict) -> str:
         cells = []
         for key, scale, digits in (("accuracy", 100, 1), ("macro_f1", 100, 1), ("ece", 1, 3), ("seconds", 1, 0)):
             values = np.array([r[key] for r in runs]) * scale
-            sd = values.std(ddof=1) if len(values) > 1 else 0.0
-            cells.append(f"{values.mean():.{digits}f} ± {sd:.{digits}f}")
-        rows.append([name, recipe, *cells])
-    return markdown_table(["dataset", "recipe", "test accuracy (%)", "macro F1 (%)", "ECE", "fit time (s)"], rows)
+            sd = f" ± {values.std(ddof=1):.{digits}f}" if len(values) > 1 else ""
+            cells.append(f"{values.mean():.{digits}f}{sd}")
+        rows.append([name, recipe, len(runs), *cells])
+    return markdown_table(["dataset", "recipe", "seeds", "test accuracy (%)", "macro F1 (%)", "ECE", "fit time (s)"],
+                          rows)
 
 
 def main() -> None:
