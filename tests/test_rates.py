@@ -106,7 +106,8 @@ def test_plan_shows_each_groups_rate():
     result = run_cli("plan", "--backbone", "resnet50", "--recipe", "fine-tune")
     assert result.exit_code == 0, result.output
     assert "learning rates" in result.output
-    assert "stem 1e-05" in result.output and "head 0.001" in result.output
+    # The recipe's {low: 1e-5, high: 3e-4}, spread geometrically over ResNet50's five groups and the head.
+    assert "stem 1e-05, stage1 1.97e-05, stage2 3.9e-05, stage3 7.7e-05, stage4 0.000152, head 0.0003" in result.output
 
 
 @pytest.fixture(scope="module")
