@@ -49,6 +49,10 @@ def test_each_export_is_checked_and_reported(exported):
         assert entry["latency_ms_per_image"]["batch_1"] > 0 and entry["latency_ms_per_image"]["batch_32"] > 0
         assert f"{fmt}: " in outputs[fmt] and "top-1 agrees with Keras on" in outputs[fmt]
     assert report["litert-int8"]["bytes"] < 0.35 * report["litert"]["bytes"]
+    assert isinstance(report["litert-int8"]["float_layers"], list)
+    assert 0 <= report["litert-int8"]["full_integer_calibration_agreement"] <= 1
+    assert 0 <= report["litert-int8"]["calibration_agreement"] <= 1
+    assert "int8: " in outputs["litert-int8"] and "of 8 calibration images" in outputs["litert-int8"]
     assert report["litert-fp16"]["bytes"] < 0.6 * report["litert"]["bytes"]
 
 
@@ -174,6 +178,90 @@ def test_int8_calibration_images_come_from_every_class():
     rows = [(f"{label}/{i}.png", label) for label in "abc" for i in range(5)]  # class by class, as index.csv lists them
     assert calibration_sample(rows, 6) == ["a/0.png", "b/0.png", "c/0.png", "a/1.png", "b/1.png", "c/1.png"]
     assert sorted(calibration_sample(rows, 100)) == sorted(path for path, _ in rows)
+
+
+def _outlier_model():
+    """Channel 0 of `wide` spans thousands while the rest span a few units, and only the rest decide the class:
+    int8 gives the whole tensor one scale, rounds the deciding channels to nothing and so ruins the model."""
+    import keras
+
+    rng = np.random.default_rng(0)
+    inputs = keras.Input((8, 8, 3))
+    wide = keras.layers.Conv2D(8, 1, name="wide")
+    x = keras.layers.GlobalAveragePooling2D()(wide(inputs))
+    decide = keras.layers.Dense(3, activation="softmax")
+    model = keras.Model(inputs, decide(x))
+    kernel = rng.normal(0, 0.02, (1, 1, 3, 8))
+    kernel[..., 0] = 20
+    wide.set_weights([kernel, -127.5 * kernel.sum(axis=(0, 1, 2))])  # centred: every class gets its share
+    weights = rng.normal(0, 1, (8, 3))
+    weights[0] = 0
+    decide.set_weights([weights, np.zeros(3)])
+    colours = rng.uniform(0, 255, (60, 1, 1, 3)) + rng.normal(0, 5, (60, 8, 8, 3))
+    return model, np.clip(colours, 0, 255).astype("float32")
+
+
+def test_int8_keeps_the_layers_it_ruins_in_float():
+    import tensorflow as tf
+
+    from tltool.quantize import int8_model, _interpreter
+
+    model, pixels = _outlier_model()
+    signature = [tf.TensorSpec([None, 8, 8, 3], tf.float32)]
+    representative = lambda: ([p[None]] for p in pixels)  # noqa: E731
+    full = int8_model(model, signature, pixels, representative, float_layers="none")
+    assert full.float_layers == [] and full.agreement == full.full_integer_agreement < 0.9
+    mixed = int8_model(model, signature, pixels, representative)
+    assert mixed.float_layers and mixed.agreement >= 0.99 and mixed.full_integer_agreement == full.agreement
+    assert any("wide" in name for name in mixed.float_layers)
+
+    def float_convolutions(flatbuffer):
+        ops = _interpreter(flatbuffer)._get_ops_details()
+        return [op for op in ops if op["op_name"] == "CONV_2D" and op["operand_types"][0] == np.float32]
+
+    assert not float_convolutions(full.flatbuffer) and float_convolutions(mixed.flatbuffer)
+    uint8 = int8_model(model, signature, pixels, representative, int8_io="uint8")
+    assert _interpreter(uint8.flatbuffer).get_input_details()[0]["dtype"] == np.uint8
+
+
+def test_bias_correction_takes_out_the_mean_shift_of_rounded_kernels():
+    """Linear layers: after correction, kernels rounded as int8 leave every output channel's mean over the images
+    close to the float model's; without, it moves. Leaving the block restores the model."""
+    import keras
+
+    from tltool.quantize import _bias_corrected, _rounded
+
+    rng = np.random.default_rng(0)
+    inputs = keras.Input((10, 10, 3))
+    x = keras.layers.Conv2D(6, 3, use_bias=False)(inputs)
+    x = keras.layers.BatchNormalization()(x)
+    x = keras.layers.DepthwiseConv2D(3, depth_multiplier=2)(x)  # a bias, no BatchNorm
+    model = keras.Model(inputs, keras.layers.BatchNormalization()(keras.layers.Conv2D(4, 1)(x)))
+    for layer in model.layers:
+        if isinstance(layer, keras.layers.BatchNormalization):  # gamma, beta, mean, variance
+            n = layer.moving_mean.shape[0]
+            layer.set_weights([rng.uniform(0.5, 2, n), rng.normal(0, 1, n), rng.normal(0, 1, n), rng.uniform(0.5, 2, n)])
+    pixels = rng.uniform(0, 255, (16, 10, 10, 3)).astype("float32")
+    before = [w.copy() for w in model.get_weights()]
+    exact = np.asarray(model(pixels))
+    kernels = [layer for layer in model.layers if hasattr(layer, "kernel")]
+
+    def rounded_output():
+        saved = [np.asarray(layer.kernel) for layer in kernels]
+        for layer in kernels:
+            axes = (0, 1) if isinstance(layer, keras.layers.DepthwiseConv2D) else (0, 1, 2)
+            layer.kernel.assign(_rounded(np.asarray(layer.kernel), axes))
+        out = np.asarray(model(pixels))
+        for layer, kernel in zip(kernels, saved):
+            layer.kernel.assign(kernel)
+        return out
+
+    drift = np.abs((rounded_output() - exact).mean(axis=(0, 1, 2)))
+    with _bias_corrected(model, pixels):
+        corrected = np.abs((rounded_output() - exact).mean(axis=(0, 1, 2)))
+    assert drift.max() > 0.1 and corrected.max() < drift.max() / 10  # not 0: the windows do not see every pixel alike
+    for restored, original in zip(model.get_weights(), before):
+        np.testing.assert_array_equal(restored, original)
 
 
 def test_onnx_of_an_efficientnet_takes_the_image_only(tmp_path):

@@ -231,11 +231,14 @@ def predict(model, inputs, top_k, output, batch_size, tta):
               help="litert-int8: training images that calibrate the quantization.")
 @click.option("--int8-io", type=click.Choice(["float", "uint8"]), default="float", show_default=True,
               help="litert-int8: the file's input and output type.")
+@click.option("--int8-float-layers", type=click.Choice(["auto", "none"]), default="auto", show_default=True,
+              help="litert-int8: auto keeps the few layers int8 hurts most in float; none gives a full-integer "
+                   "file for integer-only accelerators.")
 @click.option("--max-accuracy-drop", type=float, default=1.0, show_default=True,
               help="Points of accuracy the file may lose against the Keras model (and 2 images) before failing.")
 @click.option("--verify/--no-verify", default=True, show_default=True,
               help="Run the file on the run's validation (or test) images and compare it with the Keras model.")
-def export_command(model, fmt, out, calibration_images, int8_io, max_accuracy_drop, verify):
+def export_command(model, fmt, out, calibration_images, int8_io, int8_float_layers, max_accuracy_drop, verify):
     """Export MODEL (a run directory or .keras file) as SavedModel, .keras, ONNX or LiteRT.
 
     Each file is checked as it is written: run in its own runtime on the
@@ -251,7 +254,7 @@ def export_command(model, fmt, out, calibration_images, int8_io, max_accuracy_dr
     _load_tensorflow()
     from tltool.exporting import export
 
-    export(model, fmt, out, calibration_images, int8_io, max_accuracy_drop, verify)
+    export(model, fmt, out, calibration_images, int8_io, max_accuracy_drop, verify, int8_float_layers)
 
 
 # ---------------------------------------------------------------- backbones

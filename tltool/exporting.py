@@ -17,7 +17,8 @@ aspect policy and the input contract's version, in `assets/tltool.json`
 (SavedModel), ONNX `metadata_props` (key `tltool`), or a sidecar
 `<file>.json` (.keras, .tflite). LiteRT files use built-in operators only,
 so they run in the standalone `ai-edge-litert` interpreter without
-TensorFlow.
+TensorFlow. `litert-int8` keeps the few layers that int8 would ruin in
+float, unless told to make a full-integer file (`tltool.quantize`).
 
 Right after writing, each file is run in its own runtime on the run's
 validation (or test) images and compared with the Keras model:
@@ -40,6 +41,7 @@ import numpy as np
 from tltool.console import native_output_hidden, say, warn
 from tltool.errors import ExportCheckFailed, TltoolError
 from tltool.files import atomic_path, write_json
+from tltool.quantize import FLOAT_LAYERS
 from tltool.rundir import classes_json, read_recipe
 
 FORMATS = {"savedmodel": "saved_model", "keras": "model.keras", "onnx": "model.onnx", "litert": "model.tflite",
@@ -47,6 +49,7 @@ FORMATS = {"savedmodel": "saved_model", "keras": "model.keras", "onnx": "model.o
 ALIASES = {"tflite": "litert"}
 EXTRA = "pip install 'tltool[export]'"
 REPORT = "export_report.json"
+COMPARED_IMAGES = 200
 
 
 def model_info(classes: list[str], image_size: int, aspect: str, backbone: str) -> dict:
@@ -173,17 +176,11 @@ def _normalization_as_variables(model) -> None:
             layer.variance = tf.Variable(np.asarray(layer.variance), trainable=False)
 
 
-def export_litert(model, path: str, info: dict, kind: str = "litert", representative=None,
-                  int8_io: str = "float") -> str:
-    """LiteRT flatbuffer with built-in operators only (no Flex delegate), and its sidecar `<path>.json`.
+def export_litert(model, path: str, info: dict, kind: str = "litert") -> str:
+    """Float LiteRT flatbuffer (float32 or float16 weights) with built-in operators only, and its sidecar.
 
-    Args:
-        kind: litert (float32), litert-fp16 (float16 weights) or litert-int8
-            (full integer quantization).
-        representative: for int8: a function yielding [float32 (1, S, S, 3)]
-            batches of training images, to calibrate the value ranges.
-        int8_io: for int8: float (the file takes and gives float32) or uint8
-            (pixels as uint8; probabilities as uint8, scale 1/256).
+    Built-in operators only (no Flex delegate), so the file runs in the
+    standalone `ai-edge-litert` interpreter; the sidecar is `<path>.json`.
     """
     import tensorflow as tf
 
@@ -192,19 +189,38 @@ def export_litert(model, path: str, info: dict, kind: str = "litert", representa
         options = {"optimizations": [tf.lite.Optimize.DEFAULT],
                    "target_spec": {"supported_ops": [tf.lite.OpsSet.TFLITE_BUILTINS],
                                    "supported_types": [tf.float16]}}
-    elif kind == "litert-int8":
-        options = {"optimizations": [tf.lite.Optimize.DEFAULT], "representative_dataset": representative,
-                   "target_spec": {"supported_ops": [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]}}
-        if int8_io == "uint8":
-            options.update(inference_input_type=tf.uint8, inference_output_type=tf.uint8)
-    described = _tier_c(info)
-    if kind == "litert-int8" and int8_io == "uint8":
-        described["input"]["dtype"] = "uint8"
-        described["output"] = "probabilities (N, classes) as uint8: divide by 256 (see the output's quantization)"
     with atomic_path(path) as tmp, native_output_hidden():
         model.export(tmp, format="litert", verbose=False, input_signature=_signature(info), **options)
-    write_json(path + ".json", {**described, "format": kind})
+    write_json(path + ".json", {**_tier_c(info), "format": kind})
     return path
+
+
+def export_litert_int8(model, path: str, info: dict, calibration: list[str], int8_io: str = "float",
+                       float_layers: str = "auto"):
+    """int8 LiteRT flatbuffer (`tltool.quantize`) and its sidecar; returns the `Int8Model`.
+
+    Args:
+        calibration: training images that calibrate the value ranges; the
+            first `COMPARED_IMAGES` of them also judge the float fallback.
+        int8_io: float (the file takes and gives float32) or uint8 (pixels as
+            uint8; probabilities as uint8, scale 1/256).
+        float_layers: auto or none, as `tltool.quantize.int8_model` takes.
+    """
+    from tltool.contract import prepare_file
+    from tltool.quantize import int8_model
+
+    size, aspect = info["image_size"], info["aspect"]
+    pixels = np.stack([prepare_file(p, size, aspect) for p in calibration[:COMPARED_IMAGES]]).astype(np.float32)
+    result = int8_model(model, _signature(info), pixels, _representative(calibration, size, aspect), int8_io,
+                        float_layers)
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        f.write(result.flatbuffer)
+    described = _tier_c(info)
+    if int8_io == "uint8":
+        described["input"]["dtype"] = "uint8"
+        described["output"] = "probabilities (N, classes) as uint8: divide by 256 (see the output's quantization)"
+    write_json(path + ".json", {**described, "format": "litert-int8", "float_layers": result.float_layers})
+    return result
 
 
 def _signature(info: dict) -> list:
@@ -228,7 +244,7 @@ def _representative(samples: list[str], size: int, aspect: str):
 
 
 def export(model: str, fmt: str, out: str | None = None, calibration_images: int = 200, int8_io: str = "float",
-           max_accuracy_drop: float = 1.0, verify: bool = True) -> str:
+           max_accuracy_drop: float = 1.0, verify: bool = True, float_layers: str = "auto") -> str:
     """Export a run directory's (or a .keras file's) model as `fmt`, then check the file.
 
     Args:
@@ -238,6 +254,10 @@ def export(model: str, fmt: str, out: str | None = None, calibration_images: int
             existing one is never replaced.
         calibration_images: training images that calibrate int8 quantization.
         int8_io: float or uint8 input and output for litert-int8.
+        float_layers: litert-int8: auto keeps the layers int8 hurts most in
+            float until the file agrees with the Keras model on the top-1 of
+            99% of the calibration images; none makes a full-integer file
+            (`tltool.quantize`).
         max_accuracy_drop: percentage points of accuracy the file may lose
             against the Keras model (and at least 2 images) before the
             export counts as failed.
@@ -263,10 +283,12 @@ def export(model: str, fmt: str, out: str | None = None, calibration_images: int
     out = out or os.path.join(folder, FORMATS[fmt])
     if os.path.exists(out):
         raise TltoolError(f"--out {out}: exists; choose another --out (an export is never replaced)")
+    if float_layers not in FLOAT_LAYERS:
+        raise TltoolError(f"--int8-float-layers {float_layers}: give one of {', '.join(FLOAT_LAYERS)}")
     backbone = read_recipe(trained.run_dir).get("backbone") or "unknown"
     info = model_info(trained.classes, trained.image_size, trained.aspect, backbone)
     samples = _samples(trained)
-    start = time.perf_counter()
+    start, notes = time.perf_counter(), {}
     if fmt == "savedmodel":
         export_saved_model(trained.keras_model, out, info)
     elif fmt == "keras":
@@ -275,18 +297,31 @@ def export(model: str, fmt: str, out: str | None = None, calibration_images: int
         write_json(out + ".json", _tier_c(info))
     elif fmt == "onnx":
         export_onnx(trained.keras_model, out, info)
+    elif fmt == "litert-int8":
+        notes = _int8(trained, out, info, samples, calibration_images, int8_io, float_layers)
     else:
-        train = calibration_sample(samples.get("train", []), calibration_images)
-        if fmt == "litert-int8" and not train:
-            raise TltoolError(f"--format litert-int8: the run's training images are not available to calibrate "
-                              f"the quantization (dataset {samples.get('root')!r}); restore them")
-        export_litert(trained.keras_model, out, info, fmt, _representative(train, trained.image_size, trained.aspect),
-                      int8_io)
+        export_litert(trained.keras_model, out, info, fmt)
     seconds = time.perf_counter() - start
     say(f"wrote {out} ({_size(out) / 2**20:,.1f} MB) in {seconds:.0f} s")
     if verify:
-        check(trained, out, fmt, samples, max_accuracy_drop)
+        check(trained, out, fmt, samples, max_accuracy_drop, notes)
     return out
+
+
+def _int8(trained, out: str, info: dict, samples: dict, calibration_images: int, int8_io: str,
+          float_layers: str) -> dict:
+    calibration = calibration_sample(samples.get("train", []), calibration_images)
+    if not calibration:
+        raise TltoolError(f"--format litert-int8: the run's training images are not available to calibrate "
+                          f"the quantization (dataset {samples.get('root')!r}); restore them")
+    result = export_litert_int8(trained.keras_model, out, info, calibration, int8_io, float_layers)
+    count = len(result.float_layers)
+    kept = f"{count} layer{'s' * (count > 1)} kept in float ({', '.join(result.float_layers)})"
+    say(f"int8: {kept if result.float_layers else 'full integer'}; top-1 agrees with the Keras model on "
+        f"{100 * result.agreement:.1f}% of {min(len(calibration), COMPARED_IMAGES)} calibration images "
+        f"(full integer: {100 * result.full_integer_agreement:.1f}%)")
+    return {"float_layers": result.float_layers, "calibration_agreement": result.agreement,
+            "full_integer_calibration_agreement": result.full_integer_agreement}
 
 
 def _require_extra(fmt: str) -> None:
@@ -338,7 +373,7 @@ def _size(path: str) -> int:
 # ---------------------------------------------------------------- checking an export
 
 
-def check(trained, path: str, fmt: str, samples: dict, max_accuracy_drop: float) -> dict | None:
+def check(trained, path: str, fmt: str, samples: dict, max_accuracy_drop: float, notes: dict | None = None) -> dict | None:
     """Run the exported file on the run's validation (or test) images; write and print the comparison."""
     from tltool.contract import prepare_file
     from tltool.inference import load_trained
@@ -363,7 +398,7 @@ def check(trained, path: str, fmt: str, samples: dict, max_accuracy_drop: float)
         "accuracy": accuracy, "keras_accuracy": base, "accuracy_change": accuracy - base,
         "latency_ms_per_image": {"batch_1": _latency(exported.forward, pixels, 1),
                                  "batch_32": _latency(exported.forward, pixels, 32)},
-        "max_accuracy_drop": max_accuracy_drop,
+        "max_accuracy_drop": max_accuracy_drop, **(notes or {}),
     }
     report["passed"] = not (100 * (base - accuracy) > max_accuracy_drop and lost >= 2)
     _write_report(os.path.dirname(os.path.abspath(path)), fmt, report)
