@@ -84,7 +84,8 @@ def rows_for(run: str, label: str, accuracy_means_something: bool) -> list[list]
              f"{keras['batch_1']:.2f}", f"{keras['batch_32']:.2f}"]]
     for fmt, r in reports:
         if fmt == "litert-int8":
-            fmt += f", {len(r['float_layers'])} layers float" if r["float_layers"] else ", full integer"
+            count = len(r["float_layers"])
+            fmt += f", {count} layer{'s' * (count > 1)} float" if count else ", full integer"
         rows.append([label, fmt, f"{r['bytes'] / 2**20:.2f}", f"{100 * r['top1_agreement']:.2f}%",
                      f"{r['max_probability_difference']:.1e}", acc(r),
                      f"{100 * r['accuracy_change']:+.2f}" if accuracy_means_something else "n/a",
