@@ -238,9 +238,10 @@ def test_bias_correction_takes_out_the_mean_shift_of_rounded_kernels():
     x = keras.layers.DepthwiseConv2D(3, depth_multiplier=2)(x)  # a bias, no BatchNorm
     model = keras.Model(inputs, keras.layers.BatchNormalization()(keras.layers.Conv2D(4, 1)(x)))
     for layer in model.layers:
-        if isinstance(layer, keras.layers.BatchNormalization):  # gamma, beta, mean, variance
+        if isinstance(layer, keras.layers.BatchNormalization):
             n = layer.moving_mean.shape[0]
-            layer.set_weights([rng.uniform(0.5, 2, n), rng.normal(0, 1, n), rng.normal(0, 1, n), rng.uniform(0.5, 2, n)])
+            gamma, beta, mean = rng.uniform(0.5, 2, n), rng.normal(0, 1, n), rng.normal(0, 1, n)
+            layer.set_weights([gamma, beta, mean, rng.uniform(0.5, 2, n)])  # the last: the variance
     pixels = rng.uniform(0, 255, (16, 10, 10, 3)).astype("float32")
     before = [w.copy() for w in model.get_weights()]
     exact = np.asarray(model(pixels))

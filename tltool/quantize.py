@@ -83,7 +83,8 @@ def int8_model(model, signature: list, pixels: np.ndarray, representative, int8_
         agreement: the share of top-1 predictions that must agree with the
             Keras model before no more layers are kept in float.
     """
-    reference = np.concatenate([np.asarray(model(pixels[i:i + 32], training=False)) for i in range(0, len(pixels), 32)])
+    reference = np.concatenate([np.asarray(model(pixels[start:start + 32], training=False))
+                                for start in range(0, len(pixels), 32)])
     calibrated = _calibrated(model, signature, representative)
     quantize = _quantizer(calibrated)
     full = _agreement(quantize([]), pixels, reference)
