@@ -53,14 +53,11 @@ def keras_latency(run: str) -> dict:
     return {"batch_1": _latency(trained.forward, pixels, 1), "batch_32": _latency(trained.forward, pixels, 32)}
 
 
-FILES = {"onnx": "model.onnx", "litert": "model.tflite", "litert-fp16": "model_fp16.tflite",
-         "litert-int8": "model_int8.tflite"}
-
-
 def exported(run: str, fmt: str, folder: str, **options) -> dict:
     """The export report of `fmt` in `folder`, exporting first unless the file is there."""
     import tltool
     from tltool.errors import ExportCheckFailed
+    from tltool.exporting import FORMATS as FILES
 
     if not os.path.exists(os.path.join(folder, FILES[fmt])):
         try:

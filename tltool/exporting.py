@@ -43,6 +43,7 @@ from tltool.errors import ExportCheckFailed, TltoolError
 from tltool.files import atomic_path, write_json
 from tltool.quantize import FLOAT_LAYERS
 from tltool.rundir import classes_json, read_recipe
+from tltool.runtimes import run_batches
 
 FORMATS = {"savedmodel": "saved_model", "keras": "model.keras", "onnx": "model.onnx", "litert": "model.tflite",
            "litert-fp16": "model_fp16.tflite", "litert-int8": "model_int8.tflite"}
@@ -165,12 +166,9 @@ def _normalization_as_variables(model) -> None:
     import keras
     import tensorflow as tf
 
-    def layers(parent):
-        for layer in getattr(parent, "layers", []):
-            yield layer
-            yield from layers(layer)
+    from tltool.freeze import every_layer
 
-    for layer in layers(model):
+    for layer in every_layer(model):
         if isinstance(layer, keras.layers.Normalization) and getattr(layer, "adapt_mean", None) is not None:
             layer.mean = tf.Variable(np.asarray(layer.mean), trainable=False)
             layer.variance = tf.Variable(np.asarray(layer.variance), trainable=False)
@@ -387,8 +385,8 @@ def check(trained, path: str, fmt: str, samples: dict, max_accuracy_drop: float,
     pixels = np.stack([prepare_file(p, trained.image_size, trained.aspect) for p, _ in rows]).astype(np.float32)
     labels = np.array([index[label] for _, label in rows])
     exported = load_trained(path)
-    reference = _run_all(trained.forward, pixels)
-    probs = _run_all(exported.forward, pixels)
+    reference = run_batches(trained.forward, pixels)
+    probs = run_batches(exported.forward, pixels)
     accuracy, base = float((probs.argmax(1) == labels).mean()), float((reference.argmax(1) == labels).mean())
     lost = int((reference.argmax(1) == labels).sum() - (probs.argmax(1) == labels).sum())
     report = {
@@ -412,10 +410,6 @@ def check(trained, path: str, fmt: str, samples: dict, max_accuracy_drop: float,
                                 f"below the Keras model's ({lost} images), more than --max-accuracy-drop "
                                 f"{max_accuracy_drop}; the file is kept for inspection")
     return report
-
-
-def _run_all(forward, pixels: np.ndarray, batch: int = 32) -> np.ndarray:
-    return np.concatenate([np.asarray(forward(pixels[i:i + batch])) for i in range(0, len(pixels), batch)])
 
 
 def _latency(forward, pixels: np.ndarray, batch: int) -> float:

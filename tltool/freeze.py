@@ -162,11 +162,14 @@ def apply_plan(backbone, plan: FreezePlan) -> None:
 def batchnorm_layers(model):
     import keras
 
-    for layer in model.layers:
-        if isinstance(layer, keras.layers.BatchNormalization):
-            yield layer
-        elif hasattr(layer, "layers"):
-            yield from batchnorm_layers(layer)
+    return (layer for layer in every_layer(model) if isinstance(layer, keras.layers.BatchNormalization))
+
+
+def every_layer(model):
+    """Every layer of `model`, and of the models nested in it, depth first."""
+    for layer in getattr(model, "layers", []):
+        yield layer
+        yield from every_layer(layer)
 
 
 def count_params(weights) -> int:

@@ -48,6 +48,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from tltool.console import native_output_hidden, say
+from tltool.runtimes import litert_forward, run_batches
 
 AGREEMENT = 0.99
 PROBE_IMAGES = 20
@@ -83,19 +84,20 @@ def int8_model(model, signature: list, pixels: np.ndarray, representative, int8_
         agreement: the share of top-1 predictions that must agree with the
             Keras model before no more layers are kept in float.
     """
-    reference = np.concatenate([np.asarray(model(pixels[start:start + 32], training=False))
-                                for start in range(0, len(pixels), 32)])
+    reference = run_batches(lambda batch: model(batch, training=False), pixels)
     calibrated = _calibrated(model, signature, representative)
     quantize = _quantizer(calibrated)
-    full = _agreement(quantize([]), pixels, reference)
+    full_probs = _run(quantize([]), pixels)
+    full = _agrees(full_probs, reference)
     chosen = []
     if float_layers == "auto" and full < agreement:
         say(f"int8: full integer agrees with the Keras model on {100 * full:.1f}% of the calibration images; "
             f"finding the layers to keep in float")
-        chosen = _fallback(quantize, _layer_names(calibrated), pixels, reference, agreement)
+        chosen = _fallback(quantize, _layer_names(calibrated), pixels, reference, full_probs, agreement)
     with _bias_corrected(model, pixels, keep_float=chosen):
         corrected = _quantizer(_calibrated(model, signature, representative))
-    plain, better = _run(quantize(chosen), pixels), _run(corrected(chosen), pixels)
+    plain = _run(quantize(chosen), pixels) if chosen else full_probs
+    better = _run(corrected(chosen), pixels)
     if _distance(better, reference) < _distance(plain, reference):
         plain, quantize = better, corrected
     return Int8Model(quantize(chosen, int8_io), _agrees(plain, reference), full, [_short(name) for name in chosen])
@@ -117,8 +119,10 @@ def _bias_corrected(model, pixels: np.ndarray, keep_float: list[str] = ()):
     """
     import keras
 
+    from tltool.freeze import every_layer
+
     kinds = (keras.layers.Conv2D, keras.layers.DepthwiseConv2D)
-    convolutions = [layer for layer in _layers(model) if isinstance(layer, kinds)
+    convolutions = [layer for layer in every_layer(model) if isinstance(layer, kinds)
                     and layer.data_format == "channels_last" and getattr(layer, "groups", 1) == 1
                     and not any(_names(layer.name, operator) for operator in keep_float)]
     means = _input_means(model, convolutions, pixels)
@@ -144,12 +148,6 @@ def _bias_corrected(model, pixels: np.ndarray, keep_float: list[str] = ()):
 def _names(layer: str, operator: str) -> bool:
     """Whether a LiteRT operator's fused name (`model_1/backbone_1/block_1_expand_1/convolution;...`) has the layer."""
     return any(part in (layer, layer + "_1") for part in re.split("[/;]", operator))
-
-
-def _layers(parent):
-    for layer in getattr(parent, "layers", []):
-        yield layer
-        yield from _layers(layer)
 
 
 def _input_means(model, layers: list, pixels: np.ndarray, batch: int = 32) -> dict[int, np.ndarray]:
@@ -224,20 +222,21 @@ def _quantizer(calibrated: bytes):
     return quantize
 
 
-def _fallback(quantize, layers: list[str], pixels, reference, agreement: float) -> list[str]:
+def _fallback(quantize, layers: list[str], pixels, reference, full_probs, agreement: float) -> list[str]:
     """Keep the ranked layers in float one by one; the set whose probabilities come closest to Keras wins."""
     ranked = _ranked(quantize, layers, pixels[:PROBE_IMAGES], reference[:PROBE_IMAGES])
-    full = quantize([])
-    budget = len(full) + max(SIZE_ALLOWANCE * len(full), 64 * 1024)
-    chosen, best, closest = [], [], _distance(_run(full, pixels), reference)
+    full = len(quantize([]))
+    budget = full + max(SIZE_ALLOWANCE * full, 64 * 1024)
+    chosen, best, closest = [], [], _distance(full_probs, reference)
     for name in ranked:
         flatbuffer = quantize([*chosen, name])
         if len(flatbuffer) > budget:
             continue
         chosen.append(name)
         probs = _run(flatbuffer, pixels)
-        if _distance(probs, reference) < closest:
-            best, closest = list(chosen), _distance(probs, reference)
+        distance = _distance(probs, reference)
+        if distance < closest:
+            best, closest = list(chosen), distance
         if _agrees(probs, reference) >= agreement:
             break
     return best
@@ -278,10 +277,6 @@ def _short(name: str) -> str:
     return "/".join(part[:-2] if part.endswith("_1") else part for part in parts[1:] or parts)
 
 
-def _agreement(flatbuffer: bytes, pixels, reference) -> float:
-    return _agrees(_run(flatbuffer, pixels), reference)
-
-
 def _agrees(probs, reference) -> float:
     """The share of images whose top-1 class is the same."""
     return float((probs.argmax(1) == reference.argmax(1)).mean())
@@ -292,19 +287,8 @@ def _distance(probs, reference) -> float:
     return float(0.5 * np.abs(probs - reference).sum(1).mean())
 
 
-def _run(flatbuffer: bytes, pixels: np.ndarray, batch: int = 32) -> np.ndarray:
-    interpreter = _interpreter(flatbuffer)
-    source, target = interpreter.get_input_details()[0], interpreter.get_output_details()[0]
-    out = []
-    for start in range(0, len(pixels), batch):
-        x = np.asarray(pixels[start:start + batch], np.float32)
-        interpreter.resize_tensor_input(source["index"], x.shape)
-        with native_output_hidden():  # "Created TensorFlow Lite XNNPACK delegate for CPU"
-            interpreter.allocate_tensors()
-        interpreter.set_tensor(source["index"], x)
-        interpreter.invoke()
-        out.append(interpreter.get_tensor(target["index"]))
-    return np.concatenate(out)
+def _run(flatbuffer: bytes, pixels: np.ndarray) -> np.ndarray:
+    return run_batches(litert_forward(_interpreter(flatbuffer)), pixels)
 
 
 def _interpreter(flatbuffer: bytes):

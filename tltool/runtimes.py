@@ -58,6 +58,13 @@ def _litert(path: str):
 
     with native_output_hidden():  # "Created TensorFlow Lite XNNPACK delegate for CPU"
         interpreter = Interpreter(model_path=path)
+    return info, litert_forward(interpreter)
+
+
+def litert_forward(interpreter):
+    """A function from a float32 (N, S, S, 3) batch to probabilities, through a LiteRT interpreter."""
+    from tltool.console import native_output_hidden
+
     source, target = interpreter.get_input_details()[0], interpreter.get_output_details()[0]
     shape = [None]
 
@@ -65,13 +72,19 @@ def _litert(path: str):
         pixels = np.asarray(pixels, np.float32)
         if shape[0] != pixels.shape:
             interpreter.resize_tensor_input(source["index"], pixels.shape)
-            interpreter.allocate_tensors()
+            with native_output_hidden():  # the XNNPACK line again, when the first allocation applies it
+                interpreter.allocate_tensors()
             shape[0] = pixels.shape
         interpreter.set_tensor(source["index"], _quantize(pixels, source))
         interpreter.invoke()
         return _dequantize(interpreter.get_tensor(target["index"]), target)
 
-    return info, forward
+    return forward
+
+
+def run_batches(forward, pixels: np.ndarray, batch: int = 32) -> np.ndarray:
+    """`forward` over `pixels` in batches, the outputs joined."""
+    return np.concatenate([np.asarray(forward(pixels[i:i + batch])) for i in range(0, len(pixels), batch)])
 
 
 def _quantize(values: np.ndarray, detail: dict) -> np.ndarray:
