@@ -158,9 +158,9 @@ import json, os, sys, time
 start = time.perf_counter()
 import numpy as np
 import keras
-from tltool.contract import prepare_file
+from tltool.data.contract import prepare_file
 from tltool.data.dataset import load_dataset
-from tltool.metrics import evaluate_probs
+from tltool.evaluation.metrics import evaluate_probs
 data, seed, weights, size, epochs = sys.argv[1], int(sys.argv[2]), sys.argv[3], int(sys.argv[4]), int(sys.argv[5])
 keras.utils.set_random_seed(seed)
 ds = load_dataset(data, 0.2, 0.0, seed, progress=False)

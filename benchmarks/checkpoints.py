@@ -59,13 +59,13 @@ def checkpoint_cost(backbone: str, size: int = 224) -> list[list]:
     import keras
     import numpy as np
 
-    from tltool.backbones import get_backbone
-    from tltool.checkpoint import Checkpoints, TrainingState
-    from tltool.freeze import apply_plan, resolve_plan
-    from tltool.model import build_classifier
-    from tltool.optim import make_optimizer
-    from tltool.recipe import Augment, Head, Phase
-    from tltool.weights import load_backbone
+    from tltool.models.applications import get_backbone
+    from tltool.training.checkpoint import Checkpoints, TrainingState
+    from tltool.models.freeze import apply_plan, resolve_plan
+    from tltool.models.classifier import build_classifier
+    from tltool.training.optim import make_optimizer
+    from tltool.recipe.schema import Augment, Head, Phase
+    from tltool.models.weights import load_backbone
 
     spec = get_backbone(backbone)
     clf = build_classifier(spec, load_backbone(spec, size, "none"), 10, size, Head(), Augment(), 1)

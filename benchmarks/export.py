@@ -45,8 +45,8 @@ def train(data: str, backbone: str, size: int, weights: str, work: str, epochs: 
 def keras_latency(run: str) -> dict:
     import numpy as np
 
-    from tltool.exporting import _latency
-    from tltool.inference import load_trained
+    from tltool.serving.writers import _latency
+    from tltool.serving.loading import load_trained
 
     trained = load_trained(run)
     pixels = np.random.default_rng(0).uniform(0, 255, (32, trained.image_size, trained.image_size, 3)).astype("float32")
@@ -57,7 +57,7 @@ def exported(run: str, fmt: str, folder: str, **options) -> dict:
     """The export report of `fmt` in `folder`, exporting first unless the file is there."""
     import tltool
     from tltool.errors import ExportCheckFailed
-    from tltool.exporting import FORMATS as FILES
+    from tltool.serving.writers import FORMATS as FILES
 
     if not os.path.exists(os.path.join(folder, FILES[fmt])):
         try:

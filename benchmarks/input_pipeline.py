@@ -39,9 +39,9 @@ def _pipeline(args, cache):
 def _backbone(args):
     import tensorflow as tf
 
-    from tltool.backbones import get_backbone
-    from tltool.layers import BackbonePreprocess
-    from tltool.weights import load_backbone
+    from tltool.models.applications import get_backbone
+    from tltool.models.layers import BackbonePreprocess
+    from tltool.models.weights import load_backbone
 
     spec = get_backbone(args["backbone"])
     backbone = load_backbone(spec, args["size"], "none")

@@ -57,7 +57,7 @@ def stage_pretrain(args):
     import keras
 
     import tltool
-    import tltool.layers  # noqa: F401
+    import tltool.models.layers  # noqa: F401
 
     out = os.path.join(args["work"], "pretrain-run")
     shutil.rmtree(out, ignore_errors=True)
@@ -103,12 +103,12 @@ def _in_memory_train_rate(args, precision="float32", jit=False, trainable="all",
     import keras
     import numpy as np
 
-    from tltool.backbones import get_backbone
-    from tltool.freeze import apply_plan, resolve_plan
-    from tltool.model import build_classifier
-    from tltool.optim import make_optimizer
-    from tltool.recipe import Augment, Head, Phase
-    from tltool.weights import load_backbone
+    from tltool.models.applications import get_backbone
+    from tltool.models.freeze import apply_plan, resolve_plan
+    from tltool.models.classifier import build_classifier
+    from tltool.training.optim import make_optimizer
+    from tltool.recipe.schema import Augment, Head, Phase
+    from tltool.models.weights import load_backbone
 
     keras.config.set_dtype_policy(precision)
     spec = get_backbone(BACKBONE)
@@ -154,7 +154,7 @@ def stage_predict(args):
     import tensorflow as tf
 
     from tltool.data.pipeline import decode_dataset, finish
-    from tltool.inference import load_trained
+    from tltool.serving.loading import load_trained
 
     model = load_trained(os.path.join(args["work"], "run-finetune"))
     paths = sorted(glob.glob(os.path.join(args["data"], "*", "*.jpg")))
@@ -178,7 +178,7 @@ def stage_predict_limit(args):
     import numpy as np
     import tensorflow as tf
 
-    from tltool.inference import load_trained
+    from tltool.serving.loading import load_trained
 
     model = load_trained(os.path.join(args["work"], "run-finetune"))
     x = tf.constant(np.random.default_rng(0).uniform(0, 255, (args["batch"], args["size"], args["size"], 3)),

@@ -7,7 +7,8 @@ from conftest import run_cli
 
 
 def test_the_default_never_flips():
-    from tltool.recipe import Augment, load_recipe, recipe_from_dict
+    from tltool.recipe import load_recipe, recipe_from_dict
+    from tltool.recipe.schema import Augment
 
     assert Augment().flip == "none"
     assert load_recipe().augment.flip == "none"
@@ -15,8 +16,8 @@ def test_the_default_never_flips():
 
 
 def test_strong_policies_are_core_keras_layers():
-    from tltool.model import build_augmenter
-    from tltool.recipe import Augment
+    from tltool.models.classifier import build_augmenter
+    from tltool.recipe.schema import Augment
 
     augmenter = build_augmenter(Augment(color_jitter=0.2, rand_augment=2, aug_mix=0.3, random_erasing=0.25), 1)
     names = [type(layer).__name__ for layer in augmenter.layers]
@@ -32,8 +33,8 @@ def test_mixing_changes_labels_in_the_pipeline(key):
     import tensorflow as tf
 
     from tltool.data.pipeline import to_batches
-    from tltool.model import build_mixer
-    from tltool.recipe import Augment
+    from tltool.models.classifier import build_mixer
+    from tltool.recipe.schema import Augment
 
     images = np.stack([np.full((8, 8, 3), 40 * i, np.uint8) for i in range(6)])
     data = tf.data.Dataset.from_tensor_slices((images, np.arange(6) % 3, np.arange(6)))

@@ -7,7 +7,7 @@ import sys
 import numpy as np
 import pytest
 
-from tltool.backbones import REGISTRY, get_backbone, resolve_groups
+from tltool.models.applications import REGISTRY, get_backbone, resolve_groups
 from tltool.errors import TltoolError
 
 LARGE = {"efficientnetb6", "efficientnetb7", "efficientnetv2m", "efficientnetv2l", "convnextlarge",

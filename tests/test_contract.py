@@ -64,7 +64,7 @@ def awkward_files(folder):
 def test_exif_orientation_is_read_in_graph_as_pillow_applies_it(orientation):
     import tensorflow as tf
 
-    from tltool import contract
+    from tltool.data import contract
 
     data = with_orientation(Image.fromarray(PHOTO[::8, ::8]), orientation, quality=95)
     expected = np.asarray(ImageOps.exif_transpose(Image.open(io.BytesIO(data))).convert("RGB"))
@@ -75,7 +75,7 @@ def test_exif_orientation_is_read_in_graph_as_pillow_applies_it(orientation):
 def test_big_endian_exif_is_read():
     import tensorflow as tf
 
-    from tltool import contract
+    from tltool.data import contract
 
     # A hand-made Motorola-order APP1: TIFF header MM, one IFD entry (0x0112 SHORT 1 = 8).
     tiff = b"MM\x00\x2a\x00\x00\x00\x08" + b"\x00\x01" + b"\x01\x12\x00\x03\x00\x00\x00\x01\x00\x08\x00\x00" + b"\x00" * 4
@@ -90,7 +90,7 @@ def test_tensorflow_decoder_follows_the_pillow_rules(tmp_path):
     """TF ops (used everywhere, served too) and Pillow (for TIFF & co.) give the same pixels."""
     import tensorflow as tf
 
-    from tltool import contract
+    from tltool.data import contract
     from tltool.data.images import load_image
 
     paths = awkward_files(str(tmp_path))
@@ -108,7 +108,7 @@ def test_tensorflow_decoder_follows_the_pillow_rules(tmp_path):
 def test_large_jpeg_is_decoded_at_reduced_scale_keeping_the_short_side():
     import tensorflow as tf
 
-    from tltool import contract
+    from tltool.data import contract
 
     data = tf.constant(encoded(Image.fromarray(PHOTO), "JPEG"))  # 1200 x 800
     shapes = {size: tuple(contract.decode_bytes(data, size).shape[:2]) for size in (96, 200, 201, 400, 401)}
@@ -122,7 +122,7 @@ def _sensitive_model_dir(folder, aspect):
     """A model folder whose probabilities move with every pixel and its position (no pooling)."""
     import keras
 
-    from tltool.exporting import export_saved_model, model_info
+    from tltool.serving.writers import export_saved_model, model_info
     from tltool.files import write_json
 
     os.makedirs(folder)
@@ -144,7 +144,7 @@ SERVE = r"""
 import json, sys
 import numpy as np
 import tensorflow as tf
-from tltool.contract import read_pixels
+from tltool.data.contract import read_pixels
 out = {}
 for run in json.loads(sys.argv[1]):
     model = tf.saved_model.load(run["dir"] + "/saved_model")

@@ -36,7 +36,7 @@ def _keras_style(cause):
 
 
 def test_only_network_failures_count_as_offline():
-    from tltool.weights import _is_network_error
+    from tltool.models.weights import _is_network_error
 
     assert _is_network_error(_keras_style(urllib.error.URLError("refused")))
     assert _is_network_error(_keras_style(ConnectionResetError()))
@@ -47,9 +47,9 @@ def test_only_network_failures_count_as_offline():
 def test_a_bug_while_loading_a_weights_file_is_not_a_user_error(tmp_path, monkeypatch):
     import keras
 
-    from tltool.backbones import get_backbone
+    from tltool.models.applications import get_backbone
     from tltool.errors import TltoolError
-    from tltool.weights import load_backbone
+    from tltool.models.weights import load_backbone
 
     spec = get_backbone("mobilenetv2")
     path = tmp_path / "b.weights.h5"

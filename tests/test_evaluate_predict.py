@@ -187,8 +187,8 @@ def test_an_earlier_evaluation_is_never_overwritten(fitted_run, tiny_data, evalu
 
 
 def test_many_classes_stay_readable(tmp_path):
-    from tltool.metrics import evaluate_probs, format_per_class
-    from tltool.plots import _label_layout, confusion_matrix_png
+    from tltool.evaluation.metrics import evaluate_probs, format_per_class
+    from tltool.evaluation.plots import _label_layout, confusion_matrix_png
 
     classes = [f"breed_{i:03d}" for i in range(120)]
     rng = np.random.default_rng(0)
@@ -209,7 +209,7 @@ def test_many_classes_stay_readable(tmp_path):
 
 def test_export_tflite_is_litert_and_predicts_like_the_keras_model(fitted_run, tmp_path):
     import tltool
-    from tltool.runtimes import load
+    from tltool.serving.runtimes import load
 
     out = tmp_path / "m.tflite"
     result = run_cli("export", fitted_run, "--format", "tflite", "--out", out, "--no-verify")

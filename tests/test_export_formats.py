@@ -31,7 +31,7 @@ def exported(fitted_run, tmp_path_factory):
 @pytest.fixture(scope="module")
 def pixels_and_expected(fitted_run, tiny_data):
     import tltool
-    from tltool.contract import prepare_file
+    from tltool.data.contract import prepare_file
 
     files = [os.path.join(tiny_data, c, f"{c}_{i}.png") for c in ("apple", "leaf", "sky") for i in (0, 2)]
     pixels = np.stack([prepare_file(f, 32, "stretch") for f in files]).astype("float32")
@@ -138,7 +138,7 @@ def _colour_run(folder, tiny_data, kernel):
     """A run directory whose model.keras tells the tiny classes apart by their mean colour."""
     import keras
 
-    from tltool.rundir import create_run_dir
+    from tltool.runs.run import create_run_dir
 
     create_run_dir(str(folder), False)
     model = keras.Sequential([keras.Input((32, 32, 3)), keras.layers.GlobalAveragePooling2D(),
@@ -156,8 +156,8 @@ def _colour_run(folder, tiny_data, kernel):
 
 def test_an_export_that_loses_accuracy_fails_and_is_kept(tiny_data, tmp_path):
     from tltool.errors import ExportCheckFailed
-    from tltool.exporting import _samples, check, export
-    from tltool.inference import load_trained
+    from tltool.serving.writers import _samples, check, export
+    from tltool.serving.loading import load_trained
 
     right = _colour_run(tmp_path / "right", tiny_data, np.eye(3, dtype="float32") * 0.1)
     wrong = _colour_run(tmp_path / "wrong", tiny_data, np.roll(np.eye(3, dtype="float32"), 1, axis=1) * 0.1)
@@ -173,7 +173,7 @@ def test_an_export_that_loses_accuracy_fails_and_is_kept(tiny_data, tmp_path):
 
 
 def test_int8_calibration_images_come_from_every_class():
-    from tltool.exporting import calibration_sample
+    from tltool.serving.writers import calibration_sample
 
     rows = [(f"{label}/{i}.png", label) for label in "abc" for i in range(5)]  # class by class, as index.csv lists them
     assert calibration_sample(rows, 6) == ["a/0.png", "b/0.png", "c/0.png", "a/1.png", "b/1.png", "c/1.png"]
@@ -204,7 +204,7 @@ def _outlier_model():
 def test_int8_keeps_the_layers_it_ruins_in_float():
     import tensorflow as tf
 
-    from tltool.quantize import int8_model, _interpreter
+    from tltool.serving.quantize import int8_model, _interpreter
 
     model, pixels = _outlier_model()
     signature = [tf.TensorSpec([None, 8, 8, 3], tf.float32)]
@@ -229,7 +229,7 @@ def test_bias_correction_takes_out_the_mean_shift_of_rounded_kernels():
     close to the float model's; without, it moves. Leaving the block restores the model."""
     import keras
 
-    from tltool.quantize import _bias_corrected, _rounded
+    from tltool.serving.quantize import _bias_corrected, _rounded
 
     rng = np.random.default_rng(0)
     inputs = keras.Input((10, 10, 3))
@@ -269,11 +269,11 @@ def test_onnx_of_an_efficientnet_takes_the_image_only(tmp_path):
     """EfficientNet's adapted Normalization layer once became two extra ONNX inputs that no caller can feed."""
     import onnxruntime as ort
 
-    from tltool.backbones import get_backbone
-    from tltool.exporting import export_onnx, model_info
-    from tltool.model import build_classifier
-    from tltool.recipe import Augment, Head
-    from tltool.weights import load_backbone
+    from tltool.models.applications import get_backbone
+    from tltool.serving.writers import export_onnx, model_info
+    from tltool.models.classifier import build_classifier
+    from tltool.recipe.schema import Augment, Head
+    from tltool.models.weights import load_backbone
 
     spec = get_backbone("efficientnetb0")
     model = build_classifier(spec, load_backbone(spec, 32, "none"), 3, 32, Head(), Augment(), 1).inference

@@ -53,7 +53,7 @@ def test_resolved_recipe_records_what_was_run(fitted_run, tiny_data, backbone_fi
 def test_saved_model_predicts_like_the_keras_model_in_a_fresh_process(fitted_run, tmp_path):
     import keras
 
-    import tltool.layers  # noqa: F401  (registers the preprocessing layer)
+    import tltool.models.layers  # noqa: F401  (registers the preprocessing layer)
 
     model = keras.models.load_model(os.path.join(fitted_run, "model.keras"))
     # Whole values: the served model rounds float pixels to 8 bits, as the input contract says.
@@ -82,8 +82,8 @@ def test_saved_model_predicts_like_the_keras_model_in_a_fresh_process(fitted_run
 def test_weights_file_is_loaded_into_the_backbone(tmp_path):
     import keras
 
-    from tltool.backbones import get_backbone
-    from tltool.weights import load_backbone
+    from tltool.models.applications import get_backbone
+    from tltool.models.weights import load_backbone
 
     spec = get_backbone("mobilenetv2")
     source = keras.applications.MobileNetV2(weights=None, include_top=False, input_shape=(32, 32, 3))
@@ -99,7 +99,7 @@ def test_fit_from_a_weights_file_keeps_frozen_batchnorm_statistics(tiny_data, tm
     convolutions and leaves every BatchNorm statistic as loaded."""
     import keras
 
-    import tltool.layers  # noqa: F401
+    import tltool.models.layers  # noqa: F401
 
     source = keras.applications.MobileNetV2(weights=None, include_top=False, input_shape=(32, 32, 3))
     path = str(tmp_path / "bb.weights.h5")

@@ -3,15 +3,15 @@
 import numpy as np
 import pytest
 
-from tltool.backbones import get_backbone
+from tltool.models.applications import get_backbone
 from tltool.errors import TltoolError
-from tltool.freeze import apply_plan, batchnorm_layers, resolve_plan
-from tltool.recipe import Fraction, FromLayer, Groups, LastGroups, LastLayers, Pattern
+from tltool.models.freeze import apply_plan, batchnorm_layers, resolve_plan
+from tltool.recipe.schema import Fraction, FromLayer, Groups, LastGroups, LastLayers, Pattern
 
 
 @pytest.fixture(scope="module")
 def resnet():
-    from tltool.weights import load_backbone
+    from tltool.models.weights import load_backbone
 
     spec = get_backbone("resnet50")
     return spec, load_backbone(spec, 32, "none")
@@ -75,9 +75,9 @@ def test_names_are_checked_against_the_backbone(resnet, trainable, message):
 def test_frozen_batchnorm_keeps_its_statistics_while_neighbours_train():
     import keras
 
-    from tltool.model import build_classifier
-    from tltool.recipe import Augment, Head
-    from tltool.weights import load_backbone
+    from tltool.models.classifier import build_classifier
+    from tltool.recipe.schema import Augment, Head
+    from tltool.models.weights import load_backbone
 
     spec = get_backbone("mobilenetv2")
     clf = build_classifier(spec, load_backbone(spec, 32, "none"), 2, 32, Head(), Augment(flip="none"))

@@ -31,7 +31,7 @@ def _fit(data, out, *args, backbone="mobilenetv2"):
 @pytest.mark.slow
 def test_features_are_cached_again_after_a_phase_that_trained_the_backbone(tiny_data, tmp_path):
     import tltool
-    from tltool.inference import predict_images
+    from tltool.serving.loading import predict_images
 
     recipe = tmp_path / "r.yaml"
     recipe.write_text(FROZEN_AGAIN)

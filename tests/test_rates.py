@@ -23,8 +23,8 @@ def _one_step_updates(optimizer_name, factors, weight_decay=None):
     """Two variables with the same gradient, one optimizer step: how far each moved."""
     import keras
 
-    from tltool.optim import make_optimizer
-    from tltool.recipe import Phase
+    from tltool.training.optim import make_optimizer
+    from tltool.recipe.schema import Phase
 
     phase = Phase(name="p", epochs=1, optimizer={"name": optimizer_name, "learning_rate": 0.01,
                                                  "weight_decay": weight_decay})
@@ -46,8 +46,8 @@ def test_weight_decay_is_scaled_with_the_rate():
     import keras
 
     # A zero gradient leaves only the decoupled decay: lr * wd * factor of each weight.
-    from tltool.optim import make_optimizer
-    from tltool.recipe import Phase
+    from tltool.training.optim import make_optimizer
+    from tltool.recipe.schema import Phase
 
     phase = Phase(name="p", epochs=1, optimizer={"name": "adamw", "learning_rate": 0.1, "weight_decay": 0.5})
     variables = [keras.Variable(np.ones((2,), "float32")) for _ in range(2)]
@@ -58,8 +58,8 @@ def test_weight_decay_is_scaled_with_the_rate():
 
 
 def test_rates_spread_geometrically_from_low_to_the_head():
-    from tltool.optim import group_rates
-    from tltool.recipe import RateRange
+    from tltool.training.optim import group_rates
+    from tltool.recipe.schema import RateRange
 
     rates = group_rates(RateRange(low=1e-5, high=1e-3), ["stage3", "stage4"])
     assert list(rates) == ["stage3", "stage4", "head"]
@@ -72,8 +72,8 @@ def test_a_real_phase_gives_every_backbone_variable_its_groups_rate(tiny_data, t
     """Through Session: the optimizer of a phase with {low, high} applies each group's rate to its variables."""
     from tltool.data.dataset import load_dataset
     from tltool.recipe import recipe_from_dict
-    from tltool.session import Session
-    from tltool.backbones import get_backbone
+    from tltool.training.session import Session
+    from tltool.models.applications import get_backbone
 
     recipe = recipe_from_dict({"backbone": "mobilenetv2", "weights": "none", "image_size": 32, "phases": [
         {"name": "top", "epochs": 1, "trainable": {"last_groups": 2},
@@ -134,10 +134,10 @@ def test_lr_find_suggests_a_finite_rate_inside_the_sweep(swept):
 
 
 def test_the_sweep_leaves_the_model_as_it_found_it(tiny_data, tmp_path):
-    from tltool.backbones import get_backbone
+    from tltool.models.applications import get_backbone
     from tltool.data.dataset import load_dataset
     from tltool.recipe import recipe_from_dict
-    from tltool.session import Session
+    from tltool.training.session import Session
 
     recipe = recipe_from_dict({"backbone": "mobilenetv2", "weights": "none", "image_size": 32, "batch_size": 4,
                                "phases": [{"name": "top", "epochs": 1, "trainable": {"last_groups": 2},

@@ -13,9 +13,9 @@ import yaml
 from conftest import make_dataset, run_cli
 from tltool.data.dataset import load_dataset
 from tltool.errors import RecipeError, TltoolError
-from tltool.optim import PhaseSchedule
+from tltool.training.optim import PhaseSchedule
 from tltool.recipe import load_recipe, recipe_from_dict
-from tltool.session import class_weights
+from tltool.training.session import class_weights
 
 HERE = os.path.dirname(__file__)
 

@@ -154,7 +154,7 @@ def test_a_finished_run_resumed_says_so(chain):
 
 
 def test_a_torn_checkpoint_falls_back_to_the_one_before(chain, tmp_path, capsys):
-    from tltool.checkpoint import Checkpoints
+    from tltool.training.checkpoint import Checkpoints
 
     _, run, _ = chain
     folder = tmp_path / "checkpoints"

@@ -37,7 +37,7 @@ def _fit_head(data, weights, out, cache, recipe_dir):
 def test_cached_features_train_the_same_head_as_end_to_end(tiny_data, backbone_file, tmp_path):
     import keras
 
-    import tltool.layers  # noqa: F401
+    import tltool.models.layers  # noqa: F401
 
     cached_log = _fit_head(tiny_data, backbone_file, tmp_path / "cached", True, tmp_path)
     plain_log = _fit_head(tiny_data, backbone_file, tmp_path / "plain", False, tmp_path)
@@ -74,7 +74,7 @@ def test_augmentation_is_cached_as_several_views(tiny_data, tmp_path):
 
 
 def test_views_cycle_by_epoch():
-    from tltool.features import FeatureCache
+    from tltool.training.features import FeatureCache
 
     cache = FeatureCache(np.arange(3 * 4 * 2, dtype=np.float32).reshape(3, 4, 2), np.arange(4) % 2, None, None, 2)
     seen = []
@@ -100,7 +100,7 @@ def test_quick_commands_do_not_import_tensorflow(args):
 def test_mixed_precision_trains_and_exports_on_cpu(tiny_data, tmp_path, precision):
     import keras
 
-    import tltool.layers  # noqa: F401
+    import tltool.models.layers  # noqa: F401
 
     # A frozen backbone trained end to end: the loss-scaling optimizer and the float32 head, without the
     # cost of a backward pass through the backbone.
@@ -137,13 +137,13 @@ def test_caching_augmented_views_never_touches_batchnorm(tiny_data):
     mode, even while the backbone's layers are still marked trainable."""
     import keras
 
-    from tltool.backbones import get_backbone
+    from tltool.models.applications import get_backbone
     from tltool.data.pipeline import labelled_images
-    from tltool.features import compute_features
-    from tltool.freeze import batchnorm_layers
-    from tltool.model import build_classifier
-    from tltool.recipe import Augment, Head
-    from tltool.weights import load_backbone
+    from tltool.training.features import compute_features
+    from tltool.models.freeze import batchnorm_layers
+    from tltool.models.classifier import build_classifier
+    from tltool.recipe.schema import Augment, Head
+    from tltool.models.weights import load_backbone
 
     spec = get_backbone("mobilenetv2")
     clf = build_classifier(spec, load_backbone(spec, 32, "none"), 3, 32, Head(), Augment(flip="horizontal", zoom=0.2))
@@ -179,7 +179,7 @@ def test_datasets_larger_than_memory_cache_on_disk(tiny_data, tmp_path):
 
 def test_feature_stores_too_large_for_memory_go_to_disk_and_fill_in_place(tmp_path):
     from tltool.data.pipeline import memory_budget
-    from tltool.features import _allocate, _fill
+    from tltool.training.features import _allocate, _fill
 
     rows = memory_budget() // 16 + 1  # 4 float32 per row: one row over the budget (a sparse file)
     store = _allocate((1, rows, 4), str(tmp_path), "train")

@@ -11,7 +11,7 @@ from conftest import run_cli
 
 def test_views_follow_the_runs_flips():
     from tltool.errors import TltoolError
-    from tltool.tta import views
+    from tltool.data.tta import views
 
     assert views(3, "none") == ["plain", "centre 90%", "top-left 90%"]
     assert views(3, "horizontal") == ["plain", "mirror", "centre 90%"]
@@ -23,7 +23,7 @@ def test_views_follow_the_runs_flips():
 def test_views_are_the_transformations_they_name():
     import tensorflow as tf
 
-    from tltool.tta import apply_view
+    from tltool.data.tta import apply_view
 
     images = tf.constant(np.arange(2 * 10 * 10 * 3, dtype=np.float32).reshape(2, 10, 10, 3))
     np.testing.assert_array_equal(apply_view(images, "mirror"), images.numpy()[:, :, ::-1])
@@ -34,7 +34,7 @@ def test_views_are_the_transformations_they_name():
 
 def test_one_view_is_the_plain_prediction_and_more_views_average(fitted_run, tiny_data, tmp_path):
     import tltool
-    from tltool.inference import load_trained
+    from tltool.serving.loading import load_trained
 
     folder = os.path.join(tiny_data, "sky")
     plain, _, classes = tltool.predict(fitted_run, [folder], top_k=3, tta=1)

@@ -36,7 +36,7 @@ class Run:
 
     @property
     def classes(self) -> list[str]:
-        from tltool.rundir import read_classes
+        from tltool.runs.run import read_classes
 
         return read_classes(self.dir)
 
@@ -49,7 +49,7 @@ class Run:
 
     @property
     def recipe(self) -> dict:
-        from tltool.rundir import read_recipe
+        from tltool.runs.run import read_recipe
 
         return read_recipe(self.dir)
 
@@ -72,15 +72,15 @@ class Run:
 
 
 def fit(data: str, **kwargs) -> Run:
-    """Train on a folder of images; see `tltool.train.fit` for the arguments."""
-    from tltool.train import fit as run_fit
+    """Train on a folder of images; see `tltool.workflows.fitting.fit` for the arguments."""
+    from tltool.workflows.fitting import fit as run_fit
 
     return Run(run_fit(data, **kwargs))
 
 
 def lr_find(data: str, **kwargs):
-    """(sweep, folder): the learning-rate range test; see `tltool.train.lr_find`."""
-    from tltool.train import lr_find as run_lr_find
+    """(sweep, folder): the learning-rate range test; see `tltool.workflows.fitting.lr_find`."""
+    from tltool.workflows.fitting import lr_find as run_lr_find
 
     return run_lr_find(data, **kwargs)
 
@@ -88,7 +88,7 @@ def lr_find(data: str, **kwargs):
 def open_run(path: str) -> Run:
     """A finished run directory as a `Run`."""
     from tltool.errors import TltoolError
-    from tltool.rundir import is_run_dir
+    from tltool.runs.run import is_run_dir
 
     path = os.path.abspath(os.fspath(path))
     if not is_run_dir(path):
@@ -97,30 +97,30 @@ def open_run(path: str) -> Run:
 
 
 def evaluate(model, data: str, **kwargs):
-    """(evaluation folder, Evaluation); see `tltool.evaluation.evaluate`."""
-    from tltool.evaluation import evaluate as run_evaluate
+    """(evaluation folder, Evaluation); see `tltool.workflows.evaluating.evaluate`."""
+    from tltool.workflows.evaluating import evaluate as run_evaluate
 
     return run_evaluate(os.fspath(model), data, **kwargs)
 
 
 def predict(model, inputs: list[str], **kwargs):
-    """(rows, skipped files, classes); see `tltool.prediction.predict`."""
-    from tltool.prediction import predict as run_predict
+    """(rows, skipped files, classes); see `tltool.workflows.predicting.predict`."""
+    from tltool.workflows.predicting import predict as run_predict
 
     return run_predict(os.fspath(model), list(inputs), **kwargs)
 
 
 def export(model, fmt: str, out: str | None = None, **kwargs) -> str:
     """Write `model` as savedmodel | keras | onnx | litert | litert-fp16 | litert-int8, checked;
-    see `tltool.exporting.export`."""
-    from tltool.exporting import export as run_export
+    see `tltool.serving.writers.export`."""
+    from tltool.serving.writers import export as run_export
 
     return run_export(os.fspath(model), fmt, out, **kwargs)
 
 
 def load_model(path):
     """Load a run directory's model.keras (or a .keras file) with tltool's layers registered."""
-    from tltool.inference import load_trained
+    from tltool.serving.loading import load_trained
 
     model = load_trained(os.fspath(path)).keras_model
     if model is None:

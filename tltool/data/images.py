@@ -1,7 +1,7 @@
 """Reading one image file: recognise it by content, decode it to 8-bit RGB.
 
 Pillow checks every file at scan time (`check_image`) and decodes the formats
-TensorFlow cannot (TIFF, ...) with the rules of `tltool.contract`: EXIF
+TensorFlow cannot (TIFF, ...) with the rules of `tltool.data.contract`: EXIF
 orientation applied; grayscale, palette, RGBA/LA (composited on white),
 16-bit and CMYK converted to 8-bit RGB. Pillow releases the GIL while it
 decodes, so a thread pool or a parallel `tf.data` map scales across cores.

@@ -1,6 +1,6 @@
 """The tf.data input pipeline: decode -> fit -> cache -> shuffle -> batch -> prefetch.
 
-Every file becomes the model's input through `tltool.contract`, the same ops
+Every file becomes the model's input through `tltool.data.contract`, the same ops
 the exported SavedModel runs: JPEG, PNG, GIF, BMP and WebP are decoded by
 TensorFlow, anything else (TIFF, ...) by Pillow through `tf.numpy_function`
 in the same parallel map (Pillow releases the GIL while decoding); then the
@@ -64,7 +64,7 @@ def finish(ds):
     autotuning off, AUTOTUNE parallelism resolves to the number of cores and
     throughput measured the same (benchmarks/input_pipeline.py). Automatic
     sharding is off: under multi-worker training each worker's dataset is
-    already its share (`tltool.distribute`), cut from the list of paths.
+    already its share (`tltool.training.distribute`), cut from the list of paths.
     """
     import tensorflow as tf
 
@@ -83,7 +83,7 @@ def decode_dataset(paths: list[str], image_size: int, aspect: str, ordered: bool
     """
     import tensorflow as tf
 
-    from tltool import contract
+    from tltool.data import contract
     from tltool.data.images import load_image, read_format
 
     with_tf = [read_format(p) in contract.TF_FORMATS for p in paths]

@@ -12,7 +12,7 @@
 
 The recipe's batch size is the global batch: per worker it is divided by the
 number of workers, per replica by the number of replicas. Keras' bugs under
-strategies are patched in `tltool.keras_patches`, only under `mirrored` and
+strategies are patched in `tltool.compat`, only under `mirrored` and
 `multi-worker`.
 """
 
@@ -133,14 +133,14 @@ def choose(name: str, global_batch: int) -> Distribution:
         if not os.environ.get("TF_CONFIG"):
             raise TltoolError("--strategy multi-worker needs TF_CONFIG, the cluster description; "
                               "see the README's Scaling out")
-        from tltool.keras_patches import patch_multi_worker
+        from tltool.compat import patch_multi_worker
 
         patch_multi_worker()
         options = tf.distribute.experimental.CommunicationOptions(timeout_seconds=COLLECTIVE_TIMEOUT)
         strategy = tf.distribute.MultiWorkerMirroredStrategy(communication_options=options)
         found = cluster()
     elif name == "mirrored":
-        from tltool.keras_patches import patch_symbolic_build
+        from tltool.compat import patch_symbolic_build
 
         patch_symbolic_build()
         devices = [d.name for d in tf.config.list_logical_devices("GPU") or tf.config.list_logical_devices("CPU")]

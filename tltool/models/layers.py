@@ -32,7 +32,7 @@ class BackbonePreprocess(keras.layers.Layer):
 
 @keras.saving.register_keras_serializable(package="tltool")
 class Temperature(keras.layers.Layer):
-    """Probabilities -> softmax(log(p) / T): the calibration `tltool.calibration` fitted.
+    """Probabilities -> softmax(log(p) / T): the calibration `tltool.training.calibration` fitted.
 
     T > 1 makes the model less sure of itself, T < 1 more; the predicted
     class never changes. Computed in float32 whatever the dtype policy.
@@ -43,7 +43,7 @@ class Temperature(keras.layers.Layer):
         self.temperature = float(temperature)
 
     def call(self, probs):
-        from tltool.calibration import EPSILON
+        from tltool.training.calibration import EPSILON
 
         logits = keras.ops.log(keras.ops.maximum(keras.ops.cast(probs, "float32"), EPSILON))
         return keras.ops.softmax(logits / self.temperature, axis=-1)

@@ -12,7 +12,7 @@ from tltool.data.images import ImageError, check_image, sniff
 from tltool.data.scan import is_hidden
 from tltool.errors import TltoolError
 from tltool.files import write_atomic, write_csv
-from tltool.inference import load_trained
+from tltool.serving.loading import load_trained
 
 
 def collect_inputs(inputs: list[str]) -> tuple[list[str], list[tuple[str, str]]]:
@@ -57,7 +57,7 @@ def predict(model: str, inputs: list[str], top_k: int = 3, batch_size: int = 32,
     """Predict every image among `inputs`.
 
     With `tta` above 1, each image's probabilities are the average over that
-    many test-time views (`tltool.tta`).
+    many test-time views (`tltool.data.tta`).
 
     Returns:
         (one row per image with top-k classes and probabilities, skipped files
@@ -66,7 +66,7 @@ def predict(model: str, inputs: list[str], top_k: int = 3, batch_size: int = 32,
     Raises:
         TltoolError: a bad model or input path, or no image could be read.
     """
-    from tltool.tta import views
+    from tltool.data.tta import views
 
     trained = load_trained(model)
     names = views(tta, trained.flip)

@@ -48,7 +48,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from tltool.console import native_output_hidden, say
-from tltool.runtimes import litert_forward, run_batches
+from tltool.serving.runtimes import litert_forward, run_batches
 
 AGREEMENT = 0.99
 PROBE_IMAGES = 20
@@ -119,7 +119,7 @@ def _bias_corrected(model, pixels: np.ndarray, keep_float: list[str] = ()):
     """
     import keras
 
-    from tltool.freeze import every_layer
+    from tltool.models.freeze import every_layer
 
     kinds = (keras.layers.Conv2D, keras.layers.DepthwiseConv2D)
     convolutions = [layer for layer in every_layer(model) if isinstance(layer, kinds)

@@ -19,9 +19,9 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from tltool import plots
+from tltool.evaluation import plots
 from tltool.files import write_atomic, write_csv, write_json
-from tltool.metrics import Evaluation, worst_first
+from tltool.evaluation.metrics import Evaluation, worst_first
 
 PICTURES = ("confusion_matrix.png", "per_class_f1.png", "curves.png", "misclassified.png")
 
@@ -116,7 +116,7 @@ def _overview(evaluation: Evaluation, context: ReportContext) -> list[tuple[str,
     items = [("model", context.model), ("evaluated on", f"{context.data_root} ({context.split}): "
              f"{evaluation.metrics['samples']} images, {evaluation.metrics['classes']} classes")]
     if context.exported:
-        from tltool.session import describe_exported
+        from tltool.training.session import describe_exported
 
         items.append(("weights", f"{describe_exported(context.exported)}, by export_weights: "
                       f"{context.exported['rule']}"))

@@ -7,7 +7,7 @@ import math
 import keras
 from keras import ops
 
-from tltool.recipe import Phase, RateRange
+from tltool.recipe.schema import Phase, RateRange
 
 
 @keras.saving.register_keras_serializable(package="tltool")

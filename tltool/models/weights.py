@@ -6,7 +6,7 @@ import os
 import re
 import warnings
 
-from tltool.backbones import BackboneSpec
+from tltool.models.applications import BackboneSpec
 from tltool.errors import TltoolError, UnavailableError
 
 WEIGHT_FILE_SUFFIXES = (".weights.h5", ".h5")

@@ -100,7 +100,7 @@ def _suggest(rates: np.ndarray, losses: np.ndarray, smoothed: np.ndarray) -> Swe
 
 def write_sweep(sweep: Sweep, folder: str, phase: str | None = None) -> tuple[str, str]:
     """lr_find.csv and lr_find.png (or lr_find-PHASE.*) in `folder`."""
-    from tltool.plots import lr_find_png
+    from tltool.evaluation.plots import lr_find_png
 
     stem = os.path.join(folder, f"lr_find-{phase}" if phase else "lr_find")
     write_csv(stem + ".csv", sweep.table())

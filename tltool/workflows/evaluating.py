@@ -11,10 +11,10 @@ from tltool.console import say, warn
 from tltool.data.dataset import load_dataset
 from tltool.errors import TltoolError
 from tltool.files import atomic_path
-from tltool.inference import TrainedModel, load_trained
-from tltool.metrics import Evaluation, evaluate_probs
-from tltool.report import ReportContext, write_evaluation
-from tltool.rundir import dated_folder, read_recipe
+from tltool.serving.loading import TrainedModel, load_trained
+from tltool.evaluation.metrics import Evaluation, evaluate_probs
+from tltool.evaluation.report import ReportContext, write_evaluation
+from tltool.runs.run import dated_folder, read_recipe
 
 
 def evaluate(model: str, data: str, out: str | None = None, split: str | None = None,
@@ -32,7 +32,7 @@ def evaluate(model: str, data: str, out: str | None = None, split: str | None = 
             `split_from` (default: the model's own run directory).
         top_k: k for top-k accuracy and recall.
         tta: test-time augmentation views; above 1, the report adds the
-            figures averaged over that many views (`tltool.tta`) beside the
+            figures averaged over that many views (`tltool.data.tta`) beside the
             plain ones, which stay the headline (the served model sees one
             view).
 
@@ -56,7 +56,7 @@ def evaluate(model: str, data: str, out: str | None = None, split: str | None = 
     missing = sorted(set(index) - {s.label for s in samples})
     if missing:
         warn(f"{len(missing)} model class(es) have no images here: {', '.join(missing[:10])}")
-    from tltool.tta import views
+    from tltool.data.tta import views
 
     names = views(tta, trained.flip)
     stack, kept = trained.view_probabilities([s.path for s in samples], batch_size, progress, names)
@@ -137,7 +137,7 @@ def _history(trained: TrainedModel) -> pd.DataFrame | None:
 
 
 def print_evaluation(folder: str, evaluation: Evaluation, show_all: bool = False) -> None:
-    from tltool.metrics import format_per_class, format_summary
+    from tltool.evaluation.metrics import format_per_class, format_summary
 
     print(format_summary(evaluation.metrics))  # on stdout with its table
     print(format_per_class(evaluation.per_class, None if show_all else 20))

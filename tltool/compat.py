@@ -1,6 +1,6 @@
 """Work-arounds for Keras bugs under tf.distribute strategies; each names its upstream issue.
 
-Applied only when a run trains under a strategy (`tltool.distribute`), never
+Applied only when a run trains under a strategy (`tltool.training.distribute`), never
 otherwise, and each is covered by the distribution tests: delete a patch the
 day Keras fixes its bug, and the tests say whether it was the last use.
 

@@ -4,7 +4,7 @@ Order of work, cheapest checks first so that nothing trains until everything
 is known to be valid: recipe and overrides -> backbone name and image size ->
 weights path -> run directory -> dataset scan and split -> backbone build ->
 every phase's freeze plan -> training -> model files -> evaluation. The
-training itself is `tltool.session.Session`.
+training itself is `tltool.training.session.Session`.
 """
 
 from __future__ import annotations
@@ -18,15 +18,15 @@ import tempfile
 from contextlib import contextmanager
 
 from tltool import __version__
-from tltool.backbones import get_backbone
+from tltool.models.applications import get_backbone
 from tltool.console import say, warn
 from tltool.data.dataset import Dataset, describe_skipped, load_dataset
 from tltool.errors import TltoolError, did_you_mean
 from tltool.files import write_csv, write_json
 from tltool.recipe import DEFAULT_RECIPE, Recipe, apply_overrides, load_recipe, recipe_from_dict
-from tltool.rundir import (RECIPE, check_run_dir, classes_json, create_run_dir, default_run_dir, is_run_dir,
+from tltool.runs.run import (RECIPE, check_run_dir, classes_json, create_run_dir, default_run_dir, is_run_dir,
                            read_recipe, write_recipe)
-from tltool.weights import check_image_size, weights_source
+from tltool.models.weights import check_image_size, weights_source
 
 DEFAULT_BACKBONE = "efficientnetb0"
 
@@ -81,13 +81,13 @@ def resume_run(run_dir: str, data: str | None = None, progress: bool = True, **f
     The recipe is the one recorded in the run's recipe.yaml, the dataset the
     one it recorded, checked file by file against its data/index.csv; the
     weights, optimizer state, schedule, early stopping and best epoch come
-    from checkpoints/ (`tltool.checkpoint`).
+    from checkpoints/ (`tltool.training.checkpoint`).
 
     Raises:
         TltoolError: not a tltool run, from another checkpoint format, a flag
             that would change the recipe, or a dataset that changed.
     """
-    from tltool.checkpoint import FORMAT, Checkpoints
+    from tltool.training.checkpoint import FORMAT, Checkpoints
 
     run_dir = os.path.abspath(os.fspath(run_dir))
     changed = [key for key, value in flags.items() if value not in (None, False)]
@@ -140,9 +140,9 @@ def lr_find(data: str, *, phase: str | None = None, recipe: str | Recipe | None 
     weights are restored after the sweep.
 
     Returns:
-        (the `tltool.lr_find.Sweep`, the folder with lr_find.csv and lr_find.png).
+        (the `tltool.training.lr_find.Sweep`, the folder with lr_find.csv and lr_find.png).
     """
-    from tltool.lr_find import write_sweep
+    from tltool.training.lr_find import write_sweep
 
     recipe = resolve_recipe(recipe, **overrides)
     names = [p.name for p in recipe.phases]
@@ -170,8 +170,8 @@ def _session(data: str, recipe: Recipe, out: str, overwrite: bool, split_from: s
     class weights) is checked before the folder exists, so a failed start
     leaves nothing behind and the same command works once the cause is fixed.
     """
-    from tltool.distribute import cluster
-    from tltool.session import Session
+    from tltool.training.distribute import cluster
+    from tltool.training.session import Session
 
     spec = get_backbone(recipe.backbone)
     source = weights_source(recipe.weights)

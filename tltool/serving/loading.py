@@ -16,7 +16,7 @@ from typing import Callable
 import numpy as np
 
 from tltool.errors import TltoolError
-from tltool.rundir import is_run_dir
+from tltool.runs.run import is_run_dir
 
 
 @dataclass
@@ -41,7 +41,7 @@ class TrainedModel:
     @property
     def flip(self) -> str:
         """The flips the run's recipe trained with (test-time augmentation mirrors only then)."""
-        from tltool.rundir import read_recipe
+        from tltool.runs.run import read_recipe
 
         return (read_recipe(self.run_dir).get("augment") or {}).get("flip", "none")
 
@@ -80,7 +80,7 @@ def _run_above(folder: str) -> str | None:
 
 
 def _exported(path: str) -> TrainedModel:
-    from tltool.runtimes import load
+    from tltool.serving.runtimes import load
 
     info, forward = load(path)
     forward.numpy_only = True  # a runtime outside TensorFlow: give it arrays, never trace it
@@ -92,8 +92,8 @@ def _exported(path: str) -> TrainedModel:
 def _keras(path: str, run_dir: str | None) -> TrainedModel:
     import keras
 
-    import tltool.layers  # noqa: F401  (registers tltool's layers for loading)
-    from tltool.rundir import read_classes, read_recipe
+    import tltool.models.layers  # noqa: F401  (registers tltool's layers for loading)
+    from tltool.runs.run import read_classes, read_recipe
 
     folder = os.path.dirname(path)
     try:
@@ -120,7 +120,7 @@ def _keras(path: str, run_dir: str | None) -> TrainedModel:
 def _savedmodel(path: str) -> TrainedModel:
     import tensorflow as tf
 
-    from tltool.exporting import read_info
+    from tltool.serving.writers import read_info
 
     info = read_info(path)
     if info is None:
@@ -144,7 +144,7 @@ def predict_images(forward, paths: list[str], image_size: int, aspect: str, batc
     Args:
         forward: float32 (N, S, S, 3) pixel batches -> probabilities (a Keras
             model, a tf.function, or a SavedModel endpoint).
-        views: names from `tltool.tta.views`; the default is the image alone.
+        views: names from `tltool.data.tta.views`; the default is the image alone.
 
     Returns:
         (probs, kept): probabilities, and the index into `paths` of each row;
@@ -161,7 +161,7 @@ def predict_views(forward, paths: list[str], image_size: int, aspect: str, batch
     from tqdm import tqdm
 
     from tltool.data.pipeline import decode_dataset, finish
-    from tltool.tta import apply_view
+    from tltool.data.tta import apply_view
 
     # Each image carries its index, so the decoders may finish out of order.
     ds = finish(decode_dataset(paths, image_size, aspect, ordered=False).batch(batch_size).prefetch(tf.data.AUTOTUNE))

@@ -13,9 +13,9 @@ import math
 import re
 from dataclasses import dataclass
 
-from tltool.backbones import BackboneSpec, resolve_groups
+from tltool.models.applications import BackboneSpec, resolve_groups
 from tltool.errors import TltoolError, did_you_mean
-from tltool.recipe import Fraction, FromLayer, Groups, LastGroups, LastLayers, Pattern
+from tltool.recipe.schema import Fraction, FromLayer, Groups, LastGroups, LastLayers, Pattern
 
 
 @dataclass

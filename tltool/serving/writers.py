@@ -1,6 +1,6 @@
 """Exporting a trained classifier to the formats it will run in, each checked as it is written.
 
-| format        | file (in RUN/export/)      | input (tier of `tltool.contract`)                | runtime            |
+| format        | file (in RUN/export/)      | input (tier of `tltool.data.contract`)                | runtime            |
 | ------------- | -------------------------- | ------------------------------------------------ | ------------------ |
 | `savedmodel`  | `saved_model/`             | (a) bytes, (b) pixels of any size                 | TensorFlow Serving |
 | `keras`       | `model.keras`              | (c) float32 (N, S, S, 3), 0-255                   | Keras              |
@@ -11,14 +11,14 @@
 
 (`tflite` is another name for `litert`.) The SavedModel decodes and resizes
 images itself; the other files take pixels already decoded and fitted to
-S x S as training did (`tltool.contract.prepare_file`). Every file carries
+S x S as training did (`tltool.data.contract.prepare_file`). Every file carries
 what it takes to use it without the run directory: class names, image size,
 aspect policy and the input contract's version, in `assets/tltool.json`
 (SavedModel), ONNX `metadata_props` (key `tltool`), or a sidecar
 `<file>.json` (.keras, .tflite). LiteRT files use built-in operators only,
 so they run in the standalone `ai-edge-litert` interpreter without
 TensorFlow. `litert-int8` keeps the few layers that int8 would ruin in
-float, unless told to make a full-integer file (`tltool.quantize`).
+float, unless told to make a full-integer file (`tltool.serving.quantize`).
 
 Right after writing, each file is run in its own runtime on the run's
 validation (or test) images and compared with the Keras model:
@@ -41,9 +41,9 @@ import numpy as np
 from tltool.console import native_output_hidden, say, warn
 from tltool.errors import ExportCheckFailed, TltoolError
 from tltool.files import atomic_path, write_json
-from tltool.quantize import FLOAT_LAYERS
-from tltool.rundir import classes_json, read_recipe
-from tltool.runtimes import run_batches
+from tltool.serving.quantize import FLOAT_LAYERS
+from tltool.runs.run import classes_json, read_recipe
+from tltool.serving.runtimes import run_batches
 
 FORMATS = {"savedmodel": "saved_model", "keras": "model.keras", "onnx": "model.onnx", "litert": "model.tflite",
            "litert-fp16": "model_fp16.tflite", "litert-int8": "model_int8.tflite"}
@@ -54,7 +54,7 @@ COMPARED_IMAGES = 200
 
 
 def model_info(classes: list[str], image_size: int, aspect: str, backbone: str) -> dict:
-    from tltool.contract import VERSION
+    from tltool.data.contract import VERSION
 
     return {"classes": classes, "image_size": image_size, "aspect": aspect, "backbone": backbone,
             "input_contract": VERSION}
@@ -68,7 +68,7 @@ def export_saved_model(model, path: str, info: dict) -> str:
 
     Signatures: ``serving_default``/``serve`` (float32 pixels 0-255, any
     size), ``serve_uint8`` (the same as uint8) and ``serve_bytes`` (encoded
-    images, (N,) strings), each preparing its input with `tltool.contract`
+    images, (N,) strings), each preparing its input with `tltool.data.contract`
     and returning ``probabilities``, ``class_id``, ``class_name`` and
     ``score``. ``assets/classes.json`` and ``assets/tltool.json`` go beside.
 
@@ -78,7 +78,7 @@ def export_saved_model(model, path: str, info: dict) -> str:
     """
     import tensorflow as tf
 
-    from tltool import contract
+    from tltool.data import contract
 
     size, aspect = info["image_size"], info["aspect"]
     names = tf.constant(info["classes"])
@@ -132,7 +132,7 @@ def save_keras(model, path: str) -> str:
 def _tier_c(info: dict) -> dict:
     size = info["image_size"]
     return {**info, "input": {"shape": [None, size, size, 3], "dtype": "float32", "range": [0, 255],
-                              "layout": "RGB, decoded and fitted to S x S as tltool.contract.prepare_file does"},
+                              "layout": "RGB, decoded and fitted to S x S as tltool.data.contract.prepare_file does"},
             "output": "probabilities (N, classes)"}
 
 
@@ -166,7 +166,7 @@ def _normalization_as_variables(model) -> None:
     import keras
     import tensorflow as tf
 
-    from tltool.freeze import every_layer
+    from tltool.models.freeze import every_layer
 
     for layer in every_layer(model):
         if isinstance(layer, keras.layers.Normalization) and getattr(layer, "adapt_mean", None) is not None:
@@ -195,17 +195,17 @@ def export_litert(model, path: str, info: dict, kind: str = "litert") -> str:
 
 def export_litert_int8(model, path: str, info: dict, calibration: list[str], int8_io: str = "float",
                        float_layers: str = "auto"):
-    """int8 LiteRT flatbuffer (`tltool.quantize`) and its sidecar; returns the `Int8Model`.
+    """int8 LiteRT flatbuffer (`tltool.serving.quantize`) and its sidecar; returns the `Int8Model`.
 
     Args:
         calibration: training images that calibrate the value ranges; the
             first `COMPARED_IMAGES` of them also judge the float fallback.
         int8_io: float (the file takes and gives float32) or uint8 (pixels as
             uint8; probabilities as uint8, scale 1/256).
-        float_layers: auto or none, as `tltool.quantize.int8_model` takes.
+        float_layers: auto or none, as `tltool.serving.quantize.int8_model` takes.
     """
-    from tltool.contract import prepare_file
-    from tltool.quantize import int8_model
+    from tltool.data.contract import prepare_file
+    from tltool.serving.quantize import int8_model
 
     size, aspect = info["image_size"], info["aspect"]
     pixels = np.stack([prepare_file(p, size, aspect) for p in calibration[:COMPARED_IMAGES]]).astype(np.float32)
@@ -229,7 +229,7 @@ def _signature(info: dict) -> list:
 
 
 def _representative(samples: list[str], size: int, aspect: str):
-    from tltool.contract import prepare_file
+    from tltool.data.contract import prepare_file
 
     def batches():
         for path in samples:
@@ -255,7 +255,7 @@ def export(model: str, fmt: str, out: str | None = None, calibration_images: int
         float_layers: litert-int8: auto keeps the layers int8 hurts most in
             float until the file agrees with the Keras model on the top-1 of
             99% of the calibration images; none makes a full-integer file
-            (`tltool.quantize`).
+            (`tltool.serving.quantize`).
         max_accuracy_drop: percentage points of accuracy the file may lose
             against the Keras model (and at least 2 images) before the
             export counts as failed.
@@ -268,7 +268,7 @@ def export(model: str, fmt: str, out: str | None = None, calibration_images: int
         TltoolError: a bad path or format, `out` exists, a missing extra.
         ExportCheckFailed: the file loses more accuracy than allowed (it is kept).
     """
-    from tltool.inference import load_trained
+    from tltool.serving.loading import load_trained
 
     fmt = ALIASES.get(fmt, fmt)
     if fmt not in FORMATS:
@@ -373,8 +373,8 @@ def _size(path: str) -> int:
 
 def check(trained, path: str, fmt: str, samples: dict, max_accuracy_drop: float, notes: dict | None = None) -> dict | None:
     """Run the exported file on the run's validation (or test) images; write and print the comparison."""
-    from tltool.contract import prepare_file
-    from tltool.inference import load_trained
+    from tltool.data.contract import prepare_file
+    from tltool.serving.loading import load_trained
 
     split = "test" if samples.get("test") else "val"
     rows = [(p, label) for p, label in samples.get(split, []) if os.path.isfile(p)]

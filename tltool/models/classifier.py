@@ -13,9 +13,9 @@ from dataclasses import dataclass
 
 import keras
 
-from tltool.backbones import BackboneSpec
-from tltool.layers import BackbonePreprocess
-from tltool.recipe import Augment, Head
+from tltool.models.applications import BackboneSpec
+from tltool.models.layers import BackbonePreprocess
+from tltool.recipe.schema import Augment, Head
 
 
 @dataclass

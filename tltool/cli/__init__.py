@@ -107,7 +107,7 @@ def fit(data, recipe, out, overwrite, split_from, resume, **overrides):
     back with --recipe to repeat the run. `tltool fit --resume RUN` continues
     an interrupted run (DATA may be left out; no other flags).
     """
-    from tltool.train import fit as run_fit
+    from tltool.workflows.fitting import fit as run_fit
 
     if data is None and resume is None:
         raise TltoolError("give DATA, a folder with one sub-folder of images per class (or --resume RUN)")
@@ -129,7 +129,7 @@ def lr_find(data, recipe, phase, out, overwrite, split_from, **overrides):
     it in the recipe's phase, or write `learning_rate: auto` there to have
     `tltool fit` run the sweep itself before that phase.
     """
-    from tltool.train import lr_find as run_lr_find
+    from tltool.workflows.fitting import lr_find as run_lr_find
 
     sweep, folder = run_lr_find(data, phase=phase, recipe=recipe, out=out, overwrite=overwrite,
                                 split_from=split_from, **overrides)
@@ -175,8 +175,8 @@ def evaluate(model, data, out, split, split_from, top_k, batch_size, show_all, t
     _require_tta(tta)
     _require_paths(model, data)
     _load_tensorflow()
-    from tltool.evaluation import evaluate as run_evaluate
-    from tltool.evaluation import print_evaluation
+    from tltool.workflows.evaluating import evaluate as run_evaluate
+    from tltool.workflows.evaluating import print_evaluation
 
     folder, evaluation = run_evaluate(model, data, out, split, split_from, top_k, batch_size, tta=tta)
     print_evaluation(folder, evaluation, show_all)
@@ -202,7 +202,7 @@ def predict(model, inputs, top_k, output, batch_size, tta):
     are skipped and listed with their reason.
     """
     from tltool.console import warn
-    from tltool.prediction import format_rows, predict as run_predict, write_output
+    from tltool.workflows.predicting import format_rows, predict as run_predict, write_output
 
     if output and not output.lower().endswith((".csv", ".json")):
         raise TltoolError(f"--output {output}: give a .csv or .json file name")
@@ -252,7 +252,7 @@ def export_command(model, fmt, out, calibration_images, int8_io, int8_float_laye
         raise TltoolError(f"--calibration-images {calibration_images}: give 1 or more")
     _require_paths(model)
     _load_tensorflow()
-    from tltool.exporting import export
+    from tltool.serving.writers import export
 
     export(model, fmt, out, calibration_images, int8_io, max_accuracy_drop, verify, int8_float_layers)
 
@@ -264,7 +264,7 @@ def export_command(model, fmt, out, calibration_images, int8_io, int8_float_laye
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 def backbones(as_json):
     """List the backbones you can fine-tune, with their freeze groups."""
-    from tltool.backbones import REGISTRY
+    from tltool.models.applications import REGISTRY
     from tltool.console import table
 
     if as_json:
@@ -387,9 +387,9 @@ def recipes_show(name):
 @click.option("--backbone", "-b", help="Also check group and layer names against this backbone.")
 def recipes_validate(file, backbone):
     """Check a recipe file without training; exit 2 with one line per problem."""
-    from tltool.backbones import get_backbone
+    from tltool.models.applications import get_backbone
     from tltool.errors import RecipeError
-    from tltool.freeze import layer_problems, needs_layer_names, static_problems
+    from tltool.models.freeze import layer_problems, needs_layer_names, static_problems
     from tltool.recipe import load_recipe, resolve_recipe_path
 
     recipe = load_recipe(file)
@@ -399,7 +399,7 @@ def recipes_validate(file, backbone):
         spec = get_backbone(name)
         problems = static_problems(spec, recipe)
         if needs_layer_names(recipe):
-            from tltool.weights import load_backbone
+            from tltool.models.weights import load_backbone
 
             _load_tensorflow()
             problems += layer_problems(spec, load_backbone(spec, max(spec.min_size, 32), "none"), recipe)
@@ -420,8 +420,8 @@ def recipes_schema():
 
 def _build_plans(spec, recipe):
     """Build the backbone (no weights) and resolve every phase's freeze plan."""
-    from tltool.freeze import resolve_plan
-    from tltool.weights import load_backbone
+    from tltool.models.freeze import resolve_plan
+    from tltool.models.weights import load_backbone
 
     size = max(spec.min_size, 32)
     backbone = load_backbone(spec, size, "none")
@@ -440,12 +440,12 @@ def _build_plans(spec, recipe):
 @click.option("--layers", is_flag=True, help="Also list every backbone layer with its group and parameters.")
 def plan(backbone, recipe, num_classes, layers):
     """Show, per phase, which groups train and how many parameters that is."""
-    from tltool.backbones import get_backbone
+    from tltool.models.applications import get_backbone
     from tltool.console import table
-    from tltool.freeze import apply_plan, count_params
+    from tltool.models.freeze import apply_plan, count_params
     from tltool.recipe import load_recipe
-    from tltool.session import describe_groups
-    from tltool.train import DEFAULT_BACKBONE
+    from tltool.training.session import describe_groups
+    from tltool.workflows.fitting import DEFAULT_BACKBONE
 
     loaded = load_recipe(recipe) if recipe else load_recipe()
     spec = get_backbone(backbone or loaded.backbone or DEFAULT_BACKBONE)
@@ -481,8 +481,8 @@ def plan(backbone, recipe, num_classes, layers):
 
 def _describe_rates(optimizer, training: list[str]) -> str:
     """'adam, learning rate 0.001' or 'adamw, learning rates stem 1e-05, ..., head 0.001'."""
-    from tltool.optim import group_rates
-    from tltool.recipe import RateRange
+    from tltool.training.optim import group_rates
+    from tltool.recipe.schema import RateRange
 
     rate = optimizer.learning_rate
     if rate == "auto":
@@ -494,9 +494,9 @@ def _describe_rates(optimizer, training: list[str]) -> str:
 
 
 def _print_layers(spec, model):
-    from tltool.backbones import resolve_groups
+    from tltool.models.applications import resolve_groups
     from tltool.console import table
-    from tltool.freeze import count_params
+    from tltool.models.freeze import count_params
 
     rows = []
     for group, start, end in resolve_groups(spec, [layer.name for layer in model.layers]):

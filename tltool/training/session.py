@@ -4,7 +4,7 @@ Each epoch is one call of Keras' `fit` on a dataset made for that epoch, so
 everything random in it (the shuffle order, augmentation, dropout) is drawn
 from streams seeded by (recipe seed, phase, epoch) and never from state that
 accumulates. After every epoch the training state is checkpointed
-(`tltool.checkpoint`); a run killed at any moment resumes from its last
+(`tltool.training.checkpoint`); a run killed at any moment resumes from its last
 completed epoch and continues exactly as it would have.
 """
 
@@ -20,14 +20,15 @@ import zlib
 import numpy as np
 
 from tltool import __version__
-from tltool.backbones import BackboneSpec
-from tltool.checkpoint import Checkpoints, TrainingState
+from tltool.models.applications import BackboneSpec
+from tltool.training.checkpoint import Checkpoints, TrainingState
 from tltool.console import say, warn
 from tltool.data.dataset import Dataset
 from tltool.errors import Interrupted, TltoolError, did_you_mean
 from tltool.files import write_csv, write_json
-from tltool.recipe import IMBALANCE_THRESHOLD, RateRange, Recipe
-from tltool.rundir import write_recipe
+from tltool.recipe import IMBALANCE_THRESHOLD, Recipe
+from tltool.recipe.schema import RateRange
+from tltool.runs.run import write_recipe
 
 
 class Session:
@@ -44,11 +45,11 @@ class Session:
     def __init__(self, recipe: Recipe, spec: BackboneSpec, dataset: Dataset, initial_weights: str | None = None):
         import keras
 
-        from tltool.backbones import resolve_groups
-        from tltool.distribute import choose
-        from tltool.freeze import resolve_plan
-        from tltool.model import build_classifier, build_mixer
-        from tltool.weights import load_backbone
+        from tltool.models.applications import resolve_groups
+        from tltool.training.distribute import choose
+        from tltool.models.freeze import resolve_plan
+        from tltool.models.classifier import build_classifier, build_mixer
+        from tltool.models.weights import load_backbone
 
         self.recipe, self.spec, self.dataset = recipe, spec, dataset
         self.run_dir, self.provenance, self.history = "", {}, []
@@ -171,7 +172,7 @@ class Session:
 
     def enter_phase(self, index: int) -> bool:
         """Apply phase `index`'s freeze plan and cache features if it trains on them; returns whether it does."""
-        from tltool.freeze import apply_plan
+        from tltool.models.freeze import apply_plan
 
         use_cache = self._uses_cache(index)
         apply_plan(self.clf.backbone, self.plans[index])
@@ -214,7 +215,7 @@ class Session:
 
     def group_rates(self, index: int) -> dict[str, float]:
         """Each trainable group's learning rate in phase `index`, the head's under "head"."""
-        from tltool.optim import group_rates
+        from tltool.training.optim import group_rates
 
         training = [name for name, n, _ in self.plans[index].groups if n]
         return group_rates(self.recipe.phases[index].optimizer.learning_rate, training)
@@ -222,7 +223,7 @@ class Session:
     def _compile(self, model, index: int, schedule=None) -> None:
         import keras
 
-        from tltool.optim import make_optimizer
+        from tltool.training.optim import make_optimizer
 
         r = self.recipe
         with self.dist.scope():  # the optimizer's and metrics' variables too
@@ -256,7 +257,7 @@ class Session:
                 f"({stopping.monitor} {state.stopping['best']:.4f})")
 
     def _fit_epoch(self, model, index: int, epoch: int, use_cache: bool) -> tuple[dict, float]:
-        from tltool.callbacks import StopOnInterrupt
+        from tltool.training.callbacks import StopOnInterrupt
         from tltool.console import interactive
 
         self._reseed(index, epoch)
@@ -307,7 +308,7 @@ class Session:
 
     def _choose_rate(self, index: int, use_cache: bool):
         """`learning_rate: auto`: sweep from where the phase starts, then train at the suggested rate."""
-        from tltool.lr_find import write_sweep
+        from tltool.training.lr_find import write_sweep
 
         sweep = self.sweep_rates(index, use_cache)
         write_sweep(sweep, self.run_dir, self.recipe.phases[index].name)
@@ -321,7 +322,7 @@ class Session:
 
     def sweep_rates(self, index: int, use_cache: bool):
         """The learning-rate range test at the start of phase `index`; the model is left as it was."""
-        from tltool.lr_find import range_test
+        from tltool.training.lr_find import range_test
 
         model = self._model(use_cache)
         saved = self.clf.model.get_weights()
@@ -338,7 +339,7 @@ class Session:
         return self.recipe.early_stopping.monitor if self.recipe.early_stopping else "val_loss"
 
     def _compute_features(self):
-        from tltool.features import compute_features
+        from tltool.training.features import compute_features
 
         return compute_features(
             self.clf.features, self.clf.augmenter, self.train_images, self.val_images, self.n_train,
@@ -347,7 +348,7 @@ class Session:
         )
 
     def _announce(self, index: int, use_cache: bool) -> None:
-        from tltool.freeze import count_params
+        from tltool.models.freeze import count_params
 
         phase, plan = self.recipe.phases[index], self.plans[index]
         trainable = count_params(self.clf.inference.trainable_weights)
@@ -378,7 +379,7 @@ class Session:
     # ------------------------------------------------------------ outputs
 
     def finish(self) -> None:
-        from tltool.exporting import export_saved_model, model_info, save_keras
+        from tltool.serving.writers import export_saved_model, model_info, save_keras
 
         self.exported = self._choose_exported_weights()
         self.calibration = self._calibrate()
@@ -414,7 +415,7 @@ class Session:
         """`calibrate: true`: fit a temperature on the validation split for the exported weights."""
         import tensorflow as tf
 
-        from tltool.calibration import apply_temperature, fit_temperature, negative_log_likelihood
+        from tltool.training.calibration import apply_temperature, fit_temperature, negative_log_likelihood
 
         if not self.recipe.calibrate or self.val_batches is None:
             return None
@@ -436,10 +437,10 @@ class Session:
         """The report for the test split (or validation), into the run directory."""
         import pandas as pd
 
-        from tltool.evaluation import print_evaluation
-        from tltool.inference import predict_images
-        from tltool.metrics import evaluate_probs
-        from tltool.report import ReportContext, write_evaluation
+        from tltool.workflows.evaluating import print_evaluation
+        from tltool.serving.loading import predict_images
+        from tltool.evaluation.metrics import evaluate_probs
+        from tltool.evaluation.report import ReportContext, write_evaluation
 
         split = "test" if self.dataset.split("test") else "val"
         samples = self.dataset.split(split)
@@ -497,7 +498,7 @@ def with_temperature(model, temperature: float | None):
         return model
     import keras
 
-    from tltool.layers import Temperature
+    from tltool.models.layers import Temperature
 
     return keras.Model(model.input, Temperature(temperature, name="temperature")(model.output), name=model.name)
 
