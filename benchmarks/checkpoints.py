@@ -59,7 +59,7 @@ def checkpoint_cost(backbone: str, size: int = 224) -> list[list]:
     import keras
     import numpy as np
 
-    from tltool.models.applications import get_backbone
+    from tltool.models.registry import get_backbone
     from tltool.training.checkpoint import Checkpoints, TrainingState
     from tltool.models.freeze import apply_plan, resolve_plan
     from tltool.models.classifier import build_classifier
@@ -68,7 +68,7 @@ def checkpoint_cost(backbone: str, size: int = 224) -> list[list]:
     from tltool.models.weights import load_backbone
 
     spec = get_backbone(backbone)
-    clf = build_classifier(spec, load_backbone(spec, size, "none"), 10, size, Head(), Augment(), 1)
+    clf = build_classifier(spec.build(size, "none"), 10, size, Head(), Augment(), 1)
     rows = []
     for trainable in ("none", "all"):
         apply_plan(clf.backbone, resolve_plan(spec, clf.backbone, trainable))

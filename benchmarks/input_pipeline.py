@@ -39,7 +39,7 @@ def _pipeline(args, cache):
 def _backbone(args):
     import tensorflow as tf
 
-    from tltool.models.applications import get_backbone
+    from tltool.models.registry import get_backbone
     from tltool.models.layers import BackbonePreprocess
     from tltool.models.weights import load_backbone
 

@@ -37,7 +37,7 @@ from tltool.data.dataset import load_dataset
 dataset = load_dataset(data, 0.1, 0.0, 1, progress=False)
 scan = time.perf_counter() - start
 scan_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-from tltool.models.applications import get_backbone
+from tltool.models.registry import get_backbone
 from tltool.recipe import recipe_from_dict
 from tltool.training.session import Session
 recipe = recipe_from_dict({"backbone": "mobilenetv2", "weights": "none", "image_size": 32, "batch_size": 128,

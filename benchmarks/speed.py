@@ -103,7 +103,7 @@ def _in_memory_train_rate(args, precision="float32", jit=False, trainable="all",
     import keras
     import numpy as np
 
-    from tltool.models.applications import get_backbone
+    from tltool.models.registry import get_backbone
     from tltool.models.freeze import apply_plan, resolve_plan
     from tltool.models.classifier import build_classifier
     from tltool.training.optim import make_optimizer

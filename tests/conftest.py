@@ -72,6 +72,21 @@ def backbone_file(tmp_path_factory):
     return os.path.join(shared(tmp_path_factory, "weights", save), "vgg16.weights.h5")
 
 
+def new_session(recipe: dict, data: str, folder: str):
+    """A Session as `fit` makes one, in a new run directory: prepared (built, checked), then started."""
+    from tltool.data.dataset import load_dataset
+    from tltool.models.registry import get_backbone
+    from tltool.recipe import recipe_from_dict
+    from tltool.runs.run import Run
+    from tltool.tasks import get_task
+    from tltool.training.session import Session
+    from tltool.training.setup import prepare
+
+    recipe = recipe_from_dict(recipe)
+    setup = prepare(recipe, get_backbone(recipe.backbone), load_dataset(data, progress=False), get_task())
+    return Session(setup, Run.create(folder))
+
+
 def run_cli(*args):
     """Invoke `tltool ARGS`; returns the click Result (exit_code, output)."""
     from tltool.cli import cli

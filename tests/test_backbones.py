@@ -7,7 +7,9 @@ import sys
 import numpy as np
 import pytest
 
-from tltool.models.applications import REGISTRY, get_backbone, resolve_groups
+from tltool.models.applications import SPECS as REGISTRY
+from tltool.models.applications import resolve_groups
+from tltool.models.registry import get_backbone
 from tltool.errors import TltoolError
 
 LARGE = {"efficientnetb6", "efficientnetb7", "efficientnetv2m", "efficientnetv2l", "convnextlarge",
@@ -34,7 +36,7 @@ def test_backbone_builds_and_its_groups_cover_every_layer_in_order(name):
         assert model.count_params() == spec.params
         names = [layer.name for layer in model.layers]
         groups = resolve_groups(spec, names)
-        assert [g for g, _, _ in groups] == spec.group_names
+        assert tuple(g for g, _, _ in groups) == spec.group_names
         assert groups[0][1] == 0 and groups[-1][2] == len(names)
         for (_, _, end), (_, start, _) in zip(groups, groups[1:]):
             assert end == start  # contiguous, in order

@@ -122,8 +122,9 @@ def _sensitive_model_dir(folder, aspect):
     """A model folder whose probabilities move with every pixel and its position (no pooling)."""
     import keras
 
-    from tltool.serving.writers import export_saved_model, model_info
     from tltool.files import write_json
+    from tltool.serving.formats import export_saved_model, model_info
+    from tltool.tasks import get_task
 
     os.makedirs(folder)
     classes = ["apple", "leaf", "sky"]
@@ -136,7 +137,8 @@ def _sensitive_model_dir(folder, aspect):
                            kernel_initializer=keras.initializers.RandomNormal(stddev=0.05, seed=3)),
     ])
     model.save(os.path.join(folder, "model.keras"))
-    export_saved_model(model, os.path.join(folder, "saved_model"), model_info(classes, 32, aspect, "test"))
+    export_saved_model(model, os.path.join(folder, "saved_model"), model_info(classes, 32, aspect, "test", get_task()),
+                       get_task())
     return folder
 
 

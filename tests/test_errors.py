@@ -36,7 +36,7 @@ def _keras_style(cause):
 
 
 def test_only_network_failures_count_as_offline():
-    from tltool.models.weights import _is_network_error
+    from tltool.models.weights import is_network_error as _is_network_error
 
     assert _is_network_error(_keras_style(urllib.error.URLError("refused")))
     assert _is_network_error(_keras_style(ConnectionResetError()))
@@ -47,20 +47,18 @@ def test_only_network_failures_count_as_offline():
 def test_a_bug_while_loading_a_weights_file_is_not_a_user_error(tmp_path, monkeypatch):
     import keras
 
-    from tltool.models.applications import get_backbone
+    from tltool.models.registry import get_backbone
     from tltool.errors import TltoolError
-    from tltool.models.weights import load_backbone
-
     spec = get_backbone("mobilenetv2")
     path = tmp_path / "b.weights.h5"
-    load_backbone(spec, 32, "none").save_weights(str(path))
+    spec.build(32, "none").model.save_weights(str(path))
 
     def broken(self, *args, **kwargs):
         raise RuntimeError("a bug")
 
     monkeypatch.setattr(keras.Model, "load_weights", broken)
     with pytest.raises(RuntimeError):
-        load_backbone(spec, 32, str(path))
+        spec.build(32, str(path))
     monkeypatch.setattr(keras.Model, "load_weights", lambda self, *a, **k: (_ for _ in ()).throw(ValueError("shape")))
     with pytest.raises(TltoolError, match="does not fit"):
-        load_backbone(spec, 32, str(path))
+        spec.build(32, str(path))

@@ -138,9 +138,9 @@ def _colour_run(folder, tiny_data, kernel):
     """A run directory whose model.keras tells the tiny classes apart by their mean colour."""
     import keras
 
-    from tltool.runs.run import create_run_dir
+    from tltool.runs.run import Run
 
-    create_run_dir(str(folder), False)
+    Run.create(str(folder))
     model = keras.Sequential([keras.Input((32, 32, 3)), keras.layers.GlobalAveragePooling2D(),
                               keras.layers.Dense(3, activation="softmax")])
     model.layers[-1].set_weights([kernel, np.zeros(3, "float32")])
@@ -156,8 +156,10 @@ def _colour_run(folder, tiny_data, kernel):
 
 def test_an_export_that_loses_accuracy_fails_and_is_kept(tiny_data, tmp_path):
     from tltool.errors import ExportCheckFailed
-    from tltool.serving.writers import _samples, check, export
+    from tltool.serving.checking import check
     from tltool.serving.loading import load_trained
+    from tltool.tasks import get_task
+    from tltool.workflows.exporting import export
 
     right = _colour_run(tmp_path / "right", tiny_data, np.eye(3, dtype="float32") * 0.1)
     wrong = _colour_run(tmp_path / "wrong", tiny_data, np.roll(np.eye(3, dtype="float32"), 1, axis=1) * 0.1)
@@ -165,15 +167,15 @@ def test_an_export_that_loses_accuracy_fails_and_is_kept(tiny_data, tmp_path):
     bad = export(str(wrong), "onnx", str(tmp_path / "bad.onnx"), verify=False)
     trained = load_trained(str(right))
     with pytest.raises(ExportCheckFailed, match="below the Keras model's"):
-        check(trained, bad, "onnx", _samples(trained), 1.0)
+        check(trained, bad, "onnx", trained.run.split_files(), 1.0, get_task())
     assert os.path.isfile(bad)
     report = json.load(open(tmp_path / "export_report.json"))["onnx"]
     assert not report["passed"] and report["keras_accuracy"] == 1.0 and report["accuracy"] == 0.0
-    assert check(trained, bad, "onnx", _samples(trained), 101.0)["passed"]  # a looser threshold lets it pass
+    assert check(trained, bad, "onnx", trained.run.split_files(), 101.0, get_task())["passed"]  # a looser threshold lets it pass
 
 
 def test_int8_calibration_images_come_from_every_class():
-    from tltool.serving.writers import calibration_sample
+    from tltool.serving.checking import calibration_sample
 
     rows = [(f"{label}/{i}.png", label) for label in "abc" for i in range(5)]  # class by class, as index.csv lists them
     assert calibration_sample(rows, 6) == ["a/0.png", "b/0.png", "c/0.png", "a/1.png", "b/1.png", "c/1.png"]
@@ -269,15 +271,16 @@ def test_onnx_of_an_efficientnet_takes_the_image_only(tmp_path):
     """EfficientNet's adapted Normalization layer once became two extra ONNX inputs that no caller can feed."""
     import onnxruntime as ort
 
-    from tltool.models.applications import get_backbone
-    from tltool.serving.writers import export_onnx, model_info
+    from tltool.models.registry import get_backbone
     from tltool.models.classifier import build_classifier
     from tltool.recipe.schema import Augment, Head
-    from tltool.models.weights import load_backbone
+    from tltool.serving.formats import export_onnx, model_info
+    from tltool.tasks import get_task
 
     spec = get_backbone("efficientnetb0")
-    model = build_classifier(spec, load_backbone(spec, 32, "none"), 3, 32, Head(), Augment(), 1).inference
-    path = export_onnx(model, str(tmp_path / "m.onnx"), model_info(["a", "b", "c"], 32, "stretch", "efficientnetb0"))
+    model = build_classifier(spec.build(32, "none"), 3, 32, Head(), Augment(), 1).inference
+    path = export_onnx(model, str(tmp_path / "m.onnx"), model_info(["a", "b", "c"], 32, "stretch", "efficientnetb0",
+                                                                        get_task()))
     session = ort.InferenceSession(path)
     assert [i.name for i in session.get_inputs()] == ["image"]
     pixels = np.random.default_rng(0).uniform(0, 255, (2, 32, 32, 3)).astype("float32")

@@ -82,14 +82,12 @@ def test_saved_model_predicts_like_the_keras_model_in_a_fresh_process(fitted_run
 def test_weights_file_is_loaded_into_the_backbone(tmp_path):
     import keras
 
-    from tltool.models.applications import get_backbone
-    from tltool.models.weights import load_backbone
-
+    from tltool.models.registry import get_backbone
     spec = get_backbone("mobilenetv2")
     source = keras.applications.MobileNetV2(weights=None, include_top=False, input_shape=(32, 32, 3))
     path = str(tmp_path / "mine.weights.h5")
     source.save_weights(path)
-    loaded = load_backbone(spec, 32, path)
+    loaded = spec.build(32, path).model
     for a, b in zip(source.weights, loaded.weights):
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
 

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from tltool.models.applications import get_backbone
+from tltool.models.registry import get_backbone
 from tltool.errors import TltoolError
 from tltool.models.freeze import apply_plan, batchnorm_layers, resolve_plan
 from tltool.recipe.schema import Fraction, FromLayer, Groups, LastGroups, LastLayers, Pattern
@@ -11,10 +11,8 @@ from tltool.recipe.schema import Fraction, FromLayer, Groups, LastGroups, LastLa
 
 @pytest.fixture(scope="module")
 def resnet():
-    from tltool.models.weights import load_backbone
-
-    spec = get_backbone("resnet50")
-    return spec, load_backbone(spec, 32, "none")
+    backbone = get_backbone("resnet50").build(32, "none")
+    return backbone, backbone.model
 
 
 def trainable_weighted(model):
@@ -23,13 +21,13 @@ def trainable_weighted(model):
 
 def test_none_freezes_everything(resnet):
     spec, model = resnet
-    apply_plan(model, resolve_plan(spec, model, "none"))
+    apply_plan(spec, resolve_plan(spec, "none"))
     assert trainable_weighted(model) == [] and model.trainable_weights == []
 
 
 def test_all_with_frozen_batchnorm_trains_every_conv_but_no_batchnorm(resnet):
     spec, model = resnet
-    apply_plan(model, resolve_plan(spec, model, "all", "frozen"))
+    apply_plan(spec, resolve_plan(spec, "all", "frozen"))
     assert all(not bn.trainable for bn in batchnorm_layers(model))
     convs = [layer for layer in model.layers if layer.__class__.__name__ == "Conv2D"]
     assert convs and all(layer.trainable for layer in convs)
@@ -37,8 +35,8 @@ def test_all_with_frozen_batchnorm_trains_every_conv_but_no_batchnorm(resnet):
 
 def test_last_groups_trains_exactly_those_groups(resnet):
     spec, model = resnet
-    plan = resolve_plan(spec, model, LastGroups(last_groups=1), "train")
-    apply_plan(model, plan)
+    plan = resolve_plan(spec, LastGroups(last_groups=1), "train")
+    apply_plan(spec, plan)
     names = trainable_weighted(model)
     assert names and all(n.startswith("conv5_") for n in names)
     assert len(names) == sum(1 for layer in model.layers if layer.weights and layer.name.startswith("conv5_"))
@@ -57,7 +55,7 @@ def test_named_groups_fraction_layers_and_patterns(resnet):
         "pattern": (Pattern(pattern=r"_bn$"), lambda n: n.endswith("_bn")),
     }
     for kind, (trainable, expected) in cases.items():
-        apply_plan(model, resolve_plan(spec, model, trainable, "train"))
+        apply_plan(spec, resolve_plan(spec, trainable, "train"))
         assert trainable_weighted(model) == [n for n in weighted if expected(n)], kind
 
 
@@ -69,7 +67,7 @@ def test_named_groups_fraction_layers_and_patterns(resnet):
 def test_names_are_checked_against_the_backbone(resnet, trainable, message):
     spec, model = resnet
     with pytest.raises(TltoolError, match=message):
-        resolve_plan(spec, model, trainable)
+        resolve_plan(spec, trainable)
 
 
 def test_frozen_batchnorm_keeps_its_statistics_while_neighbours_train():
@@ -77,19 +75,17 @@ def test_frozen_batchnorm_keeps_its_statistics_while_neighbours_train():
 
     from tltool.models.classifier import build_classifier
     from tltool.recipe.schema import Augment, Head
-    from tltool.models.weights import load_backbone
 
-    spec = get_backbone("mobilenetv2")
-    clf = build_classifier(spec, load_backbone(spec, 32, "none"), 2, 32, Head(), Augment(flip="none"))
+    clf = build_classifier(get_backbone("mobilenetv2").build(32, "none"), 2, 32, Head(), Augment(flip="none"))
     x = np.random.default_rng(0).uniform(0, 255, (16, 32, 32, 3)).astype("float32")
     y = keras.utils.to_categorical(np.arange(16) % 2, 2)
-    bns = list(batchnorm_layers(clf.backbone))
+    bns = list(batchnorm_layers(clf.backbone.model))
 
     def moving_means():
         return [keras.ops.convert_to_numpy(bn.moving_mean).copy() for bn in bns]
 
     for batchnorm, should_change in (("frozen", False), ("train", True)):
-        apply_plan(clf.backbone, resolve_plan(spec, clf.backbone, "all", batchnorm, momentum=0.5))
+        apply_plan(clf.backbone, resolve_plan(clf.backbone, "all", batchnorm, momentum=0.5))
         clf.model.compile("sgd", "categorical_crossentropy")
         before = moving_means()
         clf.model.fit(x, y, epochs=1, batch_size=8, verbose=0)

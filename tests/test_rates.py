@@ -70,29 +70,25 @@ def test_rates_spread_geometrically_from_low_to_the_head():
 
 def test_a_real_phase_gives_every_backbone_variable_its_groups_rate(tiny_data, tmp_path):
     """Through Session: the optimizer of a phase with {low, high} applies each group's rate to its variables."""
-    from tltool.data.dataset import load_dataset
-    from tltool.recipe import recipe_from_dict
-    from tltool.training.session import Session
-    from tltool.models.applications import get_backbone
+    from conftest import new_session
 
-    recipe = recipe_from_dict({"backbone": "mobilenetv2", "weights": "none", "image_size": 32, "phases": [
+    session = new_session({"backbone": "mobilenetv2", "weights": "none", "image_size": 32, "phases": [
         {"name": "top", "epochs": 1, "trainable": {"last_groups": 2},
-         "optimizer": {"name": "sgd", "momentum": 0.0, "learning_rate": {"low": 1e-4, "high": 1e-2}}}]})
-    session = Session(recipe, get_backbone("mobilenetv2"), load_dataset(tiny_data, progress=False))
-    session.start(str(tmp_path / "run"))
+         "optimizer": {"name": "sgd", "momentum": 0.0, "learning_rate": {"low": 1e-4, "high": 1e-2}}}]},
+        tiny_data, str(tmp_path / "run"))
     session.enter_phase(0)
-    model = session._model(False)
-    session._compile(model, 0)
+    model = session.model_for(False)
+    session.compile_phase(model, 0)
     rates = session.group_rates(0)
     assert list(rates) == ["block_16", "Conv_1", "head"] and rates["Conv_1"] == pytest.approx(1e-3)
     before = [np.array(v) for v in model.trainable_variables]
     grads = [np.ones(v.shape, "float32") for v in model.trainable_variables]
     model.optimizer.apply(grads, model.trainable_variables)
     group_of = {}
-    for group, start, end in session.group_ranges:
-        for layer in session.clf.backbone.layers[start:end]:
+    for group in session.clf.backbone.groups:
+        for layer in group.layers:
             for w in layer.trainable_weights:
-                group_of[id(w)] = group
+                group_of[id(w)] = group.name
     seen = set()
     for variable, old in zip(model.trainable_variables, before):
         group = group_of.get(id(variable), "head")
@@ -134,16 +130,11 @@ def test_lr_find_suggests_a_finite_rate_inside_the_sweep(swept):
 
 
 def test_the_sweep_leaves_the_model_as_it_found_it(tiny_data, tmp_path):
-    from tltool.models.applications import get_backbone
-    from tltool.data.dataset import load_dataset
-    from tltool.recipe import recipe_from_dict
-    from tltool.training.session import Session
+    from conftest import new_session
 
-    recipe = recipe_from_dict({"backbone": "mobilenetv2", "weights": "none", "image_size": 32, "batch_size": 4,
-                               "phases": [{"name": "top", "epochs": 1, "trainable": {"last_groups": 2},
-                                           "batchnorm": "train"}]})
-    session = Session(recipe, get_backbone("mobilenetv2"), load_dataset(tiny_data, progress=False))
-    session.start(str(tmp_path / "run"))
+    session = new_session({"backbone": "mobilenetv2", "weights": "none", "image_size": 32, "batch_size": 4,
+                           "phases": [{"name": "top", "epochs": 1, "trainable": {"last_groups": 2},
+                                       "batchnorm": "train"}]}, tiny_data, str(tmp_path / "run"))
     before = [np.array(w) for w in session.clf.model.weights]
     sweep = session.sweep_rates(0, session.enter_phase(0))
     assert sweep.rates[-1] > sweep.rates[0] * 1e3  # it really trained, through a wide range of rates

@@ -15,7 +15,9 @@ from tltool.data.dataset import load_dataset
 from tltool.errors import RecipeError, TltoolError
 from tltool.training.optim import PhaseSchedule
 from tltool.recipe import load_recipe, recipe_from_dict
-from tltool.training.session import class_weights
+from tltool.tasks import get_task
+
+class_weights = get_task().class_weights
 
 HERE = os.path.dirname(__file__)
 

@@ -74,9 +74,12 @@ def test_augmentation_is_cached_as_several_views(tiny_data, tmp_path):
 
 
 def test_views_cycle_by_epoch():
+    import tensorflow as tf
+
     from tltool.training.features import FeatureCache
 
-    cache = FeatureCache(np.arange(3 * 4 * 2, dtype=np.float32).reshape(3, 4, 2), np.arange(4) % 2, None, None, 2)
+    cache = FeatureCache(np.arange(3 * 4 * 2, dtype=np.float32).reshape(3, 4, 2), np.arange(4) % 2, None, None,
+                         lambda y: tf.one_hot(y, 2))
     seen = []
     for epoch in range(5):
         batches = cache.train_dataset(2, seed=1, window=4, epoch=epoch).take(2)  # one pass of 4 images
@@ -137,22 +140,23 @@ def test_caching_augmented_views_never_touches_batchnorm(tiny_data):
     mode, even while the backbone's layers are still marked trainable."""
     import keras
 
-    from tltool.models.applications import get_backbone
+    from tltool.models.registry import get_backbone
     from tltool.data.pipeline import labelled_images
     from tltool.training.features import compute_features
     from tltool.models.freeze import batchnorm_layers
     from tltool.models.classifier import build_classifier
     from tltool.recipe.schema import Augment, Head
-    from tltool.models.weights import load_backbone
+    from tltool.tasks import get_task
 
     spec = get_backbone("mobilenetv2")
-    clf = build_classifier(spec, load_backbone(spec, 32, "none"), 3, 32, Head(), Augment(flip="horizontal", zoom=0.2))
-    assert clf.backbone.trainable  # nothing frozen yet: the dangerous case
+    clf = build_classifier(spec.build(32, "none"), 3, 32, Head(), Augment(flip="horizontal", zoom=0.2))
+    assert clf.backbone.model.trainable  # nothing frozen yet: the dangerous case
     paths = sorted(os.path.join(r, f) for r, _, fs in os.walk(tiny_data) for f in fs)
     images = labelled_images(paths, [0] * len(paths), 32)
-    before = [keras.ops.convert_to_numpy(bn.moving_mean).copy() for bn in batchnorm_layers(clf.backbone)]
-    cache = compute_features(clf.features, clf.augmenter, images, images, len(paths), len(paths), 2, 8, 3, None)
-    after = [keras.ops.convert_to_numpy(bn.moving_mean) for bn in batchnorm_layers(clf.backbone)]
+    before = [keras.ops.convert_to_numpy(bn.moving_mean).copy() for bn in batchnorm_layers(clf.backbone.model)]
+    cache = compute_features(clf.features, clf.augmenter, images, images, len(paths), len(paths), 2, 8,
+                             lambda y: get_task().encode(y, 3), None)
+    after = [keras.ops.convert_to_numpy(bn.moving_mean) for bn in batchnorm_layers(clf.backbone.model)]
     assert all(np.array_equal(a, b) for a, b in zip(before, after))
     assert cache.train.shape == (2, len(paths), 1280)
     assert not np.allclose(cache.train[0], cache.train[1], rtol=1e-3, atol=0)  # two different views

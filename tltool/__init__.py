@@ -9,15 +9,16 @@ functions re-exported here, so a notebook can do the same work:
     model = tltool.load_model(run)                      # the keras.Model
 
 Importing this package does not import TensorFlow; the heavy modules load on
-first use. The modules behind these functions are named for what they hold
-(`evaluation`, `prediction`, `exporting`), never like the functions, so that
+first use. The packages behind these functions are named for what they hold
+(`evaluation`, `serving`, `workflows`), never like the functions, so that
 importing one can never replace `tltool.evaluate` by a module.
 """
 
 __version__ = "0.1.0"
 
-_API = ("fit", "lr_find", "evaluate", "predict", "export", "load_model", "open_run", "Run")
-_LAZY = {"load_recipe": "tltool.recipe", "get_backbone": "tltool.models.applications"}
+_API = ("fit", "lr_find", "evaluate", "predict", "export", "load_model", "open_run", "Run", "plan",
+        "validate_recipe", "backbones")
+_LAZY = {"load_recipe": "tltool.recipe", "get_backbone": "tltool.models.registry"}
 
 
 def __getattr__(name):

@@ -7,55 +7,28 @@
     rows, skipped, classes = tltool.predict(run, ["photo.jpg"])
     model = run.load_model()           # the keras.Model, taking (N, S, S, 3) pixels 0-255
 
-A `Run` is path-like, so it goes wherever a run directory's path does.
+Each function's keyword arguments come from the command's table in
+`tltool.options`, the same rows that make its command-line flags; an unknown
+keyword is a TypeError that names the closest one.
 """
 
 from __future__ import annotations
 
-import json
 import os
-from dataclasses import dataclass
+
+from tltool import options
+from tltool.runs.run import Run as RunDirectory
 
 
-@dataclass(frozen=True)
-class Run:
-    """A run directory written by `fit`."""
+class Run(RunDirectory):
+    """A run directory written by `fit` (`tltool.runs.Run`), with the API's verbs as methods.
 
-    dir: str
-
-    def __fspath__(self) -> str:
-        return self.dir
-
-    def __str__(self) -> str:
-        return self.dir
-
-    @property
-    def metrics(self) -> dict:
-        """metrics.json: the report's figures and which weights were exported."""
-        return self._json("metrics.json")
-
-    @property
-    def classes(self) -> list[str]:
-        from tltool.runs.run import read_classes
-
-        return read_classes(self.dir)
-
-    @property
-    def history(self):
-        """history.csv as a pandas DataFrame: one row per epoch, all phases."""
-        import pandas as pd
-
-        return pd.read_csv(os.path.join(self.dir, "history.csv"))
-
-    @property
-    def recipe(self) -> dict:
-        from tltool.runs.run import read_recipe
-
-        return read_recipe(self.dir)
+    Path-like: it goes wherever a run directory's path does.
+    """
 
     def load_model(self):
         """The trained keras.Model (float32 (N, S, S, 3) RGB pixels 0-255 in, probabilities out)."""
-        return load_model(self.dir)
+        return load_model(self)
 
     def evaluate(self, data: str, **kwargs):
         return evaluate(self, data, **kwargs)
@@ -63,68 +36,97 @@ class Run:
     def predict(self, inputs: list[str], **kwargs):
         return predict(self, inputs, **kwargs)
 
-    def export(self, fmt: str, out: str | None = None, **kwargs) -> str:
-        return export(self, fmt, out, **kwargs)
-
-    def _json(self, name: str) -> dict:
-        with open(os.path.join(self.dir, name), encoding="utf-8") as f:
-            return json.load(f)
+    def export(self, fmt: str, **kwargs) -> str:
+        return export(self, fmt, **kwargs)
 
 
-def fit(data: str, **kwargs) -> Run:
-    """Train on a folder of images; see `tltool.workflows.fitting.fit` for the arguments."""
+@options.FIT.api("data", returns="Run")
+def fit(data: str | None = None, **kwargs) -> Run:
+    """Train on a folder of images (or a CSV); returns the run directory.
+
+    `tltool.fit(None, resume=RUN)` continues an interrupted run.
+    """
     from tltool.workflows.fitting import fit as run_fit
 
-    return Run(run_fit(data, **kwargs))
+    run, _ = run_fit(None if data is None else os.fspath(data), **_paths(kwargs))
+    return Run(run.path)
 
 
+@options.LR_FIND.api("data")
 def lr_find(data: str, **kwargs):
-    """(sweep, folder): the learning-rate range test; see `tltool.workflows.fitting.lr_find`."""
+    """The learning-rate range test; returns (the Sweep, the folder with lr_find.png and lr_find.csv)."""
     from tltool.workflows.fitting import lr_find as run_lr_find
 
-    return run_lr_find(data, **kwargs)
+    return run_lr_find(os.fspath(data), **_paths(kwargs))
 
 
-def open_run(path: str) -> Run:
-    """A finished run directory as a `Run`."""
-    from tltool.errors import TltoolError
-    from tltool.runs.run import is_run_dir
+def open_run(path) -> Run:
+    """A run directory made by `fit`, as a `Run`.
 
-    path = os.path.abspath(os.fspath(path))
-    if not is_run_dir(path):
-        raise TltoolError(f"{path}: not a tltool run directory")
-    return Run(path)
+    Raises:
+        TltoolError: the folder is not one that tltool made.
+    """
+    return Run(RunDirectory.open(path).path)
 
 
+@options.EVALUATE.api("model", "data")
 def evaluate(model, data: str, **kwargs):
-    """(evaluation folder, Evaluation); see `tltool.workflows.evaluating.evaluate`."""
+    """Evaluate a run, SavedModel, .keras, .onnx or .tflite file on `data`; returns (folder, Evaluation)."""
     from tltool.workflows.evaluating import evaluate as run_evaluate
 
-    return run_evaluate(os.fspath(model), data, **kwargs)
+    return run_evaluate(os.fspath(model), os.fspath(data), **_paths(kwargs))
 
 
+@options.PREDICT.api("model", "inputs")
 def predict(model, inputs: list[str], **kwargs):
-    """(rows, skipped files, classes); see `tltool.workflows.predicting.predict`."""
+    """Predict image files and folders; returns (rows, skipped files with reasons, classes)."""
     from tltool.workflows.predicting import predict as run_predict
 
-    return run_predict(os.fspath(model), list(inputs), **kwargs)
+    return run_predict(os.fspath(model), [os.fspath(i) for i in inputs], **kwargs)
 
 
-def export(model, fmt: str, out: str | None = None, **kwargs) -> str:
-    """Write `model` as savedmodel | keras | onnx | litert | litert-fp16 | litert-int8, checked;
-    see `tltool.serving.writers.export`."""
-    from tltool.serving.writers import export as run_export
+@options.EXPORT.api("model", "fmt", returns="str")
+def export(model, fmt: str, **kwargs) -> str:
+    """Write `model` as savedmodel | keras | onnx | litert | litert-fp16 | litert-int8, checked; returns its path."""
+    from tltool.workflows.exporting import export as run_export
 
-    return run_export(os.fspath(model), fmt, out, **kwargs)
+    return run_export(os.fspath(model), fmt, **_paths(kwargs))
 
 
 def load_model(path):
     """Load a run directory's model.keras (or a .keras file) with tltool's layers registered."""
+    from tltool.errors import TltoolError
     from tltool.serving.loading import load_trained
 
     model = load_trained(os.fspath(path)).keras_model
     if model is None:
-        from tltool.errors import TltoolError
-
         raise TltoolError(f"{os.fspath(path)}: a SavedModel; load it with tf.saved_model.load")
     return model
+
+
+@options.PLAN.api()
+def plan(**kwargs):
+    """What each phase of a recipe trains on a backbone and what it costs (`tltool.workflows.planning.Plan`)."""
+    from tltool.workflows.planning import plan as make_plan
+
+    return make_plan(**kwargs)
+
+
+@options.VALIDATE.api("file")
+def validate_recipe(file: str, **kwargs):
+    """Check a recipe file without training (`tltool.workflows.planning.Validation`); raises RecipeError."""
+    from tltool.workflows.planning import validate_recipe as check
+
+    return check(os.fspath(file), **kwargs)
+
+
+def backbones():
+    """Every backbone tltool can fine-tune, as `BackboneSpec`s (static data: no TensorFlow)."""
+    from tltool.workflows.planning import backbones as listed
+
+    return listed()
+
+
+def _paths(kwargs: dict) -> dict:
+    """Path-like values (a Run, a pathlib.Path) as strings."""
+    return {k: os.fspath(v) if isinstance(v, os.PathLike) else v for k, v in kwargs.items()}

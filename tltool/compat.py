@@ -1,8 +1,27 @@
-"""Work-arounds for Keras bugs under tf.distribute strategies; each names its upstream issue.
+"""Every private TensorFlow/Keras API tltool uses, in one place, each guarded.
 
-Applied only when a run trains under a strategy (`tltool.training.distribute`), never
-otherwise, and each is covered by the distribution tests: delete a patch the
-day Keras fixes its bug, and the tests say whether it was the last use.
+No other module imports ``keras.src``, ``tensorflow.python`` or
+``tensorflow.lite.python``, or names a private TF/Keras attribute. Each entry
+says what it does, why no public API does it, and the versions it was
+checked against (`CHECKED`); `tests/test_compat.py` runs every entry, and an
+entry whose private API is gone raises `CompatError` naming the entry and
+the versions, instead of silently doing something else.
+
+| entry | private API | why |
+| --- | --- | --- |
+| `patch_symbolic_build` | `keras.src.backend.tensorflow.trainer.TensorFlowTrainer._maybe_symbolic_build`, `keras.src.tree` | keras-team/keras#20585, tensorflow/tensorflow#72388 (below) |
+| `patch_multi_worker` | `trainer.reduce_per_replica` | keras-team/keras#20585 (below) |
+| `RateFactors` | `Optimizer._var_key`, an override of `Optimizer._apply_weight_decay` | per-variable rates and decay; Keras has one rate per optimizer |
+| `seed_generators` | a layer's attributes (`vars`) | Keras lists no layer's SeedGenerators |
+| `calibrate_only` | `Model.export(..., _experimental_calibrate_only=True)` | a calibrated, not yet quantized flatbuffer |
+| `quantize_calibrated` | `tensorflow.lite.python.convert.mlir_quantize` | int8 with some operators left in float (`denylisted_nodes`) |
+| `operator_outputs` | `Interpreter._get_ops_details` | the operators of a LiteRT file, by output tensor |
+| `outbound_layers` | `Layer._outbound_nodes` | which layer a convolution feeds (bias correction) |
+| `watching_inputs` | replacing a layer instance's `call` | every convolution's inputs in one eager pass |
+| `normalization_as_variables` | `Normalization.adapt_mean`, its `mean`/`variance` | tf2onnx turns adapted statistics into graph inputs |
+
+Work-arounds for Keras bugs under tf.distribute strategies (applied only when
+a run trains under a strategy, `tltool.training.distribute`):
 
 1. `_maybe_symbolic_build` (keras-team/keras#20585, tensorflow/tensorflow#72388).
    Before training, Keras' TensorFlow trainer pulls a batch from the
@@ -17,9 +36,35 @@ day Keras fixes its bug, and the tests say whether it was the last use.
    workers with `strategy.reduce("MEAN", value, axis=0)`, and a scalar has
    no axis 0 ("Invalid reduction dimension 0 for input with 0
    dimensions"); the patch averages scalars with `axis=None`.
+
+Delete an entry the day its public replacement exists; the tests say
+whether it was the last use.
 """
 
 from __future__ import annotations
+
+import contextlib
+
+import numpy as np
+
+CHECKED = "TensorFlow 2.21.0, Keras 3.15.1"
+
+
+class CompatError(RuntimeError):
+    """A private TensorFlow/Keras API tltool relies on is gone or changed: a bug to fix in tltool.compat."""
+
+
+def _require(owner, name: str, entry: str):
+    """`owner.name`, or a CompatError that names the entry and the versions it was checked with."""
+    if not hasattr(owner, name):
+        import keras
+        import tensorflow as tf
+
+        raise CompatError(f"tltool.compat.{entry}: {getattr(owner, '__name__', type(owner).__name__)}.{name} is "
+                          f"gone in TensorFlow {tf.__version__} / Keras {keras.__version__} (checked with "
+                          f"{CHECKED}); tltool needs an update")
+    return getattr(owner, name)
+
 
 _applied: set[str] = set()
 
@@ -31,6 +76,8 @@ def patch_symbolic_build() -> None:
     import tensorflow as tf
     from keras.src import tree
     from keras.src.backend.tensorflow import trainer
+
+    _require(trainer.TensorFlowTrainer, "_maybe_symbolic_build", "patch_symbolic_build")
 
     def first(spec):
         if isinstance(spec, tf.TensorSpec):
@@ -58,11 +105,10 @@ def patch_multi_worker() -> None:
     if "scalar_reduce" in _applied:
         return
     import tensorflow as tf
+    from keras.src import tree
     from keras.src.backend.tensorflow import trainer
 
-    from keras.src import tree
-
-    original = trainer.reduce_per_replica
+    original = _require(trainer, "reduce_per_replica", "patch_multi_worker")
 
     def reduce_per_replica(values, strategy, reduction):
         if reduction not in ("auto", "mean") or not isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
@@ -78,3 +124,152 @@ def patch_multi_worker() -> None:
 
     trainer.reduce_per_replica = reduce_per_replica
     _applied.add("scalar_reduce")
+
+
+# ---------------------------------------------------------------- optimizers
+
+
+class RateFactors:
+    """Per-variable learning-rate factors for a Keras optimizer (mix it in before the Keras class).
+
+    Keras optimizers apply one rate to every variable. For Adam, AdamW,
+    RMSprop and SGD the update of a variable is proportional to the rate it
+    is given, so multiplying that rate per variable is exactly a separate
+    optimizer per group (scaling gradients instead would change nothing
+    under Adam). Decoupled weight decay is scaled the same way, as it is in
+    fastai's discriminative rates: Keras applies it in the private
+    `_apply_weight_decay`, overridden here.
+    """
+
+    def set_rate_factors(self, pairs) -> None:
+        key = _require(self, "_var_key", "RateFactors")
+        self._factors = {key(v): float(f) for v, f in pairs if float(f) != 1.0}
+
+    def rate_factor(self, variable) -> float:
+        return getattr(self, "_factors", {}).get(self._var_key(variable), 1.0)
+
+    def update_step(self, gradient, variable, learning_rate):
+        from keras import ops
+
+        factor = self.rate_factor(variable)
+        if factor != 1.0:
+            learning_rate = ops.multiply(learning_rate, factor)
+        return super().update_step(gradient, variable, learning_rate)
+
+    def _apply_weight_decay(self, variables):
+        if self.weight_decay is None or not getattr(self, "_factors", None):
+            return super()._apply_weight_decay(variables)
+        base = self.weight_decay
+        by_factor: dict[float, list] = {}
+        for variable in variables:
+            by_factor.setdefault(self.rate_factor(variable), []).append(variable)
+        try:
+            for factor, group in by_factor.items():
+                self.weight_decay = base * factor  # read while tracing: a constant per group
+                super()._apply_weight_decay(group)
+        finally:
+            self.weight_decay = base
+
+
+def check_rate_factors(optimizer_class) -> None:
+    """The Keras optimizer still has the private methods `RateFactors` relies on."""
+    for name in ("_var_key", "_apply_weight_decay"):
+        _require(optimizer_class, name, "RateFactors")
+
+
+# ---------------------------------------------------------------- random streams
+
+
+def seed_generators(layers) -> list:
+    """Every keras.random.SeedGenerator held by these layers and the layers inside them, in a fixed order."""
+    import keras
+
+    found = []
+    for layer in layers:
+        for value in vars(layer).values():
+            if isinstance(value, keras.random.SeedGenerator) and all(value is not f for f in found):
+                _require(value, "state", "seed_generators")
+                found.append(value)
+        found += [g for g in seed_generators(getattr(layer, "layers", [])) if all(g is not f for f in found)]
+    return found
+
+
+# ---------------------------------------------------------------- LiteRT int8
+
+
+def calibrate_only(model, path: str, signature: list, representative) -> None:
+    """Write a float flatbuffer that carries every tensor's calibrated range, not yet quantized."""
+    import tensorflow as tf
+
+    model.export(path, format="litert", verbose=False, input_signature=signature,
+                 optimizations=[tf.lite.Optimize.DEFAULT], representative_dataset=representative,
+                 target_spec={"supported_ops": [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]},
+                 _experimental_calibrate_only=True)
+
+
+def quantize_calibrated(calibrated: bytes, io_dtype, keep_float: list[str]) -> bytes:
+    """int8 from a calibrated flatbuffer, with the operators named in `keep_float` left in float.
+
+    What the public `tf.lite.experimental.QuantizationDebugger` calls for
+    its `denylisted_nodes`; the debugger itself runs the deprecated
+    `tf.lite.Interpreter`.
+    """
+    from tensorflow.lite.python import convert
+
+    quantize = _require(convert, "mlir_quantize", "quantize_calibrated")
+    return quantize(calibrated, input_data_type=io_dtype, output_data_type=io_dtype,
+                    denylisted_nodes=list(keep_float))
+
+
+def operator_outputs(interpreter) -> list[str]:
+    """The name of every operator's output tensor in a LiteRT interpreter: what `denylisted_nodes` takes."""
+    details = _require(interpreter, "_get_ops_details", "operator_outputs")()
+    names = {t["index"]: t["name"] for t in interpreter.get_tensor_details()}
+    return [names[op["outputs"][0]] for op in details]
+
+
+def outbound_layers(layer) -> list:
+    """The layers that take `layer`'s output in its functional model."""
+    return [node.operation for node in _require(layer, "_outbound_nodes", "outbound_layers")]
+
+
+@contextlib.contextmanager
+def watching_inputs(layers, watch):
+    """Within the block, `watch(layer, inputs)` sees every input of each layer's `call` (eager calls only)."""
+    def watching(layer):
+        call = layer.call
+
+        def watched(inputs, *args, **kwargs):
+            watch(layer, inputs)
+            return call(inputs, *args, **kwargs)
+
+        return watched
+
+    for layer in layers:
+        layer.call = watching(layer)
+    try:
+        yield
+    finally:
+        for layer in layers:
+            if "call" in vars(layer):
+                del layer.call
+
+
+# ---------------------------------------------------------------- ONNX
+
+
+def normalization_as_variables(layers) -> None:
+    """Make adapted Normalization layers (EfficientNet's first) hold their mean and variance as variables.
+
+    Keras keeps them as eager tensors, which tf2onnx turns into extra graph
+    inputs instead of constants; variables are frozen into the file like
+    every weight. `layers`: every layer of a model loaded to be exported.
+    """
+    import keras
+    import tensorflow as tf
+
+    for layer in layers:
+        if isinstance(layer, keras.layers.Normalization) and getattr(layer, "adapt_mean", None) is not None:
+            layer.mean = tf.Variable(np.asarray(_require(layer, "mean", "normalization_as_variables")),
+                                     trainable=False)
+            layer.variance = tf.Variable(np.asarray(layer.variance), trainable=False)

@@ -101,27 +101,3 @@ def load_tensorflow():
 
         tf.config.list_physical_devices("GPU")
     return tf
-
-
-_paused: set[str] = set()
-
-
-def pause_point(name: str, epoch: int = 0) -> None:
-    """A place where `TLTOOL_PAUSE_AT=NAME[@EPOCH]` stops the process for a minute, once.
-
-    For tests that must kill a run at a precise moment (while a checkpoint
-    or the model is being written, while features are cached, in the middle
-    of an epoch): the process prints `paused at NAME` on stderr and sleeps,
-    and the test kills it. Reached at global epoch EPOCH or later; unset, it
-    costs one dictionary lookup.
-    """
-    wanted = os.environ.get("TLTOOL_PAUSE_AT")
-    if not wanted or name in _paused:
-        return
-    target, _, at = wanted.partition("@")
-    if target == name and epoch >= int(at or 0):
-        import time
-
-        _paused.add(name)
-        print(f"paused at {name}", file=sys.stderr, flush=True)
-        time.sleep(60)

@@ -106,29 +106,31 @@ def decode_dataset(paths: list[str], image_size: int, aspect: str, ordered: bool
 
 def labelled_images(paths: list[str], labels: list[int], image_size: int, aspect: str = "stretch",
                     cache: str | None = None):
-    """Unbatched (uint8 image, label, index) in `paths` order, decoded once.
+    """Unbatched (uint8 image, target, index) in `paths` order, decoded once.
 
     Args:
         paths: image files, already in the order to cache them.
-        labels: class index per path.
+        labels: target per path (a class index, or a vector: the task's `targets`).
         image_size: side of the square model input.
         aspect: stretch | crop | pad.
         cache: "" caches in memory, a path prefix caches on disk, None not at all.
     """
     import tensorflow as tf
 
-    label_table = tf.constant(np.asarray(labels, np.int32))
+    label_table = tf.constant(np.asarray(labels))
     ds = decode_dataset(paths, image_size, aspect)
     ds = ds.map(lambda image, i: (image, tf.gather(label_table, i), i))
     return ds.cache(cache) if cache is not None else ds
 
 
-def to_batches(images, num_classes: int, batch_size: int, shuffle_seed: int | None = None,
+def to_batches(images, encode, batch_size: int, shuffle_seed: int | None = None,
                window: int | None = None, augmenter=None, mixer=None, repeat: bool = False):
-    """Batches of (float32 images 0-255, one-hot labels) for Keras `fit`.
+    """Batches of (float32 images 0-255, encoded targets) for Keras `fit`.
 
     Args:
         images: from `labelled_images`.
+        encode: batched targets -> what the loss takes (the task's `encode`,
+            one-hot vectors for a single label).
         shuffle_seed: shuffle within `window` elements with this seed (the
             same order on every pass; a new seed gives a new order); None
             keeps the order.
@@ -149,7 +151,7 @@ def to_batches(images, num_classes: int, batch_size: int, shuffle_seed: int | No
     ds = ds.batch(batch_size)
     if repeat:
         ds = ds.repeat()
-    ds = ds.map(lambda x, y: (tf.cast(x, tf.float32), tf.one_hot(y, num_classes)),
+    ds = ds.map(lambda x, y: (tf.cast(x, tf.float32), encode(y)),
                 num_parallel_calls=tf.data.AUTOTUNE)
     # Random layers run one batch at a time, so their random streams are
     # drawn in batch order and a seeded epoch is the same every time.

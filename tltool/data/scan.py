@@ -164,7 +164,7 @@ def _checked(found: Scan, progress: bool) -> Scan:
     """Keep the samples that decode; move the others to `skipped`."""
     candidates = []
     for sample in found.samples:
-        reason = _quick_reason(sample.path)
+        reason = first_bytes_problem(sample.path)
         if reason:
             found.skipped.append(Skipped(sample.rel, reason))
         else:
@@ -182,8 +182,8 @@ def _checked(found: Scan, progress: bool) -> Scan:
     return found
 
 
-def _quick_reason(path: str) -> str | None:
-    """Reject a file without decoding it, from its size and first bytes."""
+def first_bytes_problem(path: str) -> str | None:
+    """Why a file cannot be an image, from its size and first bytes alone (None: it may be one)."""
     try:
         with open(path, "rb") as f:
             head = f.read(32)

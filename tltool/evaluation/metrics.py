@@ -23,6 +23,7 @@ class Evaluation:
     per_class: pd.DataFrame
     metrics: dict
     confusion: pd.DataFrame  # rows: true class, columns: predicted class
+    task: str = "single-label"  # the task whose figures these are (`tltool.tasks`)
 
     @property
     def y_pred(self) -> np.ndarray:

@@ -125,27 +125,6 @@ def curves_png(history: pd.DataFrame, path: str) -> None:
     plt.close(fig)
 
 
-def lr_find_png(sweep, path: str) -> None:
-    """Loss against learning rate (log axis), the suggestion marked."""
-    plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(7, 4.5), constrained_layout=True)
-    ax.plot(sweep.rates, sweep.losses, color="lightgrey", linewidth=1, label="loss per batch")
-    ax.plot(sweep.rates, sweep.smoothed, color="tab:blue", label="smoothed loss")
-    for rate, colour, name in ((sweep.suggestion, "crimson", f"suggested {sweep.suggestion:.2g} ({sweep.rule})"),
-                               (sweep.steepest, "tab:orange", f"steepest descent {sweep.steepest:.2g}")):
-        ax.axvline(rate, color=colour, linestyle="--", label=name)
-    top = np.nanmax(sweep.smoothed[: max(1, int(np.argmin(sweep.smoothed)) + 1)])
-    ax.set_ylim(min(sweep.smoothed) * 0.9, max(top, min(sweep.smoothed)) * 1.3)
-    ax.set_xscale("log")
-    ax.set_xlabel("learning rate")
-    ax.set_ylabel("training loss")
-    ax.set_title("learning-rate range test")
-    ax.grid(alpha=0.3, which="both")
-    ax.legend(fontsize=8)
-    _save(fig, path)
-    plt.close(fig)
-
-
 def _mark_exported(ax, history: pd.DataFrame, metric: str) -> None:
     """A star on the epoch whose weights were exported (history's `exported` column)."""
     if "exported" not in history:

@@ -1,12 +1,10 @@
-"""Writing an evaluation: tables, pictures, report.md and a self-contained report.html.
+"""Writing an evaluation's report: metrics.json, curves.png, report.md and a self-contained report.html.
 
 `fit` (for its own validation/test split) and `evaluate` (for any dataset)
-write the same set of files:
-
-    per_class.csv  metrics.json  confusion_matrix.csv  predictions.csv
-    misclassified.csv  most_confused.csv  confusion_matrix.png  per_class_f1.png
-    misclassified.png  curves.png (when there is a training history)
-    report.md  report.html
+write the same files. The task (`tltool.tasks`) writes its own tables and
+pictures first and hands over `ReportParts`: its sections, pictures and
+overview lines; this module adds what every report has (where the figures
+come from, the training curves) and renders both documents.
 """
 
 from __future__ import annotations
@@ -16,14 +14,10 @@ import html
 import os
 from dataclasses import dataclass, field
 
-import numpy as np
 import pandas as pd
 
 from tltool.evaluation import plots
-from tltool.files import write_atomic, write_csv, write_json
-from tltool.evaluation.metrics import Evaluation, worst_first
-
-PICTURES = ("confusion_matrix.png", "per_class_f1.png", "curves.png", "misclassified.png")
+from tltool.files import write_atomic, write_json
 
 
 @dataclass
@@ -39,96 +33,70 @@ class ReportContext:
     history: pd.DataFrame | None = None
     unreadable: list[tuple[str, str]] = field(default_factory=list)
     exported: dict | None = None  # which phase and epoch the evaluated weights come from
-    calibration: dict | None = None  # the temperature fitted after training
+    calibration: dict | None = None  # what the task fitted after training
     tta: dict | None = None  # figures with test-time augmentation, beside the plain ones
 
 
-def prediction_table(evaluation: Evaluation, paths: list[str]) -> pd.DataFrame:
-    """One row per image: path, true, predicted, confidence, correct, top-k."""
-    classes = np.asarray(evaluation.classes, dtype=object)
-    order = np.argsort(-evaluation.probs, axis=1, kind="stable")[:, : evaluation.k]
-    top = [" ".join(f"{classes[j]}:{p[j]:.3f}" for j in row) for row, p in zip(order, evaluation.probs)]
-    predicted = evaluation.y_pred
-    return pd.DataFrame({
-        "path": paths,
-        "true": classes[evaluation.y_true],
-        "predicted": classes[predicted],
-        "confidence": evaluation.probs[np.arange(len(predicted)), predicted],
-        "correct": predicted == evaluation.y_true,
-        f"top{evaluation.k}": top,
-    })
+@dataclass
+class Section:
+    """One part of a report: a heading, a table, and the text shown when the table is empty."""
+
+    title: str
+    table: pd.DataFrame | None = None
+    empty: str = ""
 
 
-def most_confused(confusion: pd.DataFrame) -> pd.DataFrame:
-    """(true, predicted, count) for every off-diagonal cell with mistakes, most first."""
-    counts = confusion.values.copy()
-    np.fill_diagonal(counts, 0)
-    rows = [(confusion.index[i], confusion.columns[j], int(counts[i, j])) for i, j in zip(*np.nonzero(counts))]
-    table = pd.DataFrame(rows, columns=["true", "predicted", "count"])
-    return table.sort_values(["count", "true", "predicted"], ascending=[False, True, True], kind="stable")
+@dataclass
+class ReportParts:
+    """What a task contributes to a report.
+
+    Attributes:
+        sections: its tables, in order.
+        pictures: (file name in the folder, caption) of the pictures it drew.
+        overview: extra (label, text) lines for the report's head.
+        files: the data files it wrote, named in the report.
+    """
+
+    sections: list[Section]
+    pictures: list[tuple[str, str]]
+    overview: list[tuple[str, str]] = field(default_factory=list)
+    files: list[str] = field(default_factory=list)
 
 
-def write_evaluation(folder: str, evaluation: Evaluation, context: ReportContext) -> list[str]:
-    """Every file of an evaluation into `folder`; returns their names."""
-    predictions = prediction_table(evaluation, context.paths)
-    mistakes = predictions[~predictions["correct"]].sort_values("confidence", ascending=False, kind="stable")
-    confused = most_confused(evaluation.confusion)
-    write_csv(os.path.join(folder, "per_class.csv"), evaluation.per_class)
+CURVES = ("curves.png", "Loss and accuracy per epoch; dotted lines mark the start of each phase.")
+
+
+def write_report(folder: str, metrics: dict, parts: ReportParts, context: ReportContext) -> list[str]:
+    """metrics.json, curves.png (with a history) and both reports into `folder`; returns the folder's files."""
     extra = {key: value for key, value in (("exported", context.exported), ("calibration", context.calibration),
                                            ("tta", context.tta)) if value}
-    write_json(os.path.join(folder, "metrics.json"), {"split": context.split, **evaluation.metrics, **extra})
-    write_atomic(os.path.join(folder, "confusion_matrix.csv"),
-                 evaluation.confusion.to_csv(index_label="true/predicted"))
-    write_csv(os.path.join(folder, "predictions.csv"), predictions)
-    write_csv(os.path.join(folder, "misclassified.csv"), mistakes)
-    write_csv(os.path.join(folder, "most_confused.csv"), confused)
-    pictures = _pictures(folder, evaluation, context, mistakes)
-    write_atomic(os.path.join(folder, "report.md"), _markdown(evaluation, context, confused, pictures))
-    write_atomic(os.path.join(folder, "report.html"), _html(folder, evaluation, context, confused, pictures))
+    write_json(os.path.join(folder, "metrics.json"), {"split": context.split, **metrics, **extra})
+    pictures = list(parts.pictures)
+    if context.history is not None and not context.history.empty:
+        plots.curves_png(context.history, os.path.join(folder, CURVES[0]))
+        pictures.insert(min(2, len(pictures)), CURVES)
+    overview = _overview(metrics, context, parts)
+    write_atomic(os.path.join(folder, "report.md"), _markdown(metrics, context, parts, overview, pictures))
+    write_atomic(os.path.join(folder, "report.html"), _html(folder, metrics, context, parts, overview, pictures))
     return sorted(os.listdir(folder))
 
 
-def _pictures(folder, evaluation, context, mistakes) -> list[str]:
-    made = []
-    plots.confusion_matrix_png(evaluation.confusion, os.path.join(folder, "confusion_matrix.png"))
-    made.append("confusion_matrix.png")
-    plots.per_class_f1_png(evaluation.per_class, os.path.join(folder, "per_class_f1.png"))
-    made.append("per_class_f1.png")
-    if context.history is not None and not context.history.empty:
-        plots.curves_png(context.history, os.path.join(folder, "curves.png"))
-        made.append("curves.png")
-    plots.misclassified_png(mistakes, context.data_root, os.path.join(folder, "misclassified.png"))
-    made.append("misclassified.png")
-    return made
+def describe_exported(exported: dict) -> str:
+    """'phase 'head' epoch 4 (best val_loss 0.1234)' for logs and reports."""
+    text = f"phase {exported['phase']!r} epoch {exported['epoch']}"
+    if exported.get("value") is not None and exported.get("monitor"):
+        kind = "best" if exported["rule"] == "best" else "last"
+        text += f" ({kind} {exported['monitor']} {exported['value']:.4f})"
+    return text
 
 
-# ---------------------------------------------------------------- report text
-
-_CAPTIONS = {
-    "confusion_matrix.png": "Confusion matrix: counts, and normalised by true class (the diagonal is recall).",
-    "per_class_f1.png": "F1 per class, worst at the top.",
-    "curves.png": "Loss and accuracy per epoch; dotted lines mark the start of each phase.",
-    "misclassified.png": "The most confident mistakes: candidates for mislabelled images.",
-}
-
-
-def _overview(evaluation: Evaluation, context: ReportContext) -> list[tuple[str, str]]:
+def _overview(metrics: dict, context: ReportContext, parts: ReportParts) -> list[tuple[str, str]]:
     items = [("model", context.model), ("evaluated on", f"{context.data_root} ({context.split}): "
-             f"{evaluation.metrics['samples']} images, {evaluation.metrics['classes']} classes")]
+             f"{metrics['samples']} images, {metrics['classes']} classes")]
     if context.exported:
-        from tltool.training.session import describe_exported
-
         items.append(("weights", f"{describe_exported(context.exported)}, by export_weights: "
                       f"{context.exported['rule']}"))
-    if context.calibration:
-        c = context.calibration
-        items.append(("calibration", f"temperature {c['temperature']:.3f} fitted on {c['images']} validation "
-                      f"images (their log loss {c['val_log_loss_before']:.4f} -> {c['val_log_loss_after']:.4f})"))
-    if context.tta:
-        t = context.tta
-        items.append(("test-time augmentation", f"{t['views']} views: accuracy {t['accuracy']:.4f} "
-                      f"({t['accuracy'] - evaluation.metrics['accuracy']:+.4f}), macro F1 {t['macro_f1']:.4f}; "
-                      "the figures below are without it, as the exported model serves"))
+    items += parts.overview
     if context.unreadable:
         items.append(("not evaluated", f"{len(context.unreadable)} file(s) could not be read: "
                       + "; ".join(f"{p}: {r}" for p, r in context.unreadable[:10])))
@@ -150,16 +118,9 @@ def _trainable(value) -> str:
     return str(value)
 
 
-def _metric_rows(metrics: dict) -> list[tuple[str, str]]:
-    return [(k.replace("_", " "), f"{v:.4f}" if isinstance(v, float) else str(v)) for k, v in metrics.items()]
-
-
-def _per_class_frame(evaluation: Evaluation) -> pd.DataFrame:
-    table = worst_first(evaluation.per_class).copy()
-    for column in table.columns:
-        if table[column].dtype.kind == "f":
-            table[column] = table[column].map(lambda v: f"{v:.3f}")
-    return table
+def _metric_table(metrics: dict) -> pd.DataFrame:
+    rows = [(k.replace("_", " "), f"{v:.4f}" if isinstance(v, float) else str(v)) for k, v in metrics.items()]
+    return pd.DataFrame(rows, columns=["metric", "value"])
 
 
 def _md_table(frame: pd.DataFrame) -> str:
@@ -169,18 +130,17 @@ def _md_table(frame: pd.DataFrame) -> str:
     return "\n".join(lines)
 
 
-def _markdown(evaluation, context, confused, pictures) -> str:
+def _markdown(metrics, context, parts, overview, pictures) -> str:
     out = [f"# {context.title}", ""]
-    out += [f"- **{k}**: {v}" for k, v in _overview(evaluation, context)]
-    out += ["", "## Overall", "", _md_table(pd.DataFrame(_metric_rows(evaluation.metrics), columns=["metric", "value"]))]
-    out += ["", "## Per class (worst first)", "", _md_table(_per_class_frame(evaluation))]
-    out += ["", "## Most confused pairs", ""]
-    out += [_md_table(confused.head(20)) if not confused.empty else "No mistakes."]
+    out += [f"- **{k}**: {v}" for k, v in overview]
+    out += ["", "## Overall", "", _md_table(_metric_table(metrics))]
+    for section in parts.sections:
+        empty = section.table is None or section.table.empty
+        out += ["", f"## {section.title}", "", section.empty if empty else _md_table(section.table)]
     out += ["", "## Pictures", ""]
-    for name in pictures:
-        out += [f"![{name}]({name})", "", f"*{_CAPTIONS[name]}*", ""]
-    out += ["Files: per_class.csv, metrics.json, confusion_matrix.csv, predictions.csv, misclassified.csv, "
-            "most_confused.csv.", ""]
+    for name, caption in pictures:
+        out += [f"![{name}]({name})", "", f"*{caption}*", ""]
+    out += [f"Files: {', '.join([*parts.files, 'metrics.json'])}.", ""]
     return "\n".join(out)
 
 
@@ -190,21 +150,21 @@ th{background:#f3f3f3}td:first-child,th:first-child{text-align:left}img{max-widt
 figcaption{color:#555;font-size:90%;margin-bottom:2em}dt{font-weight:bold}dd{margin:0 0 .5em 1em}"""
 
 
-def _html(folder, evaluation, context, confused, pictures) -> str:
+def _html(folder, metrics, context, parts, overview, pictures) -> str:
     esc = html.escape
-    parts = [f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{esc(context.title)}</title>"
-             f"<style>{_CSS}</style></head><body><h1>{esc(context.title)}</h1><dl>"]
-    parts += [f"<dt>{esc(k)}</dt><dd>{esc(v)}</dd>" for k, v in _overview(evaluation, context)]
-    parts.append("</dl><h2>Overall</h2>")
-    parts.append(pd.DataFrame(_metric_rows(evaluation.metrics), columns=["metric", "value"]).to_html(index=False))
-    parts.append("<h2>Per class (worst first)</h2>" + _per_class_frame(evaluation).to_html(index=False))
-    parts.append("<h2>Most confused pairs</h2>")
-    parts.append(confused.head(20).to_html(index=False) if not confused.empty else "<p>No mistakes.</p>")
-    parts.append("<h2>Pictures</h2>")
-    for name in pictures:
+    out = [f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{esc(context.title)}</title>"
+           f"<style>{_CSS}</style></head><body><h1>{esc(context.title)}</h1><dl>"]
+    out += [f"<dt>{esc(k)}</dt><dd>{esc(v)}</dd>" for k, v in overview]
+    out.append("</dl><h2>Overall</h2>" + _metric_table(metrics).to_html(index=False))
+    for section in parts.sections:
+        empty = section.table is None or section.table.empty
+        out.append(f"<h2>{esc(section.title)}</h2>")
+        out.append(f"<p>{esc(section.empty)}</p>" if empty else section.table.to_html(index=False))
+    out.append("<h2>Pictures</h2>")
+    for name, caption in pictures:
         with open(os.path.join(folder, name), "rb") as f:
             data = base64.b64encode(f.read()).decode("ascii")
-        parts.append(f"<figure><img alt='{name}' src='data:image/png;base64,{data}'>"
-                     f"<figcaption>{esc(_CAPTIONS[name])}</figcaption></figure>")
-    parts.append("</body></html>")
-    return "\n".join(parts)
+        out.append(f"<figure><img alt='{name}' src='data:image/png;base64,{data}'>"
+                   f"<figcaption>{esc(caption)}</figcaption></figure>")
+    out.append("</body></html>")
+    return "\n".join(out)

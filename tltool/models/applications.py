@@ -1,4 +1,4 @@
-"""The backbone registry: one table entry per pretrained ImageNet backbone.
+"""The `keras.applications` backbone source: one table entry per pretrained ImageNet CNN.
 
 Everything here is static data, so `tltool backbones` and recipe validation
 answer without importing TensorFlow. An entry names the `keras.applications`
@@ -29,9 +29,14 @@ boundaries exist.
 from __future__ import annotations
 
 import re
+import warnings
 from dataclasses import dataclass, field
 
-from tltool.errors import TltoolError, did_you_mean
+from tltool.errors import UnavailableError
+from tltool.models.backbone import Backbone, BackboneSpec, FreezeGroup
+from tltool.models.weights import check_image_size, is_network_error, keras_models_dir, load_weights_file, weights_source
+
+SOURCE = "keras.applications"
 
 
 @dataclass(frozen=True)
@@ -40,35 +45,29 @@ class Group:
     start: str | int | None
 
 
-@dataclass(frozen=True)
-class BackboneSpec:
-    """Static facts about one backbone.
+@dataclass(frozen=True, kw_only=True)
+class ApplicationsSpec(BackboneSpec):
+    """A `keras.applications` backbone.
 
     Attributes:
-        name: registry key used on the command line, e.g. ``resnet50``.
-        family: architecture family, shared by sizes of one design.
         constructor: attribute of ``keras.applications``.
         preprocess_module: module of ``keras.applications`` whose
             ``preprocess_input`` maps 0-255 RGB to what the backbone expects.
-        default_size: the input size the ImageNet weights were trained at.
-        min_size: the smallest input size the architecture accepts.
-        params: parameters without the ImageNet classifier.
-        groups: freeze groups, input to output.
+        groups: freeze groups, input to output, as markers (see above).
     """
 
-    name: str
-    family: str
     constructor: str
     preprocess_module: str
-    default_size: int
-    min_size: int
-    params: int
     groups: tuple[Group, ...]
     kwargs: dict = field(default_factory=dict)
 
-    @property
-    def group_names(self) -> list[str]:
-        return [g.name for g in self.groups]
+    def build(self, image_size: int, weights: str = "imagenet") -> Backbone:
+        from tltool.models.layers import BackbonePreprocess
+
+        model = build_model(self, image_size, weights)
+        spans = resolve_groups(self, [layer.name for layer in model.layers])
+        groups = [FreezeGroup(name, model.layers[start:end]) for name, start, end in spans]
+        return Backbone(self, model, BackbonePreprocess(self.preprocess_module, name="preprocess"), groups)
 
 
 def _groups(*pairs) -> tuple[Group, ...]:
@@ -121,7 +120,9 @@ def _efficientnet_groups(blocks: int) -> tuple[Group, ...]:
 
 
 def _spec(name, family, constructor, module, size, min_size, params, groups, **kwargs):
-    return BackboneSpec(name, family, constructor, module, size, min_size, params, groups, kwargs)
+    return ApplicationsSpec(name=name, family=family, source=SOURCE, default_size=size, min_size=min_size,
+                            params=params, group_names=tuple(g.name for g in groups), constructor=constructor,
+                            preprocess_module=module, groups=groups, kwargs=kwargs)
 
 
 _EFFNET_SIZES = {"b0": 224, "b1": 240, "b2": 260, "b3": 300, "b4": 380, "b5": 456, "b6": 528, "b7": 600}
@@ -135,7 +136,7 @@ _EFFNETV2 = {  # variant: (size, params, stages)
     "l": (480, 117_746_848, 7),
 }
 
-REGISTRY: dict[str, BackboneSpec] = {
+SPECS: dict[str, ApplicationsSpec] = {
     s.name: s
     for s in [
         _spec("vgg16", "vgg", "VGG16", "vgg16", 224, 32, 14_714_688, VGG16_GROUPS),
@@ -178,26 +179,16 @@ REGISTRY: dict[str, BackboneSpec] = {
 }
 
 
-def _normalise(name: str) -> str:
+def normalise(name: str) -> str:
     return re.sub(r"[-_\s]", "", name.lower())
 
 
-def get_backbone(name: str) -> BackboneSpec:
-    """Look a backbone up by registry name or Keras class name (case-insensitive).
-
-    Raises:
-        TltoolError: unknown name; the message lists close matches.
-    """
-    key = _normalise(name)
-    if key in REGISTRY:
-        return REGISTRY[key]
-    raise TltoolError(
-        f"unknown backbone {name!r}{did_you_mean(key, REGISTRY)}; "
-        "run `tltool backbones` for the full list"
-    )
+def lookup(name: str) -> ApplicationsSpec | None:
+    """The spec for a registry name or Keras class name (case-insensitive), or None."""
+    return SPECS.get(normalise(name))
 
 
-def resolve_groups(spec: BackboneSpec, layer_names: list[str]) -> list[tuple[str, int, int]]:
+def resolve_groups(spec: ApplicationsSpec, layer_names: list[str]) -> list[tuple[str, int, int]]:
     """Map the spec's groups onto a built backbone's layers.
 
     Args:
@@ -233,3 +224,48 @@ def _find_start(group: Group, names: list[str], after: int) -> int:
     if not after < index < len(names):
         raise ValueError(f"group {group.name!r} starts at layer {index}, out of order")
     return index
+
+
+def build_model(spec: ApplicationsSpec, image_size: int, weights: str = "imagenet"):
+    """`spec`'s network without its classifier, at `image_size`: a functional keras.Model named ``backbone``.
+
+    Raises:
+        UnavailableError: ImageNet weights cannot be downloaded.
+        TltoolError: a bad weights path, or a size below the minimum.
+    """
+    import keras
+
+    check_image_size(spec, image_size)
+    source = weights_source(weights)
+    build = getattr(keras.applications, spec.constructor)
+    kwargs = dict(include_top=False, input_shape=(image_size, image_size, 3), **spec.kwargs)
+    if source == "imagenet":
+        try:
+            with warnings.catch_warnings():
+                # MobileNets at sizes without their own weights load the 224 px
+                # ones and say so; the same weights fit any size.
+                warnings.filterwarnings("ignore", message=".*input_shape` is undefined or non-square")
+                model = build(weights="imagenet", **kwargs)
+        except Exception as e:  # Keras wraps download failures in a bare Exception
+            if is_network_error(e):
+                raise UnavailableError(_offline_message(spec, e)) from None
+            raise
+    else:
+        model = build(weights=None, **kwargs)
+        if source != "none":
+            load_weights_file(model, spec.name, source)
+    model.name = "backbone"
+    return model
+
+
+def _offline_message(spec: ApplicationsSpec, error: Exception) -> str:
+    url = re.search(r"https?://\S+?(?=:\s|$)", str(error))
+    filename = url.group(0).rsplit("/", 1)[-1] if url else "its weights file"
+    reason = str(error).split(" -- ")[-1] if " -- " in str(error) else str(error)
+    return (
+        f"cannot download ImageNet weights for {spec.name} ({reason.strip()}). "
+        f"Keras looked for {filename} in {keras_models_dir()} "
+        f"(~/.keras/models, or $KERAS_HOME/models): put the file there, "
+        f"or pass --weights PATH (a weights file for {spec.name}), "
+        f"or --weights none (random initialisation, no transfer)"
+    )

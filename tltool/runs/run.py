@@ -1,10 +1,11 @@
-"""The run directory: one folder per `fit`, never overwritten silently.
+"""The run directory as one object: the only code that knows where a run keeps each of its files.
 
     runs/<name>/
       .tltool-run  recipe.yaml  classes.json  class_weights.json  history.csv
       data/index.csv  data/skipped.csv
       checkpoints/  model.keras  saved_model/
       metrics.json  per_class.csv  confusion_matrix.csv  ...  report.md
+      export/  evaluations/
 
 `.tltool-run` marks a folder that tltool made. Only such a folder may be
 replaced (`--overwrite`), and replacing it deletes only the files and folders
@@ -14,22 +15,273 @@ tltool writes there (`OUTPUTS`); anything else a user put in it stays.
 from __future__ import annotations
 
 import datetime
+import glob
 import json
 import os
 import shutil
 
 from tltool.errors import TltoolError
+from tltool.files import write_atomic, write_csv, write_json
 
 MARKER = ".tltool-run"
 RECIPE = "recipe.yaml"
+INDEX = "data/index.csv"
 # Everything `fit` (and later `evaluate`/`export`) writes in a run directory.
 OUTPUTS = (
-    MARKER, RECIPE, "classes.json", "class_weights.json", "history.csv", "data/index.csv", "data/skipped.csv",
+    MARKER, RECIPE, "classes.json", "class_weights.json", "history.csv", INDEX, "data/skipped.csv",
     "checkpoints", "cache", "model.keras", "saved_model", "export", "lr_find*.csv", "lr_find*.png",
     "metrics.json", "per_class.csv", "confusion_matrix.csv", "predictions.csv", "misclassified.csv",
     "most_confused.csv", "confusion_matrix.png", "curves.png", "per_class_f1.png", "misclassified.png",
     "report.md", "report.html", "evaluations",
 )
+
+
+class Run:
+    """A run directory written by `fit`: path-like, so it goes wherever a run directory's path does.
+
+    Example:
+        >>> run = Run.open("runs/2026-11-24-mobilenetv2")
+        >>> run.classes, run.metrics["accuracy"]
+    """
+
+    def __init__(self, path: str):
+        self.path = os.path.abspath(os.fspath(path))
+
+    def __fspath__(self) -> str:
+        return self.path
+
+    def __str__(self) -> str:
+        return self.path
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.path!r})"
+
+    def __eq__(self, other) -> bool:
+        return isinstance(other, Run) and other.path == self.path
+
+    def __hash__(self) -> int:
+        return hash(self.path)
+
+    @property
+    def dir(self) -> str:
+        return self.path
+
+    def file(self, name: str) -> str:
+        """The path of one of the run's files (a name from OUTPUTS, or below one of its folders)."""
+        return os.path.join(self.path, name)
+
+    # ------------------------------------------------------------ opening and creating
+
+    @staticmethod
+    def is_run(path) -> bool:
+        """A folder tltool made for a run (it holds the marker file)."""
+        return os.path.isfile(os.path.join(os.fspath(path), MARKER))
+
+    @classmethod
+    def open(cls, path) -> "Run":
+        """An existing run directory.
+
+        Raises:
+            TltoolError: the folder is not one that tltool made.
+        """
+        run = cls(path)
+        if not cls.is_run(run.path):
+            raise TltoolError(f"{run.path}: not a tltool run directory (no {MARKER} file); "
+                              "give the folder that `tltool fit` made")
+        return run
+
+    @staticmethod
+    def check_new(path: str, overwrite: bool) -> None:
+        """Refuse a non-empty folder unless --overwrite, and never touch a folder tltool did not make.
+
+        Raises:
+            TltoolError: the folder holds something and may not be replaced.
+        """
+        if not os.path.exists(path):
+            return
+        if not os.path.isdir(path):
+            raise TltoolError(f"--out {path}: exists and is not a folder; choose another --out")
+        if not os.listdir(path):
+            return
+        if not overwrite:
+            raise TltoolError(f"--out {path}: exists and is not empty; choose another --out or pass --overwrite")
+        if not Run.is_run(path):
+            raise TltoolError(f"--out {path}: not a tltool run directory (no {MARKER} file); refusing to overwrite "
+                              "it, choose another --out")
+
+    @classmethod
+    def create(cls, path: str, overwrite: bool = False) -> "Run":
+        """Make the run folder (after `check_new`); replacing a run deletes only tltool's own outputs."""
+        from tltool import __version__
+
+        cls.check_new(path, overwrite)
+        run = cls(path)
+        if os.path.isdir(run.path) and os.listdir(run.path):
+            run.remove_outputs()
+        os.makedirs(run.file("data"), exist_ok=True)
+        os.makedirs(run.checkpoints_dir, exist_ok=True)
+        write_json(run.file(MARKER), {"tltool": __version__, "created": _now()})
+        return run
+
+    def remove_outputs(self) -> None:
+        """Delete what tltool wrote in the run folder, and nothing else."""
+        for name in OUTPUTS:
+            targets = glob.glob(os.path.join(glob.escape(self.path), name)) if "*" in name else [self.file(name)]
+            for target in targets:
+                if os.path.isdir(target) and not os.path.islink(target):
+                    shutil.rmtree(target)
+                elif os.path.lexists(target):
+                    os.unlink(target)
+        data = self.file("data")
+        if os.path.isdir(data) and not os.listdir(data):
+            os.rmdir(data)
+
+    # ------------------------------------------------------------ folders
+
+    @property
+    def checkpoints_dir(self) -> str:
+        return self.file("checkpoints")
+
+    @property
+    def cache_dir(self) -> str:
+        return self.file("cache")
+
+    @property
+    def model_file(self) -> str:
+        return self.file("model.keras")
+
+    @property
+    def saved_model_dir(self) -> str:
+        return self.file("saved_model")
+
+    @property
+    def export_dir(self) -> str:
+        return self.file("export")
+
+    def new_evaluation_folder(self, name: str) -> str:
+        """RUN/evaluations/<date>-<name>, never one that exists."""
+        return dated_folder(self.file("evaluations"), name)
+
+    # ------------------------------------------------------------ recipe and provenance
+
+    @property
+    def recipe(self) -> dict:
+        """The resolved recipe.yaml as plain data ({} without one), provenance included."""
+        return read_recipe_file(self.file(RECIPE))
+
+    @property
+    def recipe_file(self) -> str:
+        return self.file(RECIPE)
+
+    @property
+    def provenance(self) -> dict:
+        return self.recipe.get("provenance") or {}
+
+    @property
+    def dataset(self) -> str | None:
+        """The dataset the run trained on, as it recorded it."""
+        return self.provenance.get("dataset")
+
+    def write_recipe(self, recipe, provenance: dict) -> None:
+        """The run's resolved recipe.yaml, with where and how the run was made; `--recipe` repeats the run."""
+        from tltool.recipe import dump_recipe
+
+        resolved = recipe.model_copy(update={"provenance": provenance})
+        header = ("# The resolved recipe of this run. Repeat the run with:\n"
+                  f"#   tltool fit {provenance['dataset']} --recipe {self.recipe_file}\n")
+        write_atomic(self.recipe_file, header + dump_recipe(resolved))
+
+    # ------------------------------------------------------------ classes, data, history, figures
+
+    @property
+    def classes(self) -> list[str]:
+        return read_classes(self.file("classes.json"), self.path)
+
+    def write_classes(self, classes: list[str]) -> None:
+        write_json(self.file("classes.json"), classes_json(classes))
+
+    def write_class_weights(self, weights: dict[str, float]) -> None:
+        write_json(self.file("class_weights.json"), weights)
+
+    def read_index(self):
+        """data/index.csv: path (relative to the dataset), label, split, sha1."""
+        import pandas as pd
+
+        path = self.file(INDEX)
+        if not os.path.isfile(path):
+            raise TltoolError(f"{self.path}: no {INDEX}; give a run directory made by tltool fit")
+        return pd.read_csv(path, dtype=str, keep_default_na=False)
+
+    def write_index(self, rows, skipped) -> None:
+        """data/index.csv and data/skipped.csv (DataFrames)."""
+        write_csv(self.file(INDEX), rows)
+        write_csv(self.file("data/skipped.csv"), skipped)
+
+    def split_files(self) -> dict:
+        """The run's images by split, as (absolute path, label); {} when the dataset or index is gone."""
+        root = self.dataset
+        if not root or not os.path.isfile(self.file(INDEX)):
+            return {}
+        index = self.read_index()
+        found = {"root": root}
+        for split in ("train", "val", "test"):
+            rows = index[index["split"] == split]
+            found[split] = [(os.path.join(root, p), label) for p, label in zip(rows["path"], rows["label"])]
+        return found
+
+    @property
+    def history(self):
+        """history.csv as a pandas DataFrame (one row per epoch, all phases), or None before the first epoch."""
+        import pandas as pd
+
+        path = self.file("history.csv")
+        return pd.read_csv(path) if os.path.isfile(path) else None
+
+    def write_history(self, rows: list[dict]) -> None:
+        import pandas as pd
+
+        write_csv(self.file("history.csv"), pd.DataFrame(rows))
+
+    @property
+    def metrics(self) -> dict:
+        """metrics.json: the report's figures and which weights were exported ({} before there is one)."""
+        path = self.file("metrics.json")
+        if not os.path.isfile(path):
+            return {}
+        with open(path, encoding="utf-8") as f:
+            return json.load(f)
+
+
+# ---------------------------------------------------------------- helpers that need no run
+
+
+def read_recipe_file(path: str | None) -> dict:
+    """A recipe.yaml as plain data; {} without one."""
+    if not path or not os.path.isfile(path):
+        return {}
+    import yaml
+
+    with open(path, encoding="utf-8") as f:
+        return yaml.safe_load(f) or {}
+
+
+def read_classes(path: str, where: str) -> list[str]:
+    """A classes.json, as index order."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            data = json.load(f)
+    except FileNotFoundError:
+        raise TltoolError(f"{where}: no classes.json; give a run directory made by tltool fit") from None
+    return [data[str(i)] for i in range(len(data))] if isinstance(data, dict) else list(data)
+
+
+def classes_json(classes: list[str]) -> dict[str, str]:
+    return {str(i): name for i, name in enumerate(classes)}
+
+
+def class_index(classes: list[str]) -> dict[str, int]:
+    """Class name -> its index in the model's outputs (the one place this map is made)."""
+    return {name: i for i, name in enumerate(classes)}
 
 
 def dated_folder(base: str, name: str) -> str:
@@ -47,93 +299,5 @@ def default_run_dir(backbone: str, base: str = "runs") -> str:
     return dated_folder(base, backbone)
 
 
-def read_recipe(run_dir: str | None) -> dict:
-    """A run's resolved recipe.yaml as plain data; {} without one."""
-    path = os.path.join(run_dir, RECIPE) if run_dir else None
-    if not path or not os.path.isfile(path):
-        return {}
-    import yaml
-
-    with open(path, encoding="utf-8") as f:
-        return yaml.safe_load(f) or {}
-
-
-def is_run_dir(path: str) -> bool:
-    """A folder tltool made for a run (it holds the marker file)."""
-    return os.path.isfile(os.path.join(path, MARKER))
-
-
-def check_run_dir(path: str, overwrite: bool) -> None:
-    """Refuse a non-empty folder unless --overwrite, and never touch a folder tltool did not make.
-
-    Raises:
-        TltoolError: the folder holds something and may not be replaced.
-    """
-    if not os.path.exists(path):
-        return
-    if not os.path.isdir(path):
-        raise TltoolError(f"--out {path}: exists and is not a folder; choose another --out")
-    if not os.listdir(path):
-        return
-    if not overwrite:
-        raise TltoolError(f"--out {path}: exists and is not empty; choose another --out or pass --overwrite")
-    if not is_run_dir(path):
-        raise TltoolError(
-            f"--out {path}: not a tltool run directory (no {MARKER} file); refusing to overwrite it, "
-            "choose another --out"
-        )
-
-
-def create_run_dir(path: str, overwrite: bool) -> str:
-    """Make the run folder (after `check_run_dir`); replacing a run deletes only tltool's own outputs."""
-    from tltool import __version__
-    from tltool.files import write_json
-
-    check_run_dir(path, overwrite)
-    if os.path.isdir(path) and os.listdir(path):
-        remove_outputs(path)
-    os.makedirs(os.path.join(path, "data"), exist_ok=True)
-    os.makedirs(os.path.join(path, "checkpoints"), exist_ok=True)
-    write_json(os.path.join(path, MARKER), {"tltool": __version__, "created": datetime.datetime.now().isoformat(
-        timespec="seconds")})
-    return os.path.abspath(path)
-
-
-def remove_outputs(path: str) -> None:
-    """Delete what tltool wrote in a run folder, and nothing else."""
-    import glob
-
-    for name in OUTPUTS:
-        for target in glob.glob(os.path.join(glob.escape(path), name)) if "*" in name else [os.path.join(path, name)]:
-            if os.path.isdir(target) and not os.path.islink(target):
-                shutil.rmtree(target)
-            elif os.path.lexists(target):
-                os.unlink(target)
-    data = os.path.join(path, "data")
-    if os.path.isdir(data) and not os.listdir(data):
-        os.rmdir(data)
-
-
-def write_recipe(run_dir: str, recipe, provenance: dict) -> None:
-    """The run's resolved recipe.yaml, with where and how the run was made; `--recipe` repeats the run."""
-    from tltool.files import write_atomic
-    from tltool.recipe import dump_recipe
-
-    resolved = recipe.model_copy(update={"provenance": provenance})
-    header = ("# The resolved recipe of this run. Repeat the run with:\n"
-              f"#   tltool fit {provenance['dataset']} --recipe {os.path.join(run_dir, RECIPE)}\n")
-    write_atomic(os.path.join(run_dir, RECIPE), header + dump_recipe(resolved))
-
-
-def read_classes(run_dir: str) -> list[str]:
-    path = os.path.join(run_dir, "classes.json")
-    try:
-        with open(path, encoding="utf-8") as f:
-            data = json.load(f)
-    except FileNotFoundError:
-        raise TltoolError(f"{run_dir}: no classes.json; give a run directory made by tltool fit") from None
-    return [data[str(i)] for i in range(len(data))] if isinstance(data, dict) else list(data)
-
-
-def classes_json(classes: list[str]) -> dict[str, str]:
-    return {str(i): name for i, name in enumerate(classes)}
+def _now() -> str:
+    return datetime.datetime.now().isoformat(timespec="seconds")

@@ -16,7 +16,7 @@ from typing import Callable
 import numpy as np
 
 from tltool.errors import TltoolError
-from tltool.runs.run import is_run_dir
+from tltool.runs.run import Run, read_classes, read_recipe_file
 
 
 @dataclass
@@ -29,6 +29,11 @@ class TrainedModel:
     run_dir: str | None
     forward: Callable  # float32 (N, S, S, 3) pixels -> (N, C) probabilities
     keras_model: object | None = None  # the keras.Model, when loaded from a .keras file
+    task: str | None = None  # the task's name, as the file records it (None: from before tasks, single-label)
+
+    @property
+    def run(self) -> Run | None:
+        return Run(self.run_dir) if self.run_dir else None
 
     def probabilities(self, paths: list[str], batch_size: int = 32, progress: bool = False, views=("plain",)):
         """(probabilities averaged over `views`, index into `paths` of each row)."""
@@ -41,9 +46,7 @@ class TrainedModel:
     @property
     def flip(self) -> str:
         """The flips the run's recipe trained with (test-time augmentation mirrors only then)."""
-        from tltool.runs.run import read_recipe
-
-        return (read_recipe(self.run_dir).get("augment") or {}).get("flip", "none")
+        return ((self.run.recipe if self.run else {}).get("augment") or {}).get("flip", "none")
 
 
 def load_trained(path: str) -> TrainedModel:
@@ -61,12 +64,12 @@ def load_trained(path: str) -> TrainedModel:
     if os.path.isdir(path):
         if os.path.isfile(os.path.join(path, "model.keras")):
             return _keras(os.path.join(path, "model.keras"), run_dir=path)
-        if is_run_dir(path):
+        if Run.is_run(path):
             raise TltoolError(f"{path}: this run has no model.keras; it did not finish (see its history.csv)")
         raise TltoolError(f"{path}: not a run directory or a SavedModel (no model.keras, no saved_model.pb)")
     if path.endswith(".keras"):
         parent = os.path.dirname(path)
-        return _keras(path, run_dir=parent if is_run_dir(parent) else _run_above(parent))
+        return _keras(path, run_dir=parent if Run.is_run(parent) else _run_above(parent))
     if path.endswith((".onnx", ".tflite")):
         return _exported(path)
     raise TltoolError(f"{path}: not a model; give a run directory, a SavedModel folder, or a .keras, .onnx or "
@@ -76,7 +79,7 @@ def load_trained(path: str) -> TrainedModel:
 def _run_above(folder: str) -> str | None:
     """The run directory of a file in RUN/export/."""
     parent = os.path.dirname(folder)
-    return parent if os.path.basename(folder) == "export" and is_run_dir(parent) else None
+    return parent if os.path.basename(folder) == "export" and Run.is_run(parent) else None
 
 
 def _exported(path: str) -> TrainedModel:
@@ -86,14 +89,13 @@ def _exported(path: str) -> TrainedModel:
     forward.numpy_only = True  # a runtime outside TensorFlow: give it arrays, never trace it
     kind = "onnx" if path.endswith(".onnx") else "litert"
     return TrainedModel(path, kind, list(info["classes"]), int(info["image_size"]), info["aspect"],
-                        _run_above(os.path.dirname(path)), forward)
+                        _run_above(os.path.dirname(path)), forward, task=info.get("task"))
 
 
 def _keras(path: str, run_dir: str | None) -> TrainedModel:
     import keras
 
     import tltool.models.layers  # noqa: F401  (registers tltool's layers for loading)
-    from tltool.runs.run import read_classes, read_recipe
 
     folder = os.path.dirname(path)
     try:
@@ -103,10 +105,11 @@ def _keras(path: str, run_dir: str | None) -> TrainedModel:
     if os.path.isfile(path + ".json"):  # written by `tltool export`
         with open(path + ".json", encoding="utf-8") as f:
             info = json.load(f)
-        classes, aspect = list(info["classes"]), info["aspect"]
+        classes, aspect, task = list(info["classes"]), info["aspect"], info.get("task")
     elif os.path.isfile(os.path.join(folder, "classes.json")):
-        classes = read_classes(folder)
-        aspect = (read_recipe(folder).get("data") or {}).get("aspect", "stretch")
+        classes = read_classes(os.path.join(folder, "classes.json"), folder)
+        recipe = read_recipe_file(os.path.join(folder, "recipe.yaml"))
+        aspect, task = (recipe.get("data") or {}).get("aspect", "stretch"), recipe.get("task")
     else:
         raise TltoolError(f"{path}: no classes.json beside it; copy the run's classes.json next to the model")
     size = int(model.input_shape[1])
@@ -114,22 +117,22 @@ def _keras(path: str, run_dir: str | None) -> TrainedModel:
     import tensorflow as tf
 
     forward = tf.function(lambda x: model(x, training=False), reduce_retracing=True)
-    return TrainedModel(path, "keras", classes, size, aspect, run_dir, forward, model)
+    return TrainedModel(path, "keras", classes, size, aspect, run_dir, forward, model, task)
 
 
 def _savedmodel(path: str) -> TrainedModel:
     import tensorflow as tf
 
-    from tltool.serving.writers import read_info
+    from tltool.serving.formats import read_info
 
     info = read_info(path)
     if info is None:
         raise TltoolError(f"{path}: a SavedModel without assets/tltool.json; export it with tltool")
     loaded = tf.saved_model.load(path)
     parent = os.path.dirname(path)
-    run_dir = parent if is_run_dir(parent) else None
+    run_dir = parent if Run.is_run(parent) else None
     return TrainedModel(path, "savedmodel", list(info["classes"]), int(info["image_size"]), info["aspect"],
-                        run_dir, lambda x: loaded.serve(x)["probabilities"])
+                        run_dir, lambda x: loaded.serve(x)["probabilities"], task=info.get("task"))
 
 
 def _check_width(path: str, classes: int, outputs: int) -> None:

@@ -31,10 +31,9 @@ dequantize and quantize around them. Integer-only accelerators (Edge TPU,
 some NPUs, microcontrollers) cannot run them: `float_layers="none"` gives a
 file with no float layer.
 
-Quantizing with some layers held back uses `convert.mlir_quantize`, the
-function TensorFlow's public `tf.lite.experimental.QuantizationDebugger`
-calls for its `denylisted_nodes`; the debugger itself runs the deprecated
-`tf.lite.Interpreter`, which tltool does not use.
+Quantizing with some layers held back, calibrating without quantizing and
+listing a file's operators use private TensorFlow APIs, all in
+`tltool.compat`.
 """
 
 from __future__ import annotations
@@ -119,6 +118,7 @@ def _bias_corrected(model, pixels: np.ndarray, keep_float: list[str] = ()):
     """
     import keras
 
+    from tltool.compat import outbound_layers
     from tltool.models.freeze import every_layer
 
     kinds = (keras.layers.Conv2D, keras.layers.DepthwiseConv2D)
@@ -130,7 +130,7 @@ def _bias_corrected(model, pixels: np.ndarray, keep_float: list[str] = ()):
     try:
         for layer in convolutions:
             shift = _rounding_shift(layer, means[id(layer)])
-            after = [node.operation for node in layer._outbound_nodes]
+            after = outbound_layers(layer)
             if len(after) == 1 and isinstance(after[0], keras.layers.BatchNormalization):
                 variable = after[0].moving_mean
             elif layer.use_bias:
@@ -151,28 +151,19 @@ def _names(layer: str, operator: str) -> bool:
 
 
 def _input_means(model, layers: list, pixels: np.ndarray, batch: int = 32) -> dict[int, np.ndarray]:
-    """Each layer's mean input per channel over `pixels`, seen by wrapping its `call` for one eager pass."""
+    """Each layer's mean input per channel over `pixels`, seen in one eager pass."""
+    from tltool.compat import watching_inputs
+
     totals = {id(layer): [0.0, 0] for layer in layers}
 
-    def watching(layer):
-        call = layer.call
+    def watch(layer, inputs):
+        values = np.asarray(inputs)
+        totals[id(layer)][0] += values.sum(axis=(0, 1, 2))
+        totals[id(layer)][1] += values.size // values.shape[-1]
 
-        def watched(inputs, *args, **kwargs):
-            values = np.asarray(inputs)
-            totals[id(layer)][0] += values.sum(axis=(0, 1, 2))
-            totals[id(layer)][1] += values.size // values.shape[-1]
-            return call(inputs, *args, **kwargs)
-
-        return watched
-
-    for layer in layers:
-        layer.call = watching(layer)
-    try:
+    with watching_inputs(layers, watch):
         for start in range(0, len(pixels), batch):
             model(pixels[start:start + batch], training=False)
-    finally:
-        for layer in layers:
-            del layer.call
     return {key: total / count for key, (total, count) in totals.items()}
 
 
@@ -197,27 +188,23 @@ def _rounded(kernel: np.ndarray, axes: tuple) -> np.ndarray:
 
 def _calibrated(model, signature: list, representative) -> bytes:
     """A float flatbuffer that carries every tensor's calibrated range, not yet quantized."""
-    import tensorflow as tf
+    from tltool.compat import calibrate_only
 
     with tempfile.TemporaryDirectory() as folder, native_output_hidden():
         path = os.path.join(folder, "calibrated.tflite")
-        model.export(path, format="litert", verbose=False, input_signature=signature,
-                     optimizations=[tf.lite.Optimize.DEFAULT], representative_dataset=representative,
-                     target_spec={"supported_ops": [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]},
-                     _experimental_calibrate_only=True)
+        calibrate_only(model, path, signature, representative)
         with open(path, "rb") as f:
             return f.read()
 
 
 def _quantizer(calibrated: bytes):
     import tensorflow as tf
-    from tensorflow.lite.python import convert
+
+    from tltool.compat import quantize_calibrated
 
     def quantize(keep_float: list[str], io: str = "float") -> bytes:
-        dtype = tf.uint8 if io == "uint8" else tf.float32
         with native_output_hidden():
-            return convert.mlir_quantize(calibrated, input_data_type=dtype, output_data_type=dtype,
-                                         denylisted_nodes=list(keep_float))
+            return quantize_calibrated(calibrated, tf.uint8 if io == "uint8" else tf.float32, keep_float)
 
     return quantize
 
@@ -266,9 +253,9 @@ def _ranked(quantize, layers: list[str], probe, probe_reference) -> list[str]:
 
 def _layer_names(flatbuffer: bytes) -> list[str]:
     """The name of every operator's output tensor: what `denylisted_nodes` takes."""
-    interpreter = _interpreter(flatbuffer)
-    names = {t["index"]: t["name"] for t in interpreter.get_tensor_details()}
-    return [names[op["outputs"][0]] for op in interpreter._get_ops_details()]
+    from tltool.compat import operator_outputs
+
+    return operator_outputs(_interpreter(flatbuffer))
 
 
 def _short(name: str) -> str:

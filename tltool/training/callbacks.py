@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import keras
 
-from tltool.console import pause_point
+from tltool.hooks import pause_point
 from tltool.errors import Interrupted
 
 

@@ -26,7 +26,8 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
-from tltool.console import pause_point, warn
+from tltool.console import warn
+from tltool.hooks import pause_point
 from tltool.errors import UnavailableError
 from tltool.files import atomic_path, write_json
 
@@ -79,7 +80,8 @@ class Checkpoints:
         """The backbone as it is now, as version `state.backbone_version` (written once per version)."""
         name = f"b{state.backbone_version}.backbone.weights.h5"
         if not os.path.exists(os.path.join(self.folder, name)):
-            self._write(name, self.clf.backbone.save_weights, self._weights_bytes(self.clf.backbone))
+            network = self.clf.backbone.model
+            self._write(name, network.save_weights, self._weights_bytes(network))
         return name
 
     def save_start(self, state: TrainingState) -> None:
@@ -179,7 +181,7 @@ class Checkpoints:
 
     def load_weights(self, files: dict) -> None:
         """Put a checkpoint's backbone and head weights into the classifier."""
-        self.clf.backbone.load_weights(os.path.join(self.folder, files["backbone"]))
+        self.clf.backbone.model.load_weights(os.path.join(self.folder, files["backbone"]))
         if files.get("head"):
             self.clf.head.load_weights(os.path.join(self.folder, files["head"]))
 

@@ -18,7 +18,6 @@ import os
 import time
 from dataclasses import dataclass
 
-import keras
 import numpy as np
 
 from tltool.console import say
@@ -31,7 +30,7 @@ class FeatureCache:
     train_labels: np.ndarray
     val: np.ndarray | None
     val_labels: np.ndarray | None
-    num_classes: int
+    encode: object  # batched targets -> what the loss takes (the task's `encode`)
 
     @property
     def views(self) -> int:
@@ -50,7 +49,7 @@ class FeatureCache:
         def lookup(indices, labels):
             features = tf.numpy_function(gather, [indices], tf.float32, stateful=True)
             features.set_shape([None, dim])
-            return features, tf.one_hot(labels, self.num_classes)
+            return features, self.encode(labels)
 
         ds = tf.data.Dataset.from_tensor_slices((np.arange(len(self.train_labels)), self.train_labels))
         # The same shuffle, batches and repetition as the image pipeline's
@@ -64,12 +63,12 @@ class FeatureCache:
 
         if self.val is None:
             return None
-        labels = tf.one_hot(self.val_labels, self.num_classes)
-        return finish(tf.data.Dataset.from_tensor_slices((self.val, labels)).batch(batch_size))
+        ds = tf.data.Dataset.from_tensor_slices((self.val, self.val_labels)).batch(batch_size)
+        return finish(ds.map(lambda x, y: (x, self.encode(y))))
 
 
 def compute_features(features_model, augmenter, train_images, val_images, n_train: int, n_val: int,
-                     views: int, batch_size: int, num_classes: int, disk_dir: str | None) -> FeatureCache:
+                     views: int, batch_size: int, encode, disk_dir: str | None) -> FeatureCache:
     """Run the frozen backbone once over every image (and view).
 
     The backbone always runs in inference mode (training=False), whatever its
@@ -85,6 +84,7 @@ def compute_features(features_model, augmenter, train_images, val_images, n_trai
         n_train / n_val: number of images in each (for sizing the stores).
         views: augmented views per training image; ignored (one plain view)
             without an augmenter.
+        encode: batched targets -> what the loss takes (the task's `encode`).
         disk_dir: where a store too large for memory goes.
     """
     import tensorflow as tf
@@ -117,12 +117,12 @@ def compute_features(features_model, augmenter, train_images, val_images, n_trai
     size_mb = (store.nbytes + (val.nbytes if val is not None else 0)) / 2**20
     shown = f" x {views} augmented view{'s' if views > 1 else ''}" if augmented else ""
     say(f"cached {len(labels)} features of dim {dim}{shown} in {seconds:.1f} s ({size_mb:.1f} MB {where})")
-    return FeatureCache(store, labels, val, val_labels, num_classes)
+    return FeatureCache(store, labels, val, val_labels, encode)
 
 
 def _fill(step, batches, out: np.ndarray) -> np.ndarray:
     """Write step(images) for every batch into `out`, in order; returns the labels."""
-    from tltool.console import pause_point
+    from tltool.hooks import pause_point
 
     labels, at = [], 0
     for images, y, _ in batches:
@@ -131,7 +131,7 @@ def _fill(step, batches, out: np.ndarray) -> np.ndarray:
         at += len(features)
         labels.append(np.asarray(y))
         pause_point("features")
-    return np.concatenate(labels).astype(np.int32)
+    return np.concatenate(labels)
 
 
 def _allocate(shape: tuple[int, ...], disk_dir: str | None, name: str) -> np.ndarray:

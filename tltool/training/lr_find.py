@@ -100,9 +100,32 @@ def _suggest(rates: np.ndarray, losses: np.ndarray, smoothed: np.ndarray) -> Swe
 
 def write_sweep(sweep: Sweep, folder: str, phase: str | None = None) -> tuple[str, str]:
     """lr_find.csv and lr_find.png (or lr_find-PHASE.*) in `folder`."""
-    from tltool.evaluation.plots import lr_find_png
-
     stem = os.path.join(folder, f"lr_find-{phase}" if phase else "lr_find")
     write_csv(stem + ".csv", sweep.table())
-    lr_find_png(sweep, stem + ".png")
+    sweep_png(sweep, stem + ".png")
     return stem + ".csv", stem + ".png"
+
+
+def sweep_png(sweep, path: str) -> None:
+    """Loss against learning rate (log axis), the suggestion marked."""
+    from matplotlib.figure import Figure
+
+    from tltool.files import atomic_path
+
+    fig = Figure(figsize=(7, 4.5), constrained_layout=True)
+    ax = fig.subplots()
+    ax.plot(sweep.rates, sweep.losses, color="lightgrey", linewidth=1, label="loss per batch")
+    ax.plot(sweep.rates, sweep.smoothed, color="tab:blue", label="smoothed loss")
+    for rate, colour, name in ((sweep.suggestion, "crimson", f"suggested {sweep.suggestion:.2g} ({sweep.rule})"),
+                               (sweep.steepest, "tab:orange", f"steepest descent {sweep.steepest:.2g}")):
+        ax.axvline(rate, color=colour, linestyle="--", label=name)
+    top = np.nanmax(sweep.smoothed[: max(1, int(np.argmin(sweep.smoothed)) + 1)])
+    ax.set_ylim(min(sweep.smoothed) * 0.9, max(top, min(sweep.smoothed)) * 1.3)
+    ax.set_xscale("log")
+    ax.set_xlabel("learning rate")
+    ax.set_ylabel("training loss")
+    ax.set_title("learning-rate range test")
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize=8)
+    with atomic_path(path) as tmp:  # the temporary name keeps the .png ending
+        fig.savefig(tmp, dpi=100)

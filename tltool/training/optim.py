@@ -7,6 +7,7 @@ import math
 import keras
 from keras import ops
 
+from tltool.compat import RateFactors
 from tltool.recipe.schema import Phase, RateRange
 
 
@@ -120,55 +121,29 @@ def group_rates(rate, groups: list[str]) -> dict[str, float]:
             for i, name in enumerate([*groups, "head"])}
 
 
-class _RateFactors:
-    """Per-variable learning-rate factors for a Keras optimizer.
-
-    Keras optimizers apply one rate to every variable. For Adam, AdamW,
-    RMSprop and SGD the update of a variable is proportional to the rate it
-    is given, so multiplying that rate per variable is exactly a separate
-    optimizer per group (scaling gradients instead would change nothing
-    under Adam). Decoupled weight decay is scaled the same way, as it is in
-    fastai's discriminative rates.
-    """
-
-    def set_rate_factors(self, pairs) -> None:
-        self._factors = {self._var_key(v): float(f) for v, f in pairs if float(f) != 1.0}
-
-    def rate_factor(self, variable) -> float:
-        return getattr(self, "_factors", {}).get(self._var_key(variable), 1.0)
-
-    def update_step(self, gradient, variable, learning_rate):
-        factor = self.rate_factor(variable)
-        if factor != 1.0:
-            learning_rate = ops.multiply(learning_rate, factor)
-        return super().update_step(gradient, variable, learning_rate)
-
-    def _apply_weight_decay(self, variables):
-        if self.weight_decay is None or not getattr(self, "_factors", None):
-            return super()._apply_weight_decay(variables)
-        base = self.weight_decay
-        by_factor: dict[float, list] = {}
-        for variable in variables:
-            by_factor.setdefault(self.rate_factor(variable), []).append(variable)
-        try:
-            for factor, group in by_factor.items():
-                self.weight_decay = base * factor  # read while tracing: a constant per group
-                super()._apply_weight_decay(group)
-        finally:
-            self.weight_decay = base
-
-
-class Adam(_RateFactors, keras.optimizers.Adam):
+class Adam(RateFactors, keras.optimizers.Adam):
     pass
 
 
-class AdamW(_RateFactors, keras.optimizers.AdamW):
+class AdamW(RateFactors, keras.optimizers.AdamW):
     pass
 
 
-class SGD(_RateFactors, keras.optimizers.SGD):
+class SGD(RateFactors, keras.optimizers.SGD):
     pass
 
 
-class RMSprop(_RateFactors, keras.optimizers.RMSprop):
+class RMSprop(RateFactors, keras.optimizers.RMSprop):
     pass
+
+
+def describe_rates(rate, groups: list[str]) -> str:
+    """A phase's rate in one phrase: '0.001', 'auto (learning-rate finder)' or '1e-05 (block_1) .. 0.001 (head)'."""
+    if rate == "auto":
+        return "auto (learning-rate finder)"
+    if not isinstance(rate, RateRange):
+        return f"{rate:g}"
+    rates = group_rates(rate, groups)
+    first = next(iter(rates))
+    return f"{rates[first]:.3g} ({first}) .. {rates['head']:.3g} (head)" if first != "head" else f"{rates['head']:g}"
+

@@ -2,24 +2,21 @@
 
 from __future__ import annotations
 
-import json
 import os
 
-import pandas as pd
-
-from tltool.console import say, warn
+from tltool.console import warn
 from tltool.data.dataset import load_dataset
 from tltool.errors import TltoolError
+from tltool.evaluation.report import ReportContext, write_report
 from tltool.files import atomic_path
+from tltool.runs.run import dated_folder
 from tltool.serving.loading import TrainedModel, load_trained
-from tltool.evaluation.metrics import Evaluation, evaluate_probs
-from tltool.evaluation.report import ReportContext, write_evaluation
-from tltool.runs.run import dated_folder, read_recipe
+from tltool.tasks import get_task
 
 
 def evaluate(model: str, data: str, out: str | None = None, split: str | None = None,
              split_from: str | None = None, top_k: int = 5, batch_size: int = 32,
-             progress: bool = True, tta: int = 1) -> tuple[str, Evaluation]:
+             progress: bool = True, tta: int = 1):
     """Evaluate a run directory, SavedModel or .keras file on `data`.
 
     Args:
@@ -43,17 +40,18 @@ def evaluate(model: str, data: str, out: str | None = None, split: str | None = 
         TltoolError: a bad path, a class the model does not know, no images.
     """
     trained = load_trained(model)
+    task = get_task(trained.task)
     folder = out or _default_folder(trained, data, split)
     if os.path.exists(folder) and (not os.path.isdir(folder) or os.listdir(folder)):
         raise TltoolError(f"--out {folder}: exists and is not empty; an earlier evaluation is never overwritten")
     _warn_if_training_images(trained, data, split)
     samples, skipped = _samples(trained, data, split, split_from, progress)
-    index = {c: i for i, c in enumerate(trained.classes)}
-    unknown = sorted({s.label for s in samples} - set(index))
+    known = set(trained.classes)
+    unknown = sorted({s.label for s in samples} - known)
     if unknown:
         raise TltoolError(f"{data} has classes the model does not know: {', '.join(unknown)}; "
                           f"model classes: {', '.join(trained.classes)}")
-    missing = sorted(set(index) - {s.label for s in samples})
+    missing = sorted(known - {s.label for s in samples})
     if missing:
         warn(f"{len(missing)} model class(es) have no images here: {', '.join(missing[:10])}")
     from tltool.data.tta import views
@@ -64,31 +62,29 @@ def evaluate(model: str, data: str, out: str | None = None, split: str | None = 
     unread = [(samples[i].rel, "could not be decoded") for i in sorted(set(range(len(samples))) - set(kept))]
     if not len(kept):
         raise TltoolError(f"{data}: none of the {len(samples)} images could be read")
-    labels = [index[samples[i].label] for i in kept]
-    evaluation = evaluate_probs(labels, probs, trained.classes, top_k)
-    augmented = _tta_figures(labels, stack, trained.classes, names) if tta > 1 else None
+    targets = task.targets([samples[i].label for i in kept], trained.classes)
+    evaluation = task.evaluate(targets, probs, trained.classes, top_k)
+    augmented = None
+    if tta > 1:
+        figures = task.headline(task.evaluate(targets, stack.mean(axis=0), trained.classes).metrics)
+        augmented = {"views": len(names), "names": names, **figures}
+    run = trained.run
     run_name = os.path.basename(trained.run_dir or trained.source)
     context = ReportContext(
         title=f"Evaluation of {run_name} on {os.path.basename(os.path.normpath(data))}",
         model=f"{trained.source} ({trained.kind}, {trained.image_size} px, aspect {trained.aspect})",
         split=split or "all", data_root=os.path.abspath(data) if os.path.isdir(data) else os.path.dirname(os.path.abspath(data)),
-        paths=[samples[i].rel for i in kept], recipe=read_recipe(trained.run_dir) or None, history=_history(trained),
-        unreadable=skipped + unread, tta=augmented, **_fit_record(trained),
+        paths=[samples[i].rel for i in kept], recipe=(run.recipe if run else None) or None,
+        history=run.history if run else None, unreadable=skipped + unread, tta=augmented, **_fit_record(trained),
     )
     with atomic_path(folder) as tmp:
         os.makedirs(tmp)
-        write_evaluation(tmp, evaluation, context)
+        write_report(tmp, evaluation.metrics, task.write_files(tmp, evaluation, context), context)
     return folder, evaluation
 
 
-def _tta_figures(labels, stack, classes: list[str], names: list[str]) -> dict:
-    figures = evaluate_probs(labels, stack.mean(axis=0), classes).metrics
-    return {"views": len(names), "names": names,
-            **{k: figures[k] for k in ("accuracy", "macro_f1", "log_loss", "expected_calibration_error")}}
-
-
 def _warn_if_training_images(trained: TrainedModel, data: str, split: str | None) -> None:
-    recorded = (read_recipe(trained.run_dir).get("provenance") or {}).get("dataset")
+    recorded = trained.run.dataset if trained.run else None
     if split is None and recorded and os.path.abspath(data) == os.path.abspath(recorded):
         warn(f"{data} is the dataset this model was trained on: without --split, its training images are scored "
              "too and the figures look better than they are; pass --split val (or test)")
@@ -110,40 +106,16 @@ def _samples(trained: TrainedModel, data: str, split: str | None, split_from: st
 
 
 def _default_folder(trained: TrainedModel, data: str, split: str | None) -> str:
-    base = trained.run_dir or os.path.dirname(trained.source)
     name = os.path.basename(os.path.normpath(data)) + (f"-{split}" if split else "")
-    return dated_folder(os.path.join(base, "evaluations"), name)
+    if trained.run:
+        return trained.run.new_evaluation_folder(name)
+    return dated_folder(os.path.join(os.path.dirname(trained.source), "evaluations"), name)
 
 
 def _fit_record(trained: TrainedModel) -> dict:
     """Which phase and epoch a run's model.keras holds, and its calibration, as its fit recorded."""
-    if not trained.run_dir or trained.source != os.path.join(trained.run_dir, "model.keras"):
+    run = trained.run
+    if not run or trained.source != run.model_file:
         return {}
-    path = os.path.join(trained.run_dir, "metrics.json")
-    if not os.path.isfile(path):
-        return {}
-    recorded = _read_json(path)
+    recorded = run.metrics
     return {"exported": recorded.get("exported"), "calibration": recorded.get("calibration")}
-
-
-def _read_json(path: str) -> dict:
-    with open(path, encoding="utf-8") as f:
-        return json.load(f)
-
-
-def _history(trained: TrainedModel) -> pd.DataFrame | None:
-    path = os.path.join(trained.run_dir, "history.csv") if trained.run_dir else None
-    return pd.read_csv(path) if path and os.path.isfile(path) else None
-
-
-def print_evaluation(folder: str, evaluation: Evaluation, show_all: bool = False) -> None:
-    from tltool.evaluation.metrics import format_per_class, format_summary
-
-    print(format_summary(evaluation.metrics))  # on stdout with its table
-    print(format_per_class(evaluation.per_class, None if show_all else 20))
-    tta = _read_json(os.path.join(folder, "metrics.json")).get("tta")
-    if tta:
-        print(f"with test-time augmentation ({tta['views']} views): accuracy {tta['accuracy']:.4f} "
-              f"({tta['accuracy'] - evaluation.metrics['accuracy']:+.4f}), macro_f1 {tta['macro_f1']:.4f}; "
-              "the exported model serves without it")
-    say(f"report: {os.path.join(folder, 'report.html')}")

@@ -1,10 +1,12 @@
 """`fit`, `fit --resume` and `lr-find`: from a folder of images to a trained, evaluated, exported classifier.
 
 Order of work, cheapest checks first so that nothing trains until everything
-is known to be valid: recipe and overrides -> backbone name and image size ->
-weights path -> run directory -> dataset scan and split -> backbone build ->
-every phase's freeze plan -> training -> model files -> evaluation. The
-training itself is `tltool.training.session.Session`.
+is known to be valid: recipe and overrides -> backbone name, image size and
+every group name the recipe uses -> weights path -> run directory -> dataset
+scan and split -> backbone build -> every phase's freeze plan -> training ->
+model files -> evaluation. The training itself is
+`tltool.training.session.Session`; the last steps are
+`tltool.workflows.finishing`.
 """
 
 from __future__ import annotations
@@ -18,49 +20,47 @@ import tempfile
 from contextlib import contextmanager
 
 from tltool import __version__
-from tltool.models.applications import get_backbone
 from tltool.console import say, warn
 from tltool.data.dataset import Dataset, describe_skipped, load_dataset
-from tltool.errors import TltoolError, did_you_mean
-from tltool.files import write_csv, write_json
+from tltool.errors import RecipeError, TltoolError, did_you_mean
+from tltool.models.freeze import static_problems
+from tltool.models.registry import get_backbone
+from tltool.models.weights import check_image_size, check_weights_file, weights_source
 from tltool.recipe import DEFAULT_RECIPE, Recipe, apply_overrides, load_recipe, recipe_from_dict
-from tltool.runs.run import (RECIPE, check_run_dir, classes_json, create_run_dir, default_run_dir, is_run_dir,
-                           read_recipe, write_recipe)
-from tltool.models.weights import check_image_size, weights_source
+from tltool.runs.run import Run, default_run_dir
+from tltool.tasks import get_task
+from tltool.workflows.finishing import Finished, finish
 
 DEFAULT_BACKBONE = "efficientnetb0"
 
 
 def resolve_recipe(recipe: str | Recipe | None = None, **overrides) -> Recipe:
-    """Load a recipe (default: fine-tune), apply flags, fill in backbone and image size."""
+    """Load a recipe (default: fine-tune), apply flags, fill in backbone and image size.
+
+    Raises:
+        RecipeError: every problem of the recipe against its backbone, at once.
+    """
     base = recipe if isinstance(recipe, Recipe) else load_recipe(recipe or DEFAULT_RECIPE)
     resolved = apply_overrides(base, **overrides)
     spec = get_backbone(resolved.backbone or DEFAULT_BACKBONE)
     size = resolved.image_size or spec.default_size
     check_image_size(spec, size)
-    return resolved.model_copy(update={"backbone": spec.name, "image_size": size})
+    resolved = resolved.model_copy(update={"backbone": spec.name, "image_size": size})
+    problems = static_problems(spec, resolved)
+    if problems:
+        raise RecipeError(recipe if isinstance(recipe, str) else resolved.name, problems)
+    return resolved
 
 
 def fit(data: str | None, *, recipe: str | Recipe | None = None, out: str | None = None, overwrite: bool = False,
-        split_from: str | None = None, progress: bool = True, resume: str | None = None, **overrides) -> str:
+        split_from: str | None = None, progress: bool = True, resume: str | None = None,
+        **overrides) -> tuple[Run, Finished | None]:
     """Train a classifier on a folder of images and write a run directory.
 
-    Args:
-        data: folder with one sub-folder per class (or train/val/test
-            folders, or a CSV of path,label).
-        recipe: a shipped recipe name, a YAML path or a Recipe; default
-            fine-tune.
-        out: run directory; default runs/<date>-<backbone>.
-        overwrite: replace an existing run directory.
-        split_from: reuse the train/val/test split of an earlier run.
-        progress: progress bars while scanning.
-        resume: continue this interrupted run directory instead (see `resume_run`).
-        **overrides: backbone, weights, epochs, batch_size, image_size,
-            learning_rate, seed, val_split, test_split, aspect, precision,
-            jit_compile, cache_features (see `recipe.apply_overrides`).
+    The arguments are those of `tltool.fit` (`tltool.options.FIT`).
 
     Returns:
-        The run directory.
+        (the run directory, what its last steps made; None on a worker that is not the chief).
 
     Raises:
         TltoolError: bad input of any kind, before training starts.
@@ -71,11 +71,11 @@ def fit(data: str | None, *, recipe: str | Recipe | None = None, out: str | None
         return resume_run(resume, data, progress, **given)
     recipe = resolve_recipe(recipe, **overrides)
     with _session(data, recipe, out or default_run_dir(recipe.backbone), overwrite, split_from, progress) as session:
-        _train(session)
-    return session.run_dir
+        finished = _train(session)
+    return session.run, finished
 
 
-def resume_run(run_dir: str, data: str | None = None, progress: bool = True, **flags) -> str:
+def resume_run(run_dir: str, data: str | None = None, progress: bool = True, **flags) -> tuple[Run, Finished | None]:
     """Continue an interrupted run from its last completed epoch, as if it had never stopped.
 
     The recipe is the one recorded in the run's recipe.yaml, the dataset the
@@ -89,46 +89,46 @@ def resume_run(run_dir: str, data: str | None = None, progress: bool = True, **f
     """
     from tltool.training.checkpoint import FORMAT, Checkpoints
 
-    run_dir = os.path.abspath(os.fspath(run_dir))
+    run = Run(run_dir)
     changed = [key for key, value in flags.items() if value not in (None, False)]
     if changed:
         raise TltoolError(f"--{changed[0].replace('_', '-')}: a resumed run keeps its recorded recipe "
-                          f"({os.path.join(run_dir, RECIPE)}); drop the flag, or start a new run with "
-                          f"--recipe {os.path.join(run_dir, RECIPE)}")
-    if not is_run_dir(run_dir):
-        raise TltoolError(f"--resume {run_dir}: not a tltool run directory (no .tltool-run file); "
+                          f"({run.recipe_file}); drop the flag, or start a new run with --recipe {run.recipe_file}")
+    if not Run.is_run(run.path):
+        raise TltoolError(f"--resume {run.path}: not a tltool run directory (no .tltool-run file); "
                           "give the folder that `tltool fit` made")
-    recorded = read_recipe(run_dir)
+    recorded = run.recipe
     provenance = recorded.pop("provenance", None) or {}
-    state = Checkpoints(os.path.join(run_dir, "checkpoints"), None).load_state()
+    state = Checkpoints(run.checkpoints_dir, None).load_state()
     if state is None or not recorded:
-        raise TltoolError(f"--resume {run_dir}: no recipe.yaml or checkpoint to resume from; "
+        raise TltoolError(f"--resume {run.path}: no recipe.yaml or checkpoint to resume from; "
                           "start the run again with --overwrite")
     if state.format != FORMAT:
-        raise TltoolError(f"--resume {run_dir}: written by tltool {state.tltool or '?'} (checkpoint format "
+        raise TltoolError(f"--resume {run.path}: written by tltool {state.tltool or '?'} (checkpoint format "
                           f"{state.format}); this tltool {__version__} resumes format {FORMAT} only")
-    if provenance.get("finished") and os.path.isfile(os.path.join(run_dir, "model.keras")):
-        say(f"{run_dir} finished on {provenance['finished']}; nothing to resume")
-        return run_dir
+    if provenance.get("finished") and os.path.isfile(run.model_file):
+        say(f"{run.path} finished on {provenance['finished']}; nothing to resume")
+        return run, None
     recorded_data = provenance.get("dataset")
     if data and recorded_data and os.path.abspath(data) != os.path.abspath(recorded_data):
         raise TltoolError(f"{data}: this run trained on {recorded_data}; give that folder, or no DATA at all")
-    recipe = recipe_from_dict(recorded, os.path.join(run_dir, RECIPE))
-    with _session(data or recorded_data, recipe, run_dir, False, run_dir, progress, provenance) as session:
-        _train(session)
-    return session.run_dir
+    recipe = recipe_from_dict(recorded, run.recipe_file)
+    with _session(data or recorded_data, recipe, run.path, False, run.path, progress, provenance) as session:
+        finished = _train(session)
+    return session.run, finished
 
 
-def _train(session) -> None:
+def _train(session) -> Finished | None:
     session.train()
     if session.dist.name == "multi-worker":  # equal on every worker, or the workers did not train as one
         say(f"trained weights fingerprint: {session.fingerprint()}")
     if not session.dist.chief:
         say(f"worker {session.dist.cluster.index} done; the chief writes the run directory")
-        return
-    session.finish()
+        return None
+    finished = finish(session)
     session.provenance["finished"] = _now()
-    write_recipe(session.run_dir, session.recipe, session.provenance)  # with the rates `auto` chose
+    session.run.write_recipe(session.recipe, session.provenance)  # with the rates `auto` chose
+    return finished
 
 
 def lr_find(data: str, *, phase: str | None = None, recipe: str | Recipe | None = None, out: str | None = None,
@@ -163,7 +163,7 @@ def lr_find(data: str, *, phase: str | None = None, recipe: str | Recipe | None 
 @contextmanager
 def _session(data: str, recipe: Recipe, out: str, overwrite: bool, split_from: str | None, progress: bool,
              resumed: dict | None = None):
-    """A started Session in a new run directory (or the run being resumed, whose provenance is `resumed`).
+    """A Session in a new run directory (or the run being resumed, whose provenance is `resumed`).
 
     Its caches are removed and the dtype policy restored at the end.
     Everything that can fail on bad input (weights, dataset, freeze plans,
@@ -172,6 +172,7 @@ def _session(data: str, recipe: Recipe, out: str, overwrite: bool, split_from: s
     """
     from tltool.training.distribute import cluster
     from tltool.training.session import Session
+    from tltool.training.setup import prepare
 
     spec = get_backbone(recipe.backbone)
     source = weights_source(recipe.weights)
@@ -182,18 +183,16 @@ def _session(data: str, recipe: Recipe, out: str, overwrite: bool, split_from: s
     if worker:  # only the chief writes the run directory; this worker works in a folder of its own
         out, overwrite = tempfile.mkdtemp(prefix="tltool-worker-"), False
     if resumed is None:
-        if source not in ("imagenet", "none") and not os.path.isfile(source):
-            raise TltoolError(f"--weights {recipe.weights}: no such file; give imagenet, none, or a "
-                              ".weights.h5/.h5 file")
+        check_weights_file(recipe.weights, spec.name)
         if source == "none" and any(p.trainable == "none" or p.batchnorm == "frozen" for p in recipe.phases):
             warn(f"--weights none with recipe {recipe.name!r}: it freezes layers or BatchNorm statistics of a "
                  "random backbone, which learn nothing; --recipe from-scratch trains everything")
-        check_run_dir(out, overwrite)
+        Run.check_new(out, overwrite)
     dataset = load_dataset(data, recipe.data.val_split, recipe.data.test_split, recipe.seed, split_from, progress)
     report_dataset(dataset)
     dataset.require_usable()
     if resumed is not None:
-        check_unchanged(dataset, out)
+        check_unchanged(dataset, Run(out))
     from tltool.console import load_tensorflow
 
     load_tensorflow()
@@ -203,21 +202,22 @@ def _session(data: str, recipe: Recipe, out: str, overwrite: bool, split_from: s
     session = None
     try:
         # A resumed run starts from its checkpoint; the original weights may be offline or gone.
-        session = Session(recipe, spec, dataset, initial_weights="none" if resumed is not None else None)
-        run_dir = os.path.abspath(out) if resumed is not None else create_run_dir(out, overwrite)
-        say(f"run directory: {run_dir}")
+        setup = prepare(recipe, spec, dataset, get_task(), weights="none" if resumed is not None else None)
+        run = Run(out) if resumed is not None else Run.create(out, overwrite)
+        say(f"run directory: {run.path}")
         if resumed is None:
-            write_dataset_files(run_dir, dataset)
-            session.provenance = _provenance(dataset, source, split_from)
-            write_recipe(run_dir, recipe, session.provenance)
+            write_dataset_files(run, dataset)
+            provenance = _provenance(dataset, source, split_from)
+            run.write_recipe(recipe, provenance)
         else:
-            session.provenance = {**resumed, "resumed": [*resumed.get("resumed", []), _now()]}
-        session.start(run_dir, resume=resumed is not None)
+            provenance = {**resumed, "resumed": [*resumed.get("resumed", []), _now()]}
+        session = Session(setup, run, resume=resumed is not None)
+        session.provenance = provenance
         yield session
     finally:
         keras.config.set_dtype_policy(policy)
-        if session is not None and session.run_dir:
-            shutil.rmtree(os.path.join(session.run_dir, "cache"), ignore_errors=True)  # decoded images, features
+        if session is not None:
+            shutil.rmtree(session.run.cache_dir, ignore_errors=True)  # decoded images, features
         if worker:
             shutil.rmtree(out, ignore_errors=True)
 
@@ -236,7 +236,7 @@ def report_dataset(dataset: Dataset) -> None:
         warn(message)
 
 
-def write_dataset_files(run_dir: str, dataset: Dataset) -> None:
+def write_dataset_files(run: Run, dataset: Dataset) -> None:
     import pandas as pd
 
     from tltool.data.split import index_rows
@@ -244,23 +244,19 @@ def write_dataset_files(run_dir: str, dataset: Dataset) -> None:
     rows = pd.DataFrame(index_rows(dataset.samples), columns=["path", "label", "split"])
     by_rel = {s.rel: dataset.infos[s.path].sha1 for s in dataset.samples if s.path in dataset.infos}
     rows["sha1"] = rows["path"].map(by_rel)
-    write_csv(os.path.join(run_dir, "data", "index.csv"), rows)
-    write_csv(os.path.join(run_dir, "data", "skipped.csv"),
-              pd.DataFrame([(s.rel, s.reason) for s in dataset.skipped], columns=["path", "reason"]))
-    write_json(os.path.join(run_dir, "classes.json"), classes_json(dataset.classes))
+    run.write_index(rows, pd.DataFrame([(s.rel, s.reason) for s in dataset.skipped], columns=["path", "reason"]))
+    run.write_classes(dataset.classes)
 
 
-def check_unchanged(dataset: Dataset, run_dir: str) -> None:
+def check_unchanged(dataset: Dataset, run: Run) -> None:
     """The dataset still holds every file of the run's data/index.csv, with the same content.
 
     Raises:
         DatasetError: files that vanished, became unreadable or changed, named.
     """
-    import pandas as pd
-
     from tltool.errors import DatasetError
 
-    index = pd.read_csv(os.path.join(run_dir, "data", "index.csv"), dtype=str, keep_default_na=False)
+    index = run.read_index()
     now = {s.rel: dataset.infos[s.path].sha1 for s in dataset.samples if s.path in dataset.infos}
     gone = [p for p in index["path"] if p not in now]
     changed = [p for p, sha in zip(index["path"], index.get("sha1", [""] * len(index))) if p in now and sha
@@ -268,7 +264,7 @@ def check_unchanged(dataset: Dataset, run_dir: str) -> None:
     problems = [f"{len(gone)} file(s) vanished or became unreadable ({', '.join(gone[:3])})"] if gone else []
     problems += [f"{len(changed)} file(s) changed ({', '.join(changed[:3])})"] if changed else []
     if problems:
-        raise DatasetError(f"{dataset.root} is not the dataset {run_dir} trained on: {'; '.join(problems)}; "
+        raise DatasetError(f"{dataset.root} is not the dataset {run.path} trained on: {'; '.join(problems)}; "
                            "restore those files, or start a new run")
 
 

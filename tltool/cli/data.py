@@ -1,0 +1,83 @@
+"""`tltool inspect` and `tltool datasets`: checking a dataset, example datasets, tensorflow-datasets exports."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+
+import click
+
+from tltool.cli import cli
+from tltool.errors import EXIT_INPUT
+
+
+
+@cli.command()
+@click.argument("data", type=click.Path())
+@click.option("--val-split", type=float, default=0.2, show_default=True, help="As for fit.")
+@click.option("--test-split", type=float, default=0.0, show_default=True, help="As for fit.")
+@click.option("--seed", type=int, default=1337, show_default=True, help="As for fit.")
+@click.option("--split-from", type=click.Path(), help="Show the split of an earlier run directory.")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@click.option("--all", "show_all", is_flag=True, help="List every class, duplicate and skipped file.")
+def inspect(data, val_split, test_split, seed, split_from, as_json, show_all):
+    """Check a dataset without training: classes, split, sizes, duplicates, bad files.
+
+    Exits 0 when `tltool fit` could train on it, 2 with the reasons when not.
+    """
+    from tltool.data.dataset import load_dataset
+    from tltool.data.summary import format_summary, summarise
+
+    dataset = load_dataset(data, val_split, test_split, seed, split_from, progress=not as_json)
+    summary = summarise(dataset)
+    click.echo(json.dumps(summary, indent=2, ensure_ascii=False) if as_json else format_summary(summary, show_all))
+    if not summary["usable"]:
+        sys.exit(EXIT_INPUT)
+
+
+# ---------------------------------------------------------------- datasets
+
+
+@cli.group()
+def datasets():
+    """Example datasets and dataset tools."""
+
+
+@datasets.command("example")
+@click.argument("name", type=click.Choice(["digits"]))
+@click.argument("dest", type=click.Path())
+@click.option("--size", type=int, default=32, show_default=True, help="Side of the written images.")
+def datasets_example(name, dest, size):
+    """Write the example dataset NAME into DEST as class folders (offline).
+
+    digits: scikit-learn's 1,797 handwritten digits, 10 classes.
+    """
+    from tltool.data.examples import build_example
+
+    counts = build_example(name, dest, size)
+    if counts is None:
+        click.echo(f"{dest} already holds the {name} example")
+    else:
+        click.echo(f"wrote {sum(counts.values())} images in {len(counts)} class folders to {dest}")
+
+
+@datasets.command("export")
+@click.argument("name")
+@click.argument("dest", type=click.Path())
+@click.option("--data-dir", type=click.Path(), help="tensorflow-datasets data folder (default ~/tensorflow_datasets).")
+@click.option("--limit", type=int, help="At most this many images per split.")
+def datasets_export(name, dest, data_dir, limit):
+    """Write a tensorflow-datasets dataset NAME into DEST as class folders.
+
+    NAME is any image classification dataset of tensorflow-datasets, e.g.
+    tf_flowers, oxford_iiit_pet, stanford_dogs. Needs the network unless
+    --data-dir already holds the prepared dataset.
+    """
+    from tltool.data.tfds_export import export_dataset
+
+    counts = export_dataset(name, dest, data_dir, limit)
+    for folder, n in counts.items():
+        click.echo(f"wrote {n} images to {os.path.join(dest, folder) if folder != '.' else dest}")
+
+

@@ -1,0 +1,94 @@
+"""`tltool evaluate`, `tltool predict` and `tltool export`: using a trained model."""
+
+from __future__ import annotations
+
+import click
+
+from tltool import options
+from tltool.cli import cli, load_tensorflow, require_paths
+from tltool.errors import TltoolError
+
+
+def _require_tta(tta: int) -> None:
+    from tltool.data.tta import views
+
+    views(tta, "both")  # the one check of the count, before TensorFlow loads (the run's flips cap it later)
+
+
+@cli.command()
+@click.argument("model", type=click.Path())
+@click.argument("data", type=click.Path())
+@options.EVALUATE.click_options
+@click.option("--all", "show_all", is_flag=True, help="Print every class, not only the 20 worst.")
+def evaluate(model, data, show_all, **values):
+    """Evaluate MODEL (a run directory, SavedModel, .keras, .onnx or .tflite file) on DATA.
+
+    Writes per-class figures, predictions, the most confused pairs, pictures
+    and report.md / report.html into a new evaluation folder.
+    """
+    from tltool.cli.render import print_evaluation
+    from tltool.workflows.evaluating import evaluate as run_evaluate
+
+    _require_tta(values["tta"])
+    require_paths(model, data)
+    load_tensorflow()
+    folder, evaluation = run_evaluate(model, data, **values)
+    print_evaluation(folder, evaluation, show_all)
+
+
+@cli.command()
+@click.argument("model", type=click.Path())
+@click.argument("inputs", nargs=-1, required=True, type=click.Path())
+@options.PREDICT.click_options
+@click.option("--output", "-o", type=click.Path(), help="Also write the predictions to a .csv or .json file.")
+def predict(model, inputs, output, **values):
+    """The model's answer for image files and folders (searched recursively).
+
+    MODEL is a run directory, a SavedModel, or a .keras, .onnx or .tflite
+    file. Unreadable files are skipped and listed with their reason.
+    """
+    from tltool.console import warn
+    from tltool.data.inputs import output_kind
+    from tltool.workflows.predicting import format_rows, write_output
+    from tltool.workflows.predicting import predict as run_predict
+
+    if output:
+        output_kind(output)
+    if values["top_k"] < 1:
+        raise TltoolError(f"--top-k {values['top_k']}: give 1 or more")
+    _require_tta(values["tta"])
+    require_paths(model, *inputs)
+    load_tensorflow()
+    rows, skipped, _ = run_predict(model, list(inputs), **values)
+    for line in format_rows(rows):
+        click.echo(line)
+    for path, reason in skipped:
+        warn(f"skipped {path}: {reason}")
+    if output:
+        write_output(output, rows, skipped, model)
+        click.echo(f"wrote {len(rows)} predictions to {output}", err=True)
+
+
+@cli.command("export")
+@click.argument("model", type=click.Path())
+@click.option("--format", "fmt", type=click.Choice(["savedmodel", "keras", "onnx", "litert", "litert-fp16",
+                                                     "litert-int8", "tflite"]),
+              default="litert", show_default=True, help="What to write (tflite is litert).")
+@options.EXPORT.click_options
+def export_command(model, fmt, **values):
+    """Export MODEL (a run directory or .keras file) as SavedModel, .keras, ONNX or LiteRT.
+
+    Each file is checked as it is written: run in its own runtime on the
+    run's validation (or test) images, compared with the Keras model, and
+    the figures written to export_report.json beside it. Exit code 4 when it
+    loses more accuracy than --max-accuracy-drop allows (the file is kept).
+    ONNX and LiteRT files take float32 (N, S, S, 3) pixels 0-255, already
+    fitted to the run's image size; see the README's Serving section.
+    """
+    from tltool.workflows.exporting import export
+
+    if values["calibration_images"] < 1:
+        raise TltoolError(f"--calibration-images {values['calibration_images']}: give 1 or more")
+    require_paths(model)
+    load_tensorflow()
+    export(model, fmt, **values)

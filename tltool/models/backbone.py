@@ -1,0 +1,97 @@
+"""The backbone-source seam: what tltool needs from any pretrained feature extractor.
+
+A *source* (`keras.applications` today; keras-hub presets next) turns a
+backbone name into a `BackboneSpec`: static facts that `tltool backbones`
+prints without importing TensorFlow. `spec.build(size, weights)` gives a
+`Backbone`, and everything downstream (the classifier, freeze plans,
+discriminative rates, the feature cache, explanations) talks to that object
+only:
+
+- ``preprocess``: a layer from 0-255 RGB pixels to what the network expects,
+  so it lives in the exported graph;
+- ``model``: the network, from preprocessed pixels to its last feature map;
+- ``groups``: the ordered freeze groups, each a list of layers, which may be
+  nested inside other layers (keras-hub keeps every transformer block inside
+  one encoder layer);
+- ``spatial(features)``: the last spatial feature map, (N, h, w, C), for
+  explanations;
+- ``pooling(kind)``: the layer from features to one vector per image, for
+  the head, the feature cache and the data audit.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass(frozen=True)
+class BackboneSpec:
+    """Static facts about one backbone, the same for every source.
+
+    Attributes:
+        name: what `--backbone` takes, e.g. ``resnet50``.
+        family: the architecture family, shared by sizes of one design.
+        source: which source builds it (a key of `tltool.models.registry.SOURCES`).
+        default_size: the input side its pretrained weights were trained at.
+        min_size: the smallest input side it accepts.
+        params: parameters without any classifier.
+        group_names: the freeze groups, input to output.
+        any_size: whether it takes sizes other than its default.
+    """
+
+    name: str
+    family: str
+    source: str
+    default_size: int
+    min_size: int
+    params: int
+    group_names: tuple[str, ...]
+    any_size: bool = True
+
+    def build(self, image_size: int, weights: str = "imagenet") -> "Backbone":
+        """The backbone at `image_size` with its starting weights (imagenet, none or a file)."""
+        raise NotImplementedError
+
+    def describe(self) -> dict[str, Any]:
+        """The row `tltool backbones --json` prints."""
+        return {"name": self.name, "source": self.source, "family": self.family, "default_size": self.default_size,
+                "min_size": self.min_size, "any_size": self.any_size, "parameters": self.params,
+                "groups": list(self.group_names)}
+
+
+@dataclass
+class FreezeGroup:
+    """One freeze group: its name and its layers (weighted or not), input to output."""
+
+    name: str
+    layers: list
+
+
+@dataclass
+class Backbone:
+    """A built backbone: the network, its preprocessing and its freeze groups."""
+
+    spec: BackboneSpec
+    model: Any  # keras.Model: preprocessed pixels -> feature map
+    preprocess: Any  # keras layer: 0-255 RGB -> the model's input
+    groups: list[FreezeGroup]
+    _pools: dict = field(default_factory=dict, repr=False)
+
+    @property
+    def units(self) -> list[tuple[str, Any]]:
+        """(group name, layer) for every layer of every group, input to output: what freeze plans switch."""
+        return [(group.name, layer) for group in self.groups for layer in group.layers]
+
+    def spatial(self, features):
+        """The last spatial feature map (N, h, w, C) from the model's output."""
+        return features
+
+    def pooling(self, kind: str = "avg"):
+        """The layer from the model's output to one vector per image (made once per kind, then shared)."""
+        if kind not in self._pools:
+            import keras
+
+            layer = keras.layers.GlobalAveragePooling2D if kind == "avg" else keras.layers.GlobalMaxPooling2D
+            self._pools[kind] = layer(name="pool")
+        return self._pools[kind]

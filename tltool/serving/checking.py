@@ -1,0 +1,108 @@
+"""Checking an exported file: run it in its own runtime on the run's images and compare it with Keras.
+
+`export_report.json` and one terminal line give the size, the agreement
+(share of identical top-1, largest probability difference), the accuracy and
+its change, and the latency per image at batch 1 and 32. A format that loses
+more accuracy than allowed fails with exit code 4; its file is kept.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+import time
+
+import numpy as np
+
+from tltool.console import say, warn
+from tltool.errors import ExportCheckFailed
+from tltool.files import write_json
+from tltool.serving.runtimes import run_batches
+
+REPORT = "export_report.json"
+
+
+def calibration_sample(rows: list[tuple[str, str]], n: int) -> list[str]:
+    """n paths of (path, label) rows taken from each class in turn.
+
+    index.csv lists the images class by class, so its first n would
+    calibrate int8 value ranges on one or two classes only.
+    """
+    by_class: dict[str, list[str]] = {}
+    for path, label in rows:
+        by_class.setdefault(label, []).append(path)
+    turns = itertools.zip_longest(*by_class.values())
+    return [path for turn in turns for path in turn if path is not None][:n]
+
+
+def file_size(path: str) -> int:
+    if os.path.isdir(path):
+        return sum(os.path.getsize(os.path.join(r, f)) for r, _, files in os.walk(path) for f in files)
+    return os.path.getsize(path)
+
+
+def check(trained, path: str, fmt: str, samples: dict, max_accuracy_drop: float, task,
+          notes: dict | None = None) -> dict | None:
+    """Run the exported file on the run's validation (or test) images; write and print the comparison.
+
+    Args:
+        trained: the Keras model's `TrainedModel`, the reference.
+        samples: the run's images by split (`Run.split_files`).
+        task: what the outputs mean (`Task.compare` gives the figures).
+    """
+    from tltool.data.contract import prepare_file
+    from tltool.serving.loading import load_trained
+
+    split = "test" if samples.get("test") else "val"
+    rows = [(p, label) for p, label in samples.get(split, []) if os.path.isfile(p)]
+    if not rows:
+        warn(f"not checked: the run's validation and test images are not at {samples.get('root')!r}")
+        return None
+    pixels = np.stack([prepare_file(p, trained.image_size, trained.aspect) for p, _ in rows]).astype(np.float32)
+    targets = task.targets([label for _, label in rows], trained.classes)
+    exported = load_trained(path)
+    reference = run_batches(trained.forward, pixels)
+    probs = run_batches(exported.forward, pixels)
+    figures = task.compare(probs, reference, targets)
+    accuracy, base, lost = figures["accuracy"], figures["keras_accuracy"], figures["images_lost"]
+    report = {
+        "format": fmt, "file": os.path.abspath(path), "bytes": file_size(path), "split": split, "images": len(rows),
+        **figures,
+        "latency_ms_per_image": {"batch_1": latency(exported.forward, pixels, 1),
+                                 "batch_32": latency(exported.forward, pixels, 32)},
+        "max_accuracy_drop": max_accuracy_drop, **(notes or {}),
+    }
+    report["passed"] = not (100 * (base - accuracy) > max_accuracy_drop and lost >= 2)
+    _write_report(os.path.dirname(os.path.abspath(path)), fmt, report)
+    timing = report["latency_ms_per_image"]
+    say(f"{fmt}: {report['bytes'] / 2**20:,.1f} MB; on {len(rows)} {split} images: top-1 agrees with Keras on "
+        f"{100 * report['top1_agreement']:.1f}%, max probability difference {report['max_probability_difference']:.1e}; "
+        f"accuracy {100 * accuracy:.2f}% ({100 * report['accuracy_change']:+.2f} points); "
+        f"{timing['batch_1']:.2f} ms/image at batch 1, {timing['batch_32']:.2f} at batch 32")
+    if not report["passed"]:
+        raise ExportCheckFailed(f"{path}: accuracy {100 * accuracy:.2f}% is {100 * (base - accuracy):.2f} points "
+                                f"below the Keras model's ({lost} images), more than --max-accuracy-drop "
+                                f"{max_accuracy_drop}; the file is kept for inspection")
+    return report
+
+
+def latency(forward, pixels: np.ndarray, batch: int) -> float:
+    """Milliseconds per image, median of a few timed calls after a warm-up."""
+    x = np.resize(pixels, (batch, *pixels.shape[1:]))
+    forward(x)
+    times = []
+    for _ in range(max(3, 32 // batch)):
+        start = time.perf_counter()
+        np.asarray(forward(x))
+        times.append(time.perf_counter() - start)
+    return float(np.median(times) * 1000 / batch)
+
+
+def _write_report(folder: str, fmt: str, report: dict) -> None:
+    path = os.path.join(folder, REPORT)
+    reports = {}
+    if os.path.isfile(path):
+        with open(path, encoding="utf-8") as f:
+            reports = json.load(f)
+    write_json(path, {**reports, fmt: report})

@@ -1,0 +1,100 @@
+"""A run's last steps after training: the exported weights, calibration, model files and the report.
+
+`finish(session)` applies the recipe's `export_weights` rule across every
+phase, lets the task calibrate on the validation split, writes model.keras
+and the SavedModel, and evaluates the test split (or validation) into the
+run directory. It returns the figures; the CLI prints them.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+from tltool.console import say, warn
+from tltool.evaluation.report import ReportContext, describe_exported, write_report
+from tltool.serving.formats import export_saved_model, model_info, save_keras
+
+
+@dataclass
+class Finished:
+    """What `finish` made: the chosen epoch, the calibration and the evaluation (None without a split)."""
+
+    exported: dict
+    calibration: dict | None
+    evaluation: object | None
+    split: str | None
+
+
+def finish(session) -> Finished:
+    exported = choose_exported_weights(session)
+    calibration = calibrate(session)
+    task = session.task
+    model = task.calibrated(session.clf.inference, calibration)
+    recipe, run = session.recipe, session.run
+    info = model_info(session.dataset.classes, recipe.image_size, recipe.data.aspect, session.spec.name, task)
+    save_keras(model, run.model_file)
+    export_saved_model(model, run.saved_model_dir, info, task)
+    say(f"saved model.keras and saved_model/ in {run.path} (weights of {describe_exported(exported)})")
+    split, evaluation = evaluate_split(session, model, exported, calibration)
+    return Finished(exported, calibration, evaluation, split)
+
+
+def choose_exported_weights(session) -> dict:
+    """Apply the recipe's `export_weights` rule; mark the chosen epoch in history.csv.
+
+    `best` (the default) takes the best epoch by the monitored metric
+    across all phases, so a later phase that ends worse never costs the
+    model an earlier phase's better weights; `last` keeps the weights
+    the final epoch ended with.
+    """
+    state, rule = session.state, session.recipe.export_weights
+    files = state.files["best" if rule == "best" and state.files.get("best") else "latest"]
+    session.checkpoints.load_weights(files)
+    row = next(r for r in session.history if r["epoch"] == files["epoch"])
+    chosen = {"rule": rule, "monitor": state.monitor, "phase": row["phase"], "epoch": row["epoch"],
+              "value": row.get(state.monitor)}
+    for row in session.history:
+        row["exported"] = row["epoch"] == chosen["epoch"]
+    session.run.write_history(session.history)
+    return chosen
+
+
+def calibrate(session) -> dict | None:
+    """`calibrate: true`: the task's calibration, fitted on the validation split for the exported weights."""
+    if not session.recipe.calibrate:
+        return None
+    outputs = session.validation_outputs(session.clf.inference)
+    if outputs is None:
+        return None
+    record = session.task.calibrate(*outputs)
+    if record:
+        say(f"calibration: {session.task.describe_calibration(record)}")
+    return record
+
+
+def evaluate_split(session, model, exported: dict, calibration: dict | None):
+    """(split, evaluation) of the test split (or validation) into the run directory; (None, None) without one."""
+    from tltool.serving.loading import predict_images
+
+    dataset, recipe, task = session.dataset, session.recipe, session.task
+    split = "test" if dataset.split("test") else "val"
+    samples = dataset.split(split)
+    if not samples:
+        warn("no validation or test images: no per-class report (use --val-split > 0)")
+        return None, None
+    probs, kept = predict_images(model, [s.path for s in samples], recipe.image_size, recipe.data.aspect,
+                                 recipe.batch_size)
+    evaluation = task.evaluate(task.targets([samples[i].label for i in kept], dataset.classes), probs,
+                               dataset.classes)
+    lost = sorted(set(range(len(samples))) - {int(i) for i in kept})
+    run = session.run
+    context = ReportContext(
+        title=f"tltool run {os.path.basename(run.path)}", model=run.model_file, split=split,
+        data_root=dataset.root, paths=[samples[i].rel for i in kept], recipe=recipe.model_dump(mode="json"),
+        history=run.history, unreadable=[(samples[i].rel, "could not be decoded") for i in lost],
+        exported=exported, calibration=calibration,
+    )
+    parts = task.write_files(run.path, evaluation, context)
+    write_report(run.path, evaluation.metrics, parts, context)
+    return split, evaluation
