@@ -18,9 +18,7 @@ Run by hand:
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import subprocess
 import sys
 import tempfile
 import time
@@ -59,19 +57,18 @@ def checkpoint_cost(backbone: str, size: int = 224) -> list[list]:
     import keras
     import numpy as np
 
-    from tltool.models.registry import get_backbone
-    from tltool.training.checkpoint import Checkpoints, TrainingState
-    from tltool.models.freeze import apply_plan, resolve_plan
     from tltool.models.classifier import build_classifier
-    from tltool.training.optim import make_optimizer
+    from tltool.models.freeze import apply_plan, resolve_plan
+    from tltool.models.registry import get_backbone
     from tltool.recipe.schema import Augment, Head, Phase
-    from tltool.models.weights import load_backbone
+    from tltool.training.checkpoint import Checkpoints, TrainingState
+    from tltool.training.optim import make_optimizer
 
     spec = get_backbone(backbone)
     clf = build_classifier(spec.build(size, "none"), 10, size, Head(), Augment(), 1)
     rows = []
     for trainable in ("none", "all"):
-        apply_plan(clf.backbone, resolve_plan(spec, clf.backbone, trainable))
+        apply_plan(clf.backbone, resolve_plan(clf.backbone, trainable))
         model = clf.head if trainable == "none" else clf.inference
         phase = Phase(name="p", epochs=1, trainable=trainable)
         optimizer = make_optimizer(phase, 1)

@@ -29,8 +29,9 @@ FORMATS = ("onnx", "litert", "litert-fp16", "litert-int8")
 
 
 def train(data: str, backbone: str, size: int, weights: str, work: str, epochs: int, reuse: bool = False) -> str:
-    import tltool
     from checkpoints import HEAD_ONLY
+
+    import tltool
 
     out = os.path.join(work, "runs", f"export-{backbone}-{size}")
     if reuse and os.path.isfile(os.path.join(out, "model.keras")):
@@ -45,23 +46,23 @@ def train(data: str, backbone: str, size: int, weights: str, work: str, epochs: 
 def keras_latency(run: str) -> dict:
     import numpy as np
 
-    from tltool.serving.writers import _latency
+    from tltool.serving.checking import latency
     from tltool.serving.loading import load_trained
 
     trained = load_trained(run)
     pixels = np.random.default_rng(0).uniform(0, 255, (32, trained.image_size, trained.image_size, 3)).astype("float32")
-    return {"batch_1": _latency(trained.forward, pixels, 1), "batch_32": _latency(trained.forward, pixels, 32)}
+    return {"batch_1": latency(trained.forward, pixels, 1), "batch_32": latency(trained.forward, pixels, 32)}
 
 
 def exported(run: str, fmt: str, folder: str, **options) -> dict:
     """The export report of `fmt` in `folder`, exporting first unless the file is there."""
     import tltool
     from tltool.errors import ExportCheckFailed
-    from tltool.serving.writers import FORMATS as FILES
+    from tltool.serving.formats import FORMATS as FILES
 
     if not os.path.exists(os.path.join(folder, FILES[fmt])):
         try:
-            tltool.export(run, fmt, os.path.join(folder, FILES[fmt]), **options)
+            tltool.export(run, fmt, out=os.path.join(folder, FILES[fmt]), **options)
         except ExportCheckFailed as failed:  # the report is written before the check fails
             print(f"{fmt}: {failed}", file=sys.stderr)
     with open(os.path.join(folder, "export_report.json"), encoding="utf-8") as f:
@@ -92,6 +93,7 @@ def rows_for(run: str, label: str, accuracy_means_something: bool) -> list[list]
 
 def main() -> None:
     import accuracy
+
     from common import markdown_table
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])

@@ -22,31 +22,36 @@ import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 from benchmarks.common import (  # noqa: E402
-    machine, make_jpegs, parse_args, peak_rss_mb, print_table, run_if_stage, run_stage,
+    machine,
+    make_jpegs,
+    parse_args,
+    peak_rss_mb,
+    print_table,
+    run_if_stage,
+    run_stage,
 )
 
 
 def _pipeline(args, cache):
+    import tensorflow as tf
+
     from tltool.data.pipeline import labelled_images, shuffle_window, to_batches
 
     folder = args["data"]
     paths = sorted(os.path.join(r, f) for r, _, fs in os.walk(folder) for f in fs if f.endswith(".jpg"))
     labels = [int(os.path.basename(os.path.dirname(p)).split("_")[1]) for p in paths]
     images = labelled_images(paths, labels, args["size"], "stretch", cache)
-    return len(paths), to_batches(images, 5, args["batch"], shuffle_seed=1, window=shuffle_window(len(paths), args["size"]))
+    window = shuffle_window(len(paths), args["size"])
+    return len(paths), to_batches(images, lambda y: tf.one_hot(y, 5), args["batch"], shuffle_seed=1, window=window)
 
 
 def _backbone(args):
     import tensorflow as tf
 
     from tltool.models.registry import get_backbone
-    from tltool.models.layers import BackbonePreprocess
-    from tltool.models.weights import load_backbone
 
-    spec = get_backbone(args["backbone"])
-    backbone = load_backbone(spec, args["size"], "none")
-    preprocess = BackbonePreprocess(spec.preprocess_module)
-    return tf.function(lambda x: backbone(preprocess(x), training=False))
+    backbone = get_backbone(args["backbone"]).build(args["size"], "none")
+    return tf.function(lambda x: backbone.model(backbone.preprocess(x), training=False))
 
 
 def _epoch(batches, step=None) -> tuple[int, float]:

@@ -39,24 +39,26 @@ scan = time.perf_counter() - start
 scan_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 from tltool.models.registry import get_backbone
 from tltool.recipe import recipe_from_dict
+from tltool.runs.run import Run
+from tltool.tasks import get_task
 from tltool.training.session import Session
+from tltool.training.setup import prepare
 recipe = recipe_from_dict({"backbone": "mobilenetv2", "weights": "none", "image_size": 32, "batch_size": 128,
                            "augment": {"flip": "none"}, "early_stopping": None, "calibrate": False,
                            "data": {"cache": cache},
                            "phases": [{"name": "head", "epochs": 1, "trainable": "none"}]})
-session = Session(recipe, get_backbone("mobilenetv2"), dataset)
-session.start(os.path.join(os.path.dirname(data), "run-" + os.path.basename(data)))
+run = Run.create(os.path.join(os.path.dirname(data), "run-" + os.path.basename(data)), overwrite=True)
+session = Session(prepare(recipe, get_backbone("mobilenetv2"), dataset, get_task()), run)
 t = time.perf_counter()
 session.enter_phase(0)
 first = time.perf_counter() - t
-model = session._model(True)
-session._compile(model, 0)
-session._interrupted = lambda: False
+model = session.model_for(True)
+session.compile_phase(model, 0)
 t = time.perf_counter()
-session._fit_epoch(model, 0, 0, True)
+session.fit_epoch(model, 0, 0, True)
 cached = time.perf_counter() - t
 print(json.dumps({"files": len(dataset.samples), "scan_s": scan, "scan_rss_mb": scan_rss,
-                  "train": session.n_train + len(dataset.split("val")), "first_epoch_s": first, "cached_epoch_s": cached,
+                  "train": session.n_train + session.n_val, "first_epoch_s": first, "cached_epoch_s": cached,
                   "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
 """
 

@@ -36,7 +36,13 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, ".."))
 from benchmarks.common import (  # noqa: E402
-    machine, make_jpegs, parse_args, peak_rss_mb, print_table, run_if_stage, run_stage,
+    machine,
+    make_jpegs,
+    parse_args,
+    peak_rss_mb,
+    print_table,
+    run_if_stage,
+    run_stage,
 )
 
 BACKBONE = "mobilenetv2"
@@ -103,19 +109,18 @@ def _in_memory_train_rate(args, precision="float32", jit=False, trainable="all",
     import keras
     import numpy as np
 
-    from tltool.models.registry import get_backbone
-    from tltool.models.freeze import apply_plan, resolve_plan
     from tltool.models.classifier import build_classifier
-    from tltool.training.optim import make_optimizer
+    from tltool.models.freeze import apply_plan, resolve_plan
+    from tltool.models.registry import get_backbone
     from tltool.recipe.schema import Augment, Head, Phase
-    from tltool.models.weights import load_backbone
+    from tltool.training.optim import make_optimizer
 
     keras.config.set_dtype_policy(precision)
     spec = get_backbone(BACKBONE)
-    backbone = load_backbone(spec, args["size"], args["weights"])
-    clf = build_classifier(spec, backbone, 5, args["size"], Head(), Augment(flip="horizontal", rotation=0.05))
+    backbone = spec.build(args["size"], args["weights"])
+    clf = build_classifier(backbone, 5, args["size"], Head(), Augment(flip="horizontal", rotation=0.05))
     phase = Phase(name="ft", epochs=1, trainable=trainable)
-    apply_plan(backbone, resolve_plan(spec, backbone, trainable))
+    apply_plan(backbone, resolve_plan(backbone, trainable))
     model = clf.model if augment else clf.inference  # XLA cannot compile the augmentation layers
     model.compile(make_optimizer(phase, 50), keras.losses.CategoricalCrossentropy(), metrics=["accuracy"],
                   jit_compile=jit)

@@ -7,10 +7,10 @@ import sys
 import numpy as np
 import pytest
 
+from tltool.errors import TltoolError
 from tltool.models.applications import SPECS as REGISTRY
 from tltool.models.applications import resolve_groups
 from tltool.models.registry import get_backbone
-from tltool.errors import TltoolError
 
 LARGE = {"efficientnetb6", "efficientnetb7", "efficientnetv2m", "efficientnetv2l", "convnextlarge",
          "convnextxlarge", "resnet152", "resnet152v2", "inceptionresnetv2"}

@@ -23,8 +23,8 @@ def test_the_fitted_temperature_undoes_a_known_one():
 
 
 def test_the_layer_computes_what_numpy_does():
-    from tltool.training.calibration import apply_temperature
     from tltool.models.layers import Temperature
+    from tltool.training.calibration import apply_temperature
 
     probs = np.array([[0.7, 0.2, 0.1], [0.01, 0.98, 0.01]], "float32")
     np.testing.assert_allclose(np.asarray(Temperature(2.0)(probs)), apply_temperature(probs, 2.0), atol=1e-6)

@@ -47,8 +47,8 @@ def test_only_network_failures_count_as_offline():
 def test_a_bug_while_loading_a_weights_file_is_not_a_user_error(tmp_path, monkeypatch):
     import keras
 
-    from tltool.models.registry import get_backbone
     from tltool.errors import TltoolError
+    from tltool.models.registry import get_backbone
     spec = get_backbone("mobilenetv2")
     path = tmp_path / "b.weights.h5"
     spec.build(32, "none").model.save_weights(str(path))

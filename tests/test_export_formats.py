@@ -206,7 +206,7 @@ def _outlier_model():
 def test_int8_keeps_the_layers_it_ruins_in_float():
     import tensorflow as tf
 
-    from tltool.serving.quantize import int8_model, _interpreter
+    from tltool.serving.quantize import _interpreter, int8_model
 
     model, pixels = _outlier_model()
     signature = [tf.TensorSpec([None, 8, 8, 3], tf.float32)]
@@ -271,8 +271,8 @@ def test_onnx_of_an_efficientnet_takes_the_image_only(tmp_path):
     """EfficientNet's adapted Normalization layer once became two extra ONNX inputs that no caller can feed."""
     import onnxruntime as ort
 
-    from tltool.models.registry import get_backbone
     from tltool.models.classifier import build_classifier
+    from tltool.models.registry import get_backbone
     from tltool.recipe.schema import Augment, Head
     from tltool.serving.formats import export_onnx, model_info
     from tltool.tasks import get_task

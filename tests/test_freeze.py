@@ -3,9 +3,9 @@
 import numpy as np
 import pytest
 
-from tltool.models.registry import get_backbone
 from tltool.errors import TltoolError
 from tltool.models.freeze import apply_plan, batchnorm_layers, resolve_plan
+from tltool.models.registry import get_backbone
 from tltool.recipe.schema import Fraction, FromLayer, Groups, LastGroups, LastLayers, Pattern
 
 

@@ -92,6 +92,7 @@ def test_class_weights_raise_the_minority_recall(tmp_path, backbone_file):
     trains on cached features of a fixed backbone, where the weights act.
     """
     import tltool
+
     from conftest import write_image
 
     rng = np.random.default_rng(0)

@@ -1,6 +1,5 @@
 """Learning rates: discriminative rates per freeze group, the range test, and `learning_rate: auto`."""
 
-import os
 
 import numpy as np
 import pandas as pd
@@ -23,8 +22,8 @@ def _one_step_updates(optimizer_name, factors, weight_decay=None):
     """Two variables with the same gradient, one optimizer step: how far each moved."""
     import keras
 
-    from tltool.training.optim import make_optimizer
     from tltool.recipe.schema import Phase
+    from tltool.training.optim import make_optimizer
 
     phase = Phase(name="p", epochs=1, optimizer={"name": optimizer_name, "learning_rate": 0.01,
                                                  "weight_decay": weight_decay})
@@ -45,9 +44,10 @@ def test_each_group_moves_by_its_own_rate(name):
 def test_weight_decay_is_scaled_with_the_rate():
     import keras
 
+    from tltool.recipe.schema import Phase
+
     # A zero gradient leaves only the decoupled decay: lr * wd * factor of each weight.
     from tltool.training.optim import make_optimizer
-    from tltool.recipe.schema import Phase
 
     phase = Phase(name="p", epochs=1, optimizer={"name": "adamw", "learning_rate": 0.1, "weight_decay": 0.5})
     variables = [keras.Variable(np.ones((2,), "float32")) for _ in range(2)]
@@ -58,8 +58,8 @@ def test_weight_decay_is_scaled_with_the_rate():
 
 
 def test_rates_spread_geometrically_from_low_to_the_head():
-    from tltool.training.optim import group_rates
     from tltool.recipe.schema import RateRange
+    from tltool.training.optim import group_rates
 
     rates = group_rates(RateRange(low=1e-5, high=1e-3), ["stage3", "stage4"])
     assert list(rates) == ["stage3", "stage4", "head"]
@@ -122,7 +122,7 @@ def test_lr_find_suggests_a_finite_rate_inside_the_sweep(swept):
     table = pd.read_csv(folder / "lr_find.csv")
     assert 10 <= len(table) <= 100 and np.isfinite(table["loss"]).all()
     assert table["learning_rate"].is_monotonic_increasing
-    line = next(l for l in output.splitlines() if l.startswith("suggested learning rate"))
+    line = next(x for x in output.splitlines() if x.startswith("suggested learning rate"))
     suggested = float(line.split()[3])
     assert table["learning_rate"].min() <= suggested <= table["learning_rate"].max()
     assert "minimum of the smoothed loss / 10" in line

@@ -10,12 +10,13 @@ import pandas as pd
 import pytest
 import yaml
 
-from conftest import make_dataset, run_cli
 from tltool.data.dataset import load_dataset
 from tltool.errors import RecipeError, TltoolError
-from tltool.training.optim import PhaseSchedule
 from tltool.recipe import load_recipe, recipe_from_dict
 from tltool.tasks import get_task
+from tltool.training.optim import PhaseSchedule
+
+from conftest import make_dataset, run_cli
 
 class_weights = get_task().class_weights
 

@@ -140,13 +140,13 @@ def test_caching_augmented_views_never_touches_batchnorm(tiny_data):
     mode, even while the backbone's layers are still marked trainable."""
     import keras
 
-    from tltool.models.registry import get_backbone
     from tltool.data.pipeline import labelled_images
-    from tltool.training.features import compute_features
-    from tltool.models.freeze import batchnorm_layers
     from tltool.models.classifier import build_classifier
+    from tltool.models.freeze import batchnorm_layers
+    from tltool.models.registry import get_backbone
     from tltool.recipe.schema import Augment, Head
     from tltool.tasks import get_task
+    from tltool.training.features import compute_features
 
     spec = get_backbone("mobilenetv2")
     clf = build_classifier(spec.build(32, "none"), 3, 32, Head(), Augment(flip="horizontal", zoom=0.2))

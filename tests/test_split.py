@@ -4,9 +4,10 @@ import os
 
 import pytest
 
-from conftest import make_dataset, write_image
 from tltool.data.dataset import load_dataset
 from tltool.errors import DatasetError
+
+from conftest import make_dataset, write_image
 
 
 def test_split_is_stratified_seeded_and_classes_sorted(tmp_path):

@@ -10,8 +10,8 @@ from conftest import run_cli
 
 
 def test_views_follow_the_runs_flips():
-    from tltool.errors import TltoolError
     from tltool.data.tta import views
+    from tltool.errors import TltoolError
 
     assert views(3, "none") == ["plain", "centre 90%", "top-left 90%"]
     assert views(3, "horizontal") == ["plain", "mirror", "centre 90%"]

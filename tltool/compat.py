@@ -7,18 +7,24 @@ checked against (`CHECKED`); `tests/test_compat.py` runs every entry, and an
 entry whose private API is gone raises `CompatError` naming the entry and
 the versions, instead of silently doing something else.
 
-| entry | private API | why |
-| --- | --- | --- |
-| `patch_symbolic_build` | `keras.src.backend.tensorflow.trainer.TensorFlowTrainer._maybe_symbolic_build`, `keras.src.tree` | keras-team/keras#20585, tensorflow/tensorflow#72388 (below) |
-| `patch_multi_worker` | `trainer.reduce_per_replica` | keras-team/keras#20585 (below) |
-| `RateFactors` | `Optimizer._var_key`, an override of `Optimizer._apply_weight_decay` | per-variable rates and decay; Keras has one rate per optimizer |
-| `seed_generators` | a layer's attributes (`vars`) | Keras lists no layer's SeedGenerators |
-| `calibrate_only` | `Model.export(..., _experimental_calibrate_only=True)` | a calibrated, not yet quantized flatbuffer |
-| `quantize_calibrated` | `tensorflow.lite.python.convert.mlir_quantize` | int8 with some operators left in float (`denylisted_nodes`) |
-| `operator_outputs` | `Interpreter._get_ops_details` | the operators of a LiteRT file, by output tensor |
-| `outbound_layers` | `Layer._outbound_nodes` | which layer a convolution feeds (bias correction) |
-| `watching_inputs` | replacing a layer instance's `call` | every convolution's inputs in one eager pass |
-| `normalization_as_variables` | `Normalization.adapt_mean`, its `mean`/`variance` | tf2onnx turns adapted statistics into graph inputs |
+- `patch_symbolic_build`: `TensorFlowTrainer._maybe_symbolic_build` and
+  `keras.src.tree` (keras-team/keras#20585, tensorflow/tensorflow#72388; below).
+- `patch_multi_worker`: `trainer.reduce_per_replica` (keras-team/keras#20585; below).
+- `RateFactors`: `Optimizer._var_key` and an override of
+  `Optimizer._apply_weight_decay`, for a rate and a decay per variable; Keras
+  has one rate per optimizer.
+- `seed_generators`: a layer's attributes (`vars`); Keras lists no layer's
+  SeedGenerators.
+- `calibrate_only`: `Model.export(..., _experimental_calibrate_only=True)`,
+  a calibrated flatbuffer not yet quantized.
+- `quantize_calibrated`: `tensorflow.lite.python.convert.mlir_quantize`, int8
+  with some operators left in float (`denylisted_nodes`).
+- `operator_outputs`: `Interpreter._get_ops_details`, a LiteRT file's operators.
+- `outbound_layers`: `Layer._outbound_nodes`, which layer a convolution feeds.
+- `watching_inputs`: replacing a layer instance's `call`, to see every
+  convolution's inputs in one eager pass.
+- `normalization_as_variables`: `Normalization.adapt_mean` and its
+  `mean`/`variance`, which tf2onnx would turn into graph inputs.
 
 Work-arounds for Keras bugs under tf.distribute strategies (applied only when
 a run trains under a strategy, `tltool.training.distribute`):

@@ -94,7 +94,7 @@ class Command:
             parameters = [inspect.Parameter(name, inspect.Parameter.POSITIONAL_OR_KEYWORD) for name in positional]
             parameters += [inspect.Parameter(o.name, inspect.Parameter.KEYWORD_ONLY, default=o.default,
                                              annotation=o.annotation) for o in self.options if o.python]
-            checked.__signature__ = inspect.Signature(parameters, return_annotation=returns or inspect._empty)
+            checked.__signature__ = inspect.Signature(parameters, return_annotation=returns or inspect.Signature.empty)
             lines = [f"    {o.name} ({o.annotation}): {o.help}" for o in self.options if o.python]
             checked.__doc__ = (function.__doc__ or "").rstrip() + "\n\nKeyword arguments:\n" + "\n".join(lines) + "\n"
             return checked

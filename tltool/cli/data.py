@@ -12,7 +12,6 @@ from tltool.cli import cli
 from tltool.errors import EXIT_INPUT
 
 
-
 @cli.command()
 @click.argument("data", type=click.Path())
 @click.option("--val-split", type=float, default=0.2, show_default=True, help="As for fit.")

@@ -16,10 +16,10 @@ from __future__ import annotations
 
 import os
 
+from tltool.data.scan import SPLIT_FOLDERS
 from tltool.errors import TltoolError, UnavailableError, did_you_mean
 
 EXAMPLES = ("tf_flowers", "oxford_iiit_pet", "stanford_dogs", "beans", "food101", "caltech101")
-_SPLIT_FOLDERS = {"train": "train", "validation": "val", "test": "test"}
 _PROBE_URL = "https://storage.googleapis.com"
 
 
@@ -51,7 +51,7 @@ def export_dataset(name: str, dest: str, data_dir: str | None = None, limit: int
                           f"{builder.info.supervised_keys}); try one of {', '.join(EXAMPLES)}")
     if not builder.is_prepared():
         _download(builder, name)
-    splits = [s for s in builder.info.splits.keys() if s in _SPLIT_FOLDERS] or ["train"]
+    splits = [s for s in builder.info.splits.keys() if s in SPLIT_FOLDERS] or ["train"]
     return write_folders(builder, dest, splits, limit, progress)
 
 
@@ -66,7 +66,7 @@ def write_folders(builder, dest: str, splits: list[str], limit: int | None = Non
     png = builder.info.features["image"].encoding_format == "png"
     counts = {}
     for split in splits:
-        folder = dest if splits == ["train"] else os.path.join(dest, _SPLIT_FOLDERS[split])
+        folder = dest if splits == ["train"] else os.path.join(dest, SPLIT_FOLDERS[split])
         ds = builder.as_dataset(split=split, as_supervised=True)
         if limit:
             ds = ds.take(limit)

@@ -34,7 +34,13 @@ from dataclasses import dataclass, field
 
 from tltool.errors import UnavailableError
 from tltool.models.backbone import Backbone, BackboneSpec, FreezeGroup
-from tltool.models.weights import check_image_size, is_network_error, keras_models_dir, load_weights_file, weights_source
+from tltool.models.weights import (
+    check_image_size,
+    is_network_error,
+    keras_models_dir,
+    load_weights_file,
+    weights_source,
+)
 
 SOURCE = "keras.applications"
 

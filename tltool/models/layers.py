@@ -2,6 +2,8 @@
 
 import keras
 
+EPSILON = 1e-30  # probabilities are clipped here before the log, in the model and in numpy alike
+
 
 @keras.saving.register_keras_serializable(package="tltool")
 class BackbonePreprocess(keras.layers.Layer):
@@ -43,8 +45,6 @@ class Temperature(keras.layers.Layer):
         self.temperature = float(temperature)
 
     def call(self, probs):
-        from tltool.training.calibration import EPSILON
-
         logits = keras.ops.log(keras.ops.maximum(keras.ops.cast(probs, "float32"), EPSILON))
         return keras.ops.softmax(logits / self.temperature, axis=-1)
 

@@ -5,8 +5,14 @@ files and finds the shipped ones, `messages` turns validation errors into
 one line per problem, `overrides` applies command-line flags.
 """
 
-from tltool.recipe.files import (dump_recipe, json_schema, load_recipe, recipe_from_dict, resolve_recipe_path,
-                                 shipped_recipes)
+from tltool.recipe.files import (
+                                 dump_recipe,
+                                 json_schema,
+                                 load_recipe,
+                                 recipe_from_dict,
+                                 resolve_recipe_path,
+                                 shipped_recipes,
+)
 from tltool.recipe.overrides import apply_overrides
 from tltool.recipe.schema import DEFAULT_RECIPE, IMBALANCE_THRESHOLD, Recipe
 

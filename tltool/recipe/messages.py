@@ -8,8 +8,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from tltool.errors import did_you_mean
-from tltool.recipe.schema import (_TRAINABLE_KINDS, Fraction, FromLayer, Groups, LastGroups, LastLayers, Pattern,
-                                  Recipe)
+from tltool.recipe.schema import _TRAINABLE_KINDS, Fraction, FromLayer, Groups, LastGroups, LastLayers, Pattern, Recipe
 
 _UNION_TAGS = ("none", "all", "rate", "auto", "range")  # pydantic puts these in error locations; not keys
 

@@ -11,6 +11,7 @@ from tltool.errors import TltoolError, did_you_mean
 from tltool.recipe.messages import describe, relevant
 from tltool.recipe.schema import Recipe
 
+
 def apply_overrides(recipe: Recipe, **flags: Any) -> Recipe:
     """Return a copy of `recipe` with command-line flags applied.
 

@@ -24,7 +24,6 @@ from pydantic import (
     field_validator,
 )
 
-
 DEFAULT_RECIPE = "fine-tune"
 IMBALANCE_THRESHOLD = 1.5
 _TRAINABLE_KINDS = ("last_groups", "groups", "last_layers", "fraction", "from_layer", "pattern")

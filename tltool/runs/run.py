@@ -279,11 +279,6 @@ def classes_json(classes: list[str]) -> dict[str, str]:
     return {str(i): name for i, name in enumerate(classes)}
 
 
-def class_index(classes: list[str]) -> dict[str, int]:
-    """Class name -> its index in the model's outputs (the one place this map is made)."""
-    return {name: i for i, name in enumerate(classes)}
-
-
 def dated_folder(base: str, name: str) -> str:
     """base/<date>-<name>, with -2, -3, ... when that exists."""
     stem = os.path.join(base, f"{datetime.date.today().isoformat()}-{name}")

@@ -13,7 +13,8 @@ import math
 
 import numpy as np
 
-EPSILON = 1e-30  # probabilities are clipped here before the log, in the model and in numpy alike
+from tltool.models.layers import EPSILON
+
 BOUNDS = (0.05, 20.0)
 
 

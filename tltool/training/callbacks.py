@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import keras
 
-from tltool.hooks import pause_point
 from tltool.errors import Interrupted
+from tltool.hooks import pause_point
 
 
 class StopOnInterrupt(keras.callbacks.Callback):

@@ -27,9 +27,9 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 
 from tltool.console import warn
-from tltool.hooks import pause_point
 from tltool.errors import UnavailableError
 from tltool.files import atomic_path, write_json
+from tltool.hooks import pause_point
 
 FORMAT = 1
 STATE, PREVIOUS = "state.json", "state.prev.json"

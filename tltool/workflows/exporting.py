@@ -14,8 +14,18 @@ from tltool.console import say
 from tltool.errors import TltoolError
 from tltool.files import atomic_path, write_json
 from tltool.serving.checking import calibration_sample, check, file_size
-from tltool.serving.formats import (ALIASES, COMPARED_IMAGES, EXTRA, FORMATS, export_litert, export_litert_int8,
-                                    export_onnx, export_saved_model, model_info, tier_c)
+from tltool.serving.formats import (
+    ALIASES,
+    COMPARED_IMAGES,
+    EXTRA,
+    FORMATS,
+    export_litert,
+    export_litert_int8,
+    export_onnx,
+    export_saved_model,
+    model_info,
+    tier_c,
+)
 from tltool.serving.loading import load_trained
 from tltool.serving.quantize import FLOAT_LAYERS
 from tltool.tasks import get_task

@@ -9,8 +9,14 @@ from dataclasses import dataclass, field
 
 from tltool.errors import RecipeError
 from tltool.models.backbone import BackboneSpec
-from tltool.models.freeze import apply_plan, count_params, layer_problems, needs_layer_names, resolve_plan, \
-    static_problems
+from tltool.models.freeze import (
+    apply_plan,
+    count_params,
+    layer_problems,
+    needs_layer_names,
+    resolve_plan,
+    static_problems,
+)
 from tltool.models.registry import all_backbones, get_backbone
 from tltool.recipe import load_recipe, resolve_recipe_path
 from tltool.recipe.schema import RateRange

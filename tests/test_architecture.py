@@ -1,0 +1,142 @@
+"""The layout holds: packages by stage, small modules, private APIs in compat, seams chosen by tables, one
+table of options per command. None of these tests imports TensorFlow."""
+
+import ast
+import configparser
+import inspect
+import os
+import re
+import subprocess
+import sys
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+PACKAGE = os.path.join(ROOT, "tltool")
+PRIVATE_MODULES = ("keras.src", "tensorflow.python", "tensorflow.lite.python")
+
+
+def _modules():
+    for folder, _, files in os.walk(PACKAGE):
+        for name in files:
+            if name.endswith(".py"):
+                yield os.path.join(folder, name)
+
+
+def test_packages_by_stage_and_few_files_at_the_top():
+    top = sorted(n for n in os.listdir(PACKAGE) if n.endswith(".py"))
+    assert len(top) <= 10, top
+    stages = {"data", "models", "training", "runs", "serving", "evaluation", "tasks", "workflows", "recipe", "cli"}
+    assert stages <= {n for n in os.listdir(PACKAGE) if os.path.isdir(os.path.join(PACKAGE, n))}
+    verbs = {"fit", "evaluate", "predict", "export", "explain", "audit", "plan"}
+    names = {os.path.splitext(os.path.basename(p))[0] for p in _modules()} | set(os.listdir(PACKAGE))
+    assert not names & verbs  # a module named like an API function would shadow it
+
+
+def test_no_module_is_longer_than_400_lines():
+    long = {os.path.relpath(p, ROOT): n for p in _modules() if (n := len(open(p, encoding="utf-8").readlines())) > 400}
+    assert long == {}
+
+
+def test_only_compat_touches_private_tensorflow_and_keras():
+    own = set()
+    for path in _modules():  # tltool's own private names, which anyone in tltool may use
+        for node in ast.walk(ast.parse(open(path, encoding="utf-8").read())):
+            if isinstance(node, (ast.FunctionDef, ast.ClassDef)):
+                own.add(node.name)
+            elif isinstance(node, ast.Attribute) and isinstance(node.ctx, ast.Store):
+                own.add(node.attr)
+            elif isinstance(node, ast.Name) and isinstance(node.ctx, ast.Store):
+                own.add(node.id)
+    found = []
+    for path in _modules():
+        if path.endswith("compat.py"):
+            continue
+        for node in ast.walk(ast.parse(open(path, encoding="utf-8").read())):
+            if isinstance(node, (ast.Import, ast.ImportFrom)):
+                names = [a.name for a in node.names] if isinstance(node, ast.Import) else [node.module or ""]
+                found += [f"{path}: import {n}" for n in names if n.startswith(PRIVATE_MODULES)]
+            if isinstance(node, ast.Attribute) and re.fullmatch(r"_[a-z]\w*", node.attr) and node.attr not in own:
+                found.append(f"{path}: .{node.attr}")
+    assert found == []
+
+
+def test_the_shipped_recipes_are_packaged_from_recipes_without_a_symlink():
+    links = [os.path.join(r, n) for r, ds, fs in os.walk(ROOT) if ".venv" not in r and ".git" not in r
+             for n in ds + fs if os.path.islink(os.path.join(r, n))]
+    assert links == []
+    config = configparser.ConfigParser()
+    config.read(os.path.join(ROOT, "setup.cfg"))
+    packages = config["options"]["packages"].split()
+    folders = [os.path.relpath(r, PACKAGE) for r, _, fs in os.walk(PACKAGE) if "__init__.py" in fs]
+    found = sorted("tltool" if rel == "." else "tltool." + rel.replace(os.sep, ".") for rel in folders)
+    assert sorted(set(packages) - {"tltool.recipes"}) == found
+    assert "tltool.recipes = recipes" in config["options"]["package_dir"]
+    from tltool.recipe import shipped_recipes
+
+    assert os.path.dirname(next(iter(shipped_recipes().values()))) == os.path.join(ROOT, "recipes")
+
+
+def test_seams_are_tables_and_no_lower_stage_branches_on_a_task_name():
+    from tltool.models.registry import SOURCES
+    from tltool.tasks import TASKS, get_task
+    from tltool.tasks.base import Task
+
+    assert "keras.applications" in SOURCES and all(isinstance(t, Task) for t in TASKS.values())
+    assert get_task().name == "single-label"
+    lower = [p for p in _modules() if f"{os.sep}tasks{os.sep}" not in p]
+    mentions = [p for p in lower if re.search(r"[=!]= *[\"'](single|multi)-label", open(p, encoding="utf-8").read())]
+    assert mentions == []
+
+
+@pytest.mark.parametrize("function, args, wrong, right", [
+    ("fit", ("data/",), "epoch", "epochs"),
+    ("evaluate", ("run", "data/"), "topk", "top_k"),
+    ("predict", ("run", ["a.png"]), "batchsize", "batch_size"),
+    ("export", ("run", "onnx"), "calibration_image", "calibration_images"),
+])
+def test_a_misspelt_keyword_is_a_type_error_before_anything_runs(function, args, wrong, right, tmp_path):
+    import tltool
+
+    with pytest.raises(TypeError, match=re.escape(f"unexpected keyword argument {wrong!r}; did you mean {right!r}?")):
+        getattr(tltool, function)(*args, **{wrong: 3})
+
+
+def test_signature_docstring_and_flags_come_from_one_table():
+    import tltool
+    from tltool import options
+    from tltool.cli import cli
+
+    for name, table in (("fit", options.FIT), ("evaluate", options.EVALUATE), ("predict", options.PREDICT),
+                        ("export", options.EXPORT)):
+        function = getattr(tltool, name)
+        parameters = inspect.signature(function).parameters
+        assert [p for p in parameters if parameters[p].kind == inspect.Parameter.KEYWORD_ONLY] == \
+            table.python_names()
+        assert all(f"{n} (" in function.__doc__ for n in table.python_names())
+        command = cli.commands[name]
+        flags = {opt for p in command.params for opt in p.opts}
+        for option in table.options:
+            if option.cli:
+                assert option.spellings[0].split("/")[0] in flags, (name, option.name)
+    assert inspect.signature(tltool.fit).parameters["epochs"].annotation == "int | str | None"
+
+
+def test_plan_validate_and_backbones_are_functions_that_return_objects(tmp_path):
+    import tltool
+    from tltool.errors import RecipeError
+
+    assert any(s.name == "resnet50" for s in tltool.backbones())
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text("phases:\n  - {name: a, epochs: 1, trainable: {groups: [stage9]}}\n")
+    with pytest.raises(RecipeError, match="no group 'stage9'"):
+        tltool.validate_recipe(str(recipe), backbone="resnet50")
+    checked = tltool.validate_recipe("fine-tune", backbone="resnet50")
+    assert checked.backbone == "resnet50" and checked.phases[0][0] == "head"
+
+
+def test_listing_backbones_and_recipes_imports_no_tensorflow():
+    code = ("import sys, tltool; tltool.backbones(); tltool.validate_recipe('fine-tune', backbone='resnet50'); "
+            "print('tensorflow' in sys.modules)")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
+    assert done.stdout.strip() == "False", done.stderr

@@ -1,0 +1,101 @@
+"""Every private TensorFlow/Keras API tltool relies on, run on real objects: an upgrade that breaks one fails here."""
+
+import numpy as np
+import pytest
+
+
+def test_a_missing_private_api_is_a_loud_error_naming_the_entry_and_the_versions():
+    from tltool.compat import CHECKED, CompatError, _require
+
+    with pytest.raises(CompatError, match=r"tltool.compat.some_entry: .*nothing_here is gone in TensorFlow .*"
+                                          + CHECKED.split(",")[0]):
+        _require(object(), "nothing_here", "some_entry")
+
+
+def test_the_distribution_patches_find_what_they_replace():
+    from keras.src.backend.tensorflow import trainer
+
+    assert callable(trainer.TensorFlowTrainer._maybe_symbolic_build)  # patch_symbolic_build
+    assert callable(trainer.reduce_per_replica)  # patch_multi_worker
+
+
+def test_rate_factors_scale_one_variables_update_and_find_the_private_methods():
+    import keras
+
+    from tltool.compat import check_rate_factors
+    from tltool.training.optim import Adam
+
+    for optimizer in (keras.optimizers.Adam, keras.optimizers.AdamW, keras.optimizers.SGD, keras.optimizers.RMSprop):
+        check_rate_factors(optimizer)
+    slow, fast = keras.Variable(np.zeros(2, "float32")), keras.Variable(np.zeros(2, "float32"))
+    optimizer = Adam(0.1)
+    optimizer.set_rate_factors([(slow, 0.5)])
+    optimizer.apply([keras.ops.ones(2), keras.ops.ones(2)], [slow, fast])
+    np.testing.assert_allclose(np.asarray(slow), np.asarray(fast) * 0.5, rtol=1e-5)
+
+
+def test_seed_generators_are_found_inside_nested_layers():
+    import keras
+
+    from tltool.compat import seed_generators
+
+    flip = keras.layers.RandomFlip(seed=1)
+    model = keras.Sequential([keras.Input((4, 4, 3)), keras.Sequential([flip]), keras.layers.Dropout(0.5, seed=2)])
+    found = seed_generators([model])
+    assert len(found) == 2 and all(isinstance(g, keras.random.SeedGenerator) for g in found)
+
+
+def _conv_model():
+    import keras
+
+    image = keras.Input((8, 8, 3))
+    conv = keras.layers.Conv2D(4, 3, name="conv")
+    bn = keras.layers.BatchNormalization(name="bn")
+    out = keras.layers.Dense(2, activation="softmax")(keras.layers.GlobalAveragePooling2D()(bn(conv(image))))
+    return keras.Model(image, out), conv, bn
+
+
+def test_outbound_layers_and_watching_inputs():
+    from tltool.compat import outbound_layers, watching_inputs
+
+    model, conv, bn = _conv_model()
+    assert outbound_layers(conv) == [bn]
+    seen = []
+    with watching_inputs([conv], lambda layer, inputs: seen.append(np.asarray(inputs).shape)):
+        model(np.zeros((2, 8, 8, 3), "float32"))
+    assert seen == [(2, 8, 8, 3)]
+    assert "call" not in vars(conv)  # the layer's own call is back
+    model(np.zeros((1, 8, 8, 3), "float32"))
+    assert len(seen) == 1
+
+
+def test_litert_calibration_quantization_and_operator_names(tmp_path):
+    import tensorflow as tf
+
+    from tltool.compat import calibrate_only, operator_outputs, quantize_calibrated
+    from tltool.serving.quantize import _interpreter
+
+    model, _, _ = _conv_model()
+    pixels = np.random.default_rng(0).uniform(0, 1, (4, 8, 8, 3)).astype("float32")
+    path = str(tmp_path / "calibrated.tflite")
+    calibrate_only(model, path, [tf.TensorSpec([None, 8, 8, 3], tf.float32)], lambda: ([p[None]] for p in pixels))
+    calibrated = open(path, "rb").read()
+    names = operator_outputs(_interpreter(calibrated))
+    assert names and all(isinstance(n, str) for n in names)
+    full = quantize_calibrated(calibrated, tf.float32, [])
+    some_float = quantize_calibrated(calibrated, tf.float32, names[:1])
+    assert full and some_float and full != some_float
+
+
+def test_adapted_normalization_becomes_variables():
+    import keras
+    import tensorflow as tf
+
+    from tltool.compat import normalization_as_variables
+
+    layer = keras.layers.Normalization()
+    layer.adapt(np.arange(12, dtype="float32").reshape(4, 3))
+    before = layer(np.ones((1, 3), "float32")).numpy()
+    normalization_as_variables([layer])
+    assert isinstance(layer.mean, tf.Variable)
+    np.testing.assert_allclose(layer(np.ones((1, 3), "float32")).numpy(), before, atol=1e-6)
