@@ -5,6 +5,8 @@ import re
 import subprocess
 import sys
 
+import pytest
+
 from conftest import make_dataset
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -16,6 +18,7 @@ def readme_example() -> str:
     return re.search(r"```python\n(.*?)```", section, re.S).group(1)
 
 
+@pytest.mark.slow
 def test_the_readme_python_example_runs(tmp_path):
     """The README's notebook-style example, on a tiny stand-in for datasets/digits."""
     make_dataset(tmp_path / "datasets" / "digits", per_class=6,
@@ -30,6 +33,7 @@ def test_the_readme_python_example_runs(tmp_path):
     assert "accuracy" in done.stdout
 
 
+@pytest.mark.slow
 def test_importing_tltool_does_not_import_tensorflow():
     done = subprocess.run([sys.executable, "-c", "import sys, tltool; tltool.Run; "
                            "print('tensorflow' in sys.modules, 'keras' in sys.modules)"],

@@ -135,6 +135,7 @@ def test_plan_validate_and_backbones_are_functions_that_return_objects(tmp_path)
     assert checked.backbone == "resnet50" and checked.phases[0][0] == "head"
 
 
+@pytest.mark.slow
 def test_listing_backbones_and_recipes_imports_no_tensorflow():
     code = ("import sys, tltool; tltool.backbones(); tltool.validate_recipe('fine-tune', backbone='resnet50'); "
             "print('tensorflow' in sys.modules)")

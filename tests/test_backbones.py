@@ -67,6 +67,7 @@ def test_group_markers_that_match_nothing_are_reported():
         resolve_groups(spec, ["input", "conv1_conv", "something_else"])
 
 
+@pytest.mark.slow
 def test_backbones_command_lists_every_entry_without_importing_tensorflow():
     code = ("import sys; from click.testing import CliRunner; from tltool.cli import cli; "
             "r = CliRunner().invoke(cli, ['backbones']); print(r.output); "

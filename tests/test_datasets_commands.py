@@ -5,6 +5,8 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 from conftest import run_cli
 
 DEAD_PROXY = {"https_proxy": "http://127.0.0.1:9", "HTTPS_PROXY": "http://127.0.0.1:9",
@@ -29,6 +31,7 @@ def test_example_refuses_a_folder_with_other_things_in_it(tmp_path):
     assert result.exit_code == 2 and "not empty" in result.output
 
 
+@pytest.mark.slow
 def test_export_without_network_fails_at_once_with_the_fixes(tmp_path):
     env = {**os.environ, **DEAD_PROXY, "TFDS_DATA_DIR": str(tmp_path / "tfds")}
     done = subprocess.run([sys.executable, "-m", "tltool", "datasets", "export", "tf_flowers", str(tmp_path / "out")],

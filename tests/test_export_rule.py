@@ -48,6 +48,7 @@ def wrecked_run(tiny_data, tmp_path_factory):
     return str(out)
 
 
+@pytest.mark.slow
 def test_overwrite_replaces_only_what_tltool_wrote(wrecked_run):
     assert open(os.path.join(wrecked_run, "thesis.md")).read() == "mine"
     assert open(os.path.join(wrecked_run, "data", "notes.txt")).read() == "mine too"
@@ -55,6 +56,7 @@ def test_overwrite_replaces_only_what_tltool_wrote(wrecked_run):
     assert os.path.getsize(os.path.join(wrecked_run, "model.keras")) > 1000
 
 
+@pytest.mark.slow
 def test_the_best_epoch_across_phases_is_exported_and_reported(wrecked_run, tiny_data, tmp_path):
     import tltool
 
@@ -97,6 +99,7 @@ def _key(array):
     return (array.shape, float(np.asarray(array, np.float64).sum()), float(np.abs(np.asarray(array, np.float64)).sum()))
 
 
+@pytest.mark.slow
 def test_evaluating_the_training_folder_without_split_warns(wrecked_run, tiny_data, tmp_path):
     result = run_cli("evaluate", wrecked_run, tiny_data, "--out", tmp_path / "all")
     assert result.exit_code == 0, result.output

@@ -50,6 +50,7 @@ def test_resolved_recipe_records_what_was_run(fitted_run, tiny_data, backbone_fi
     assert {"tensorflow", "keras", "tltool"} <= set(recipe["provenance"]["versions"])
 
 
+@pytest.mark.slow
 def test_saved_model_predicts_like_the_keras_model_in_a_fresh_process(fitted_run, tmp_path):
     import keras
 
@@ -92,6 +93,7 @@ def test_weights_file_is_loaded_into_the_backbone(tmp_path):
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
 
 
+@pytest.mark.slow
 def test_fit_from_a_weights_file_keeps_frozen_batchnorm_statistics(tiny_data, tmp_path):
     """Training block_16 and Conv_1 with batchnorm: frozen changes their
     convolutions and leaves every BatchNorm statistic as loaded."""
@@ -189,6 +191,7 @@ def test_bad_weights_path(tiny_data, tmp_path):
     _one_line_error(run_cli("fit", tiny_data, "--weights", tmp_path / "missing.h5"), "no such file")
 
 
+@pytest.mark.slow
 def test_offline_imagenet_weights_give_one_clear_message(tiny_data, tmp_path):
     env = {**os.environ, "https_proxy": "http://127.0.0.1:9", "HTTPS_PROXY": "http://127.0.0.1:9",
            "KERAS_HOME": str(tmp_path / "keras")}
@@ -205,6 +208,7 @@ def test_offline_imagenet_weights_give_one_clear_message(tiny_data, tmp_path):
     assert not os.path.exists(tmp_path / "r")  # a failed start leaves no half-made run folder
 
 
+@pytest.mark.slow
 def test_corrupt_image_is_skipped_and_listed(tmp_path):
     data = make_dataset(tmp_path / "d", per_class=4)
     with open(os.path.join(data, "apple", "broken.jpg"), "wb") as f:

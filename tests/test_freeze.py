@@ -70,6 +70,7 @@ def test_names_are_checked_against_the_backbone(resnet, trainable, message):
         resolve_plan(spec, trainable)
 
 
+@pytest.mark.slow
 def test_frozen_batchnorm_keeps_its_statistics_while_neighbours_train():
     import keras
 

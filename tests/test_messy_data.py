@@ -77,6 +77,7 @@ def test_inspect_reports_every_bad_file_and_the_counts(messy):
     assert "usable: yes" in text.output and re.search(r"^apple/half.jpg +truncated$", text.output, re.M)
 
 
+@pytest.mark.slow
 def test_fit_trains_on_the_good_files_and_agrees_with_inspect(messy, tmp_path):
     summary = json.loads(run_cli("inspect", messy, "--json").output)
     result = run_cli("fit", messy, "-b", "mobilenetv2", "--weights", "none", "--image-size", 32,

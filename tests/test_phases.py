@@ -84,6 +84,7 @@ def test_export_savedmodel_loads_and_predicts_like_the_keras_model(fitted_run, t
 
 
 
+@pytest.mark.slow
 def test_class_weights_raise_the_minority_recall(tmp_path, backbone_file):
     """Same data and seed, only class_weight differs: the rare class is found more often with `auto`.
 
@@ -130,6 +131,7 @@ calibrate: false
 """
 
 
+@pytest.mark.slow
 def test_a_phase_without_early_stopping_runs_every_epoch(tiny_data, tmp_path):
     import tltool
 

@@ -117,6 +117,7 @@ def swept(tiny_data, tmp_path_factory):
     return folder / "sweep", result.output
 
 
+@pytest.mark.slow
 def test_lr_find_suggests_a_finite_rate_inside_the_sweep(swept):
     folder, output = swept
     table = pd.read_csv(folder / "lr_find.csv")
@@ -129,6 +130,7 @@ def test_lr_find_suggests_a_finite_rate_inside_the_sweep(swept):
     assert (folder / "lr_find.png").stat().st_size > 10_000
 
 
+@pytest.mark.slow
 def test_the_sweep_leaves_the_model_as_it_found_it(tiny_data, tmp_path):
     from conftest import new_session
 
@@ -142,6 +144,7 @@ def test_the_sweep_leaves_the_model_as_it_found_it(tiny_data, tmp_path):
         np.testing.assert_array_equal(old, np.asarray(new))
 
 
+@pytest.mark.slow
 def test_auto_rate_is_chosen_before_the_phase_and_recorded(tiny_data, tmp_path):
     import yaml
 

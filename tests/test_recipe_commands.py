@@ -46,6 +46,7 @@ def test_unknown_recipe_name_suggests():
     assert result.exit_code == 2 and "did you mean: fine-tune-top" in result.output
 
 
+@pytest.mark.slow
 def test_validate_checks_group_names_against_a_backbone_without_tensorflow(tmp_path):
     path = _write(tmp_path / "r.yaml", {"phases": [{"name": "ft", "epochs": 1, "trainable": {"groups": ["stage9"]}}]})
     code = ("import sys; from click.testing import CliRunner; from tltool.cli import cli; "
@@ -104,6 +105,7 @@ def test_plan_counts_trainable_and_frozen_parameters():
     assert "block_16, Conv_1" in fine
 
 
+@pytest.mark.slow
 def test_resolved_recipe_repeats_the_run(tiny_data, tmp_path):
     first_run = tmp_path / "first"
     result = run_cli("fit", tiny_data, "-b", "mobilenetv2", "--weights", "none", "--image-size", 32,

@@ -34,6 +34,7 @@ def _fit_head(data, weights, out, cache, recipe_dir):
     return result.output
 
 
+@pytest.mark.slow
 def test_cached_features_train_the_same_head_as_end_to_end(tiny_data, backbone_file, tmp_path):
     import keras
 
@@ -64,6 +65,7 @@ def test_cached_features_train_the_same_head_as_end_to_end(tiny_data, backbone_f
             np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
 
 
+@pytest.mark.slow
 def test_augmentation_is_cached_as_several_views(tiny_data, tmp_path):
     recipe = tmp_path / "aug.yaml"
     recipe.write_text(HEAD_ONLY.replace("augment: {flip: none}", "augment: {flip: horizontal, contrast: 0.2, cached_views: 3}"))
@@ -90,6 +92,7 @@ def test_views_cycle_by_epoch():
 
 @pytest.mark.parametrize("args", [["--help"], ["backbones"], ["recipes"], ["recipes", "show", "small-data"],
                                   ["recipes", "validate", "fine-tune-top", "--backbone", "resnet50"]])
+@pytest.mark.slow
 def test_quick_commands_do_not_import_tensorflow(args):
     code = ("import sys; from tltool.cli import cli\n"
             "try:\n    cli(%r, standalone_mode=False)\nexcept SystemExit:\n    pass\n"
@@ -99,6 +102,7 @@ def test_quick_commands_do_not_import_tensorflow(args):
     assert done.stdout.strip().endswith("NO-TF")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("precision", ["mixed_float16", "mixed_bfloat16"])
 def test_mixed_precision_trains_and_exports_on_cpu(tiny_data, tmp_path, precision):
     import keras
@@ -120,6 +124,7 @@ def test_mixed_precision_trains_and_exports_on_cpu(tiny_data, tmp_path, precisio
     assert os.path.isfile(tmp_path / "run" / "saved_model" / "saved_model.pb")
 
 
+@pytest.mark.slow
 def test_jit_compile_trains_on_cpu(tiny_data, tmp_path):
     import warnings
 
@@ -164,6 +169,7 @@ def test_caching_augmented_views_never_touches_batchnorm(tiny_data):
     np.testing.assert_allclose(cache.val, plain, atol=1e-4)
 
 
+@pytest.mark.slow
 def test_datasets_larger_than_memory_cache_on_disk(tiny_data, tmp_path):
     from tltool.data.pipeline import choose_cache, memory_budget
 

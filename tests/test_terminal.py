@@ -5,6 +5,8 @@ import shutil
 import subprocess
 import sys
 
+import pytest
+
 from conftest import run_cli
 
 NOISE = ("I0000", "E0000", "W0000", "WARNING: All log messages", "cuInit", "Captures:")
@@ -14,6 +16,7 @@ def _quiet_env():
     return {k: v for k, v in os.environ.items() if k not in ("TF_CPP_MIN_LOG_LEVEL", "TLTOOL_DEBUG")}
 
 
+@pytest.mark.slow
 def test_predict_prints_no_tensorflow_log_lines(fitted_run, tiny_data):
     image = os.path.join(tiny_data, "apple", "apple_0.png")
     done = subprocess.run([sys.executable, "-m", "tltool", "predict", fitted_run, image], capture_output=True,
@@ -26,6 +29,7 @@ def test_predict_prints_no_tensorflow_log_lines(fitted_run, tiny_data):
     assert any(line.startswith(NOISE) for line in verbose.stderr.splitlines())  # still there when asked for
 
 
+@pytest.mark.slow
 def test_bad_paths_are_refused_before_tensorflow_loads(tmp_path):
     code = ("import sys\nfrom click.testing import CliRunner\nfrom tltool.cli import cli\n"
             f"r = CliRunner().invoke(cli, ['predict', {str(tmp_path / 'nope')!r}, 'x.jpg'])\n"
