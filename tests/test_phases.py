@@ -8,14 +8,17 @@ import pytest
 
 from conftest import run_cli
 
-FROZEN_AGAIN = """
-name: frozen-again
+# One run for two behaviours: features cached again after a phase that trained the backbone, and a phase
+# without early stopping running every epoch. No epoch can improve by 100, so the patience of 1 stops `head`
+# after 2 epochs; `head2` (early_stopping: false) runs all 3.
+PHASES = """
+name: phases
 augment: {flip: none}
 phases:
-  - {name: head, epochs: 1, trainable: none}
+  - {name: head, epochs: 3, trainable: none}
   - {name: top, epochs: 1, trainable: {last_groups: 1}, optimizer: {name: sgd, learning_rate: 0.02}}
-  - {name: head2, epochs: 1, trainable: none}
-early_stopping: null
+  - {name: head2, epochs: 3, trainable: none, early_stopping: false}
+early_stopping: {monitor: val_loss, patience: 1, min_delta: 100.0, restore_best: false}
 export_weights: last
 calibrate: false
 """
@@ -28,19 +31,25 @@ def _fit(data, out, *args, backbone="mobilenetv2"):
     return result.output
 
 
+@pytest.fixture(scope="module")
+def phased_run(tiny_data, tmp_path_factory):
+    folder = tmp_path_factory.mktemp("phases")
+    recipe = folder / "r.yaml"
+    recipe.write_text(PHASES)
+    return folder / "run", _fit(tiny_data, folder / "run", "--recipe", recipe)
+
+
 @pytest.mark.slow
-def test_features_are_cached_again_after_a_phase_that_trained_the_backbone(tiny_data, tmp_path):
+def test_features_are_cached_again_after_a_phase_that_trained_the_backbone(tiny_data, phased_run):
     import tltool
     from tltool.serving.loading import predict_images
 
-    recipe = tmp_path / "r.yaml"
-    recipe.write_text(FROZEN_AGAIN)
-    output = _fit(tiny_data, tmp_path / "run", "--recipe", recipe)
+    folder, output = phased_run
     assert output.count("cached") >= 3  # decoded images once, features before phase 1 and again before phase 3
     assert len([line for line in output.splitlines() if "features of dim" in line]) == 2
     # Phase 3 trained on the new backbone's features: its final model agrees with its own validation
     # loss, which a head trained on stale features would not.
-    run = tltool.open_run(str(tmp_path / "run"))
+    run = tltool.open_run(str(folder))
     last = run.history.iloc[-1]
     assert last["phase"] == "head2" and bool(last["exported"])
     index = pd.read_csv(os.path.join(run.dir, "data", "index.csv"))
@@ -120,24 +129,11 @@ def test_class_weights_raise_the_minority_recall(tmp_path, backbone_file):
     assert recalls["auto"] > recalls["none"], recalls
 
 
-NO_STOPPING = """
-name: no-stopping
-augment: {flip: none}
-phases:
-  - {name: stops, epochs: 3, trainable: none}
-  - {name: runs, epochs: 3, trainable: none, early_stopping: false}
-early_stopping: {monitor: val_loss, patience: 1, min_delta: 100.0}
-calibrate: false
-"""
-
-
 @pytest.mark.slow
-def test_a_phase_without_early_stopping_runs_every_epoch(tiny_data, tmp_path):
+def test_a_phase_without_early_stopping_runs_every_epoch(phased_run):
     import tltool
 
-    recipe = tmp_path / "r.yaml"
-    recipe.write_text(NO_STOPPING)  # no epoch can improve by 100: the patience of 1 runs out after 2 epochs
-    output = _fit(tiny_data, tmp_path / "run", "--recipe", recipe)
-    history = tltool.open_run(str(tmp_path / "run")).history
-    assert history["phase"].value_counts().to_dict() == {"stops": 2, "runs": 3}
+    folder, output = phased_run
+    history = tltool.open_run(str(folder)).history
+    assert history["phase"].value_counts().to_dict() == {"head": 2, "top": 1, "head2": 3}
     assert output.count("early stopping:") == 1
