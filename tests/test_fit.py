@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from conftest import COLOURS, make_dataset, run_cli, write_image
+from conftest import make_dataset, run_cli
 
 RUN_FILES = ["recipe.yaml", "classes.json", "class_weights.json", "history.csv", "data/index.csv",
              "data/skipped.csv", "checkpoints/state.json", "model.keras",
@@ -208,16 +208,4 @@ def test_offline_imagenet_weights_give_one_clear_message(tiny_data, tmp_path):
     assert not os.path.exists(tmp_path / "r")  # a failed start leaves no half-made run folder
 
 
-@pytest.mark.slow
-def test_corrupt_image_is_skipped_and_listed(tmp_path):
-    data = make_dataset(tmp_path / "d", per_class=4)
-    with open(os.path.join(data, "apple", "broken.jpg"), "wb") as f:
-        f.write(b"\xff\xd8\xff\xe0 not really a jpeg")
-    write_image(os.path.join(data, "leaf", "SHOUTING.PNG"), COLOURS["leaf"], fmt="PNG")
-    result = run_cli("fit", data, "-b", "mobilenetv2", "--weights", "none", "--image-size", 32,
-                     "--recipe", "linear-probe", "--epochs", 1, "--out", tmp_path / "r")
-    assert result.exit_code == 0, result.output
-    skipped = pd.read_csv(tmp_path / "r" / "data" / "skipped.csv")
-    assert skipped.values.tolist() == [["apple/broken.jpg", "truncated"]]
-    index = pd.read_csv(tmp_path / "r" / "data" / "index.csv")
-    assert "leaf/SHOUTING.PNG" in set(index["path"]) and len(index) == 13
+# A corrupt image in a dataset is skipped and listed: tests/test_messy_data.py, on one fit with every kind of bad file.

@@ -15,6 +15,7 @@ from conftest import COLOURS, make_dataset, run_cli, write_image
 
 BAD = {  # file -> the reason it must be skipped with
     "apple/half.jpg": "truncated",
+    "apple/broken.jpg": "truncated",  # a JPEG header, then no image
     "apple/zero.jpg": "empty file",
     "leaf/notes.png": "not an image",
     "leaf/deep/half.png": "truncated",
@@ -38,6 +39,7 @@ def messy(tmp_path_factory):
     good = _jpeg(noise)
     (root / "apple" / "half.jpg").write_bytes(good[: len(good) // 2])
     (root / "apple" / "zero.jpg").write_bytes(b"")
+    (root / "apple" / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
     (root / "leaf" / "notes.png").write_text("not a picture")
     os.makedirs(root / "leaf" / "deep")
     png = io.BytesIO()
@@ -83,7 +85,7 @@ def test_fit_trains_on_the_good_files_and_agrees_with_inspect(messy, tmp_path):
     result = run_cli("fit", messy, "-b", "mobilenetv2", "--weights", "none", "--image-size", 32,
                      "--recipe", "linear-probe", "--epochs", 1, "--out", tmp_path / "run")
     assert result.exit_code == 0, result.output
-    assert "skipped 6 file(s)" in result.output
+    assert "skipped 7 file(s)" in result.output
     run = tmp_path / "run"
     skipped = pd.read_csv(run / "data" / "skipped.csv")
     assert dict(zip(skipped["path"], skipped["reason"])) == BAD
