@@ -141,3 +141,14 @@ def test_listing_backbones_and_recipes_imports_no_tensorflow():
             "print('tensorflow' in sys.modules)")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
     assert done.stdout.strip() == "False", done.stderr
+
+
+def test_no_import_cycles():
+    """No module reaches itself through the modules it imports (the root package's lazy API aside)."""
+    import grimp
+
+    graph = grimp.build_graph("tltool", exclude_type_checking_imports=True)
+    cycles = [(m, n) for m in sorted(graph.modules) if m != "tltool"
+              for n in graph.find_modules_directly_imported_by(m) if n != "tltool"
+              and (chain := graph.find_shortest_chain(importer=n, imported=m)) and "tltool" not in chain]
+    assert cycles == []

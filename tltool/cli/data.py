@@ -8,7 +8,7 @@ import sys
 
 import click
 
-from tltool.cli import cli
+from tltool.cli.group import cli
 from tltool.errors import EXIT_INPUT
 
 

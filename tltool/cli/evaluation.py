@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 
 from tltool import options
-from tltool.cli import cli, load_tensorflow, require_paths
+from tltool.cli.group import cli, load_tensorflow, require_paths
 from tltool.errors import TltoolError
 
 

@@ -7,7 +7,7 @@ import json
 import click
 
 from tltool import options
-from tltool.cli import cli, load_tensorflow
+from tltool.cli.group import cli, load_tensorflow
 
 
 @cli.group(invoke_without_command=True)

@@ -7,7 +7,7 @@ import os
 import click
 
 from tltool import options
-from tltool.cli import cli
+from tltool.cli.group import cli
 from tltool.errors import TltoolError
 
 
