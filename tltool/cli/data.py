@@ -27,8 +27,10 @@ def inspect(data, val_split, test_split, seed, split_from, as_json, show_all):
     """
     from tltool.data.dataset import load_dataset
     from tltool.data.summary import format_summary, summarise
+    from tltool.runs.run import Run
 
-    dataset = load_dataset(data, val_split, test_split, seed, split_from, progress=not as_json)
+    dataset = load_dataset(data, val_split, test_split, seed, Run(split_from) if split_from else None,
+                           progress=not as_json)
     summary = summarise(dataset)
     click.echo(json.dumps(summary, indent=2, ensure_ascii=False) if as_json else format_summary(summary, show_all))
     if not summary["usable"]:

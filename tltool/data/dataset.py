@@ -46,7 +46,7 @@ def load_dataset(
     val_split: float = 0.2,
     test_split: float = 0.0,
     seed: int = 1337,
-    split_from: str | None = None,
+    split_from=None,
     progress: bool = True,
 ) -> Dataset:
     """Scan, check and split a dataset; problems are collected, not raised.
@@ -57,7 +57,7 @@ def load_dataset(
             does not give a validation split.
         test_split: fraction for test, likewise.
         seed: seed for the split.
-        split_from: a run directory whose ``data/index.csv`` gives the split.
+        split_from: an earlier run (`tltool.runs.Run`) whose index gives the split.
         progress: show a progress bar while checking files.
     """
     found = scan(path, progress=progress)

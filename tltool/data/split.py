@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import os
 from collections import defaultdict
 
 import numpy as np
 
 from tltool.data.scan import Sample
-from tltool.errors import DatasetError
 
 SPLITS = ("train", "val", "test")
 
@@ -57,8 +55,8 @@ def _counts(n: int, val: float, test: float) -> tuple[int, int]:
     return n_val, n_test
 
 
-def from_index(samples: list[Sample], run_dir: str) -> list[str]:
-    """Take each sample's split from an earlier run's ``data/index.csv``.
+def from_index(samples: list[Sample], run) -> list[str]:
+    """Take each sample's split from an earlier run's index (`run.read_index()`, a `tltool.runs.Run`).
 
     Samples the index does not name are dropped (set to split ``None``), so two
     runs compare on identical data.
@@ -67,14 +65,9 @@ def from_index(samples: list[Sample], run_dir: str) -> list[str]:
         warnings about files that differ from the earlier run.
 
     Raises:
-        DatasetError: the run has no index.
+        TltoolError: the run has no index.
     """
-    import pandas as pd
-
-    index_path = os.path.join(run_dir, "data", "index.csv")
-    if not os.path.isfile(index_path):
-        raise DatasetError(f"--split-from {run_dir}: no data/index.csv there; give a run directory made by tltool fit")
-    index = pd.read_csv(index_path, dtype=str, keep_default_na=False)
+    index = run.read_index()
     wanted = dict(zip(index["path"], index["split"]))
     present = set()
     for s in samples:
@@ -84,9 +77,9 @@ def from_index(samples: list[Sample], run_dir: str) -> list[str]:
     extra = sum(1 for s in samples if s.split is None)
     gone = len(set(wanted) - present)
     if extra:
-        warnings.append(f"{extra} file(s) are not in the split of {run_dir} and are left out")
+        warnings.append(f"{extra} file(s) are not in the split of {run} and are left out")
     if gone:
-        warnings.append(f"{gone} file(s) of the split of {run_dir} are missing or unusable now")
+        warnings.append(f"{gone} file(s) of the split of {run} are missing or unusable now")
     return warnings
 
 

@@ -16,7 +16,7 @@ from typing import Callable
 import numpy as np
 
 from tltool.errors import TltoolError
-from tltool.runs.run import Run, read_classes, read_recipe_file
+from tltool.runs.run import Run
 
 
 @dataclass
@@ -62,8 +62,8 @@ def load_trained(path: str) -> TrainedModel:
     if os.path.isdir(path) and os.path.isfile(os.path.join(path, "saved_model.pb")):
         return _savedmodel(path)
     if os.path.isdir(path):
-        if os.path.isfile(os.path.join(path, "model.keras")):
-            return _keras(os.path.join(path, "model.keras"), run_dir=path)
+        if os.path.isfile(Run(path).model_file):
+            return _keras(Run(path).model_file, run_dir=path)
         if Run.is_run(path):
             raise TltoolError(f"{path}: this run has no model.keras; it did not finish (see its history.csv)")
         raise TltoolError(f"{path}: not a run directory or a SavedModel (no model.keras, no saved_model.pb)")
@@ -106,9 +106,8 @@ def _keras(path: str, run_dir: str | None) -> TrainedModel:
         with open(path + ".json", encoding="utf-8") as f:
             info = json.load(f)
         classes, aspect, task = list(info["classes"]), info["aspect"], info.get("task")
-    elif os.path.isfile(os.path.join(folder, "classes.json")):
-        classes = read_classes(os.path.join(folder, "classes.json"), folder)
-        recipe = read_recipe_file(os.path.join(folder, "recipe.yaml"))
+    elif os.path.isfile(Run(folder).file("classes.json")):  # a run directory, or a copy of its files
+        classes, recipe = Run(folder).classes, Run(folder).recipe
         aspect, task = (recipe.get("data") or {}).get("aspect", "stretch"), recipe.get("task")
     else:
         raise TltoolError(f"{path}: no classes.json beside it; copy the run's classes.json next to the model")

@@ -9,7 +9,7 @@ from tltool.data.dataset import load_dataset
 from tltool.errors import TltoolError
 from tltool.evaluation.report import ReportContext, write_report
 from tltool.files import atomic_path
-from tltool.runs.run import dated_folder
+from tltool.runs.run import Run, dated_folder
 from tltool.serving.loading import TrainedModel, load_trained
 from tltool.tasks import get_task
 
@@ -97,7 +97,7 @@ def _samples(trained: TrainedModel, data: str, split: str | None, split_from: st
         if source is None:
             raise TltoolError(f"--split {split}: {data} names no splits (no {split}/ folder); "
                               "pass --split-from RUN to use the split of an earlier run")
-        ds = load_dataset(data, split_from=source, progress=progress)
+        ds = load_dataset(data, split_from=Run(source), progress=progress)
     samples = ds.samples if split is None else ds.split(split)
     if not samples:
         where = f" in split {split!r}" if split else ""

@@ -66,7 +66,7 @@ def export(model: str, fmt: str, out: str | None = None, calibration_images: int
     task = get_task(trained.task)
     if trained.keras_model is None:
         raise TltoolError(f"{model}: a {trained.kind} is already exported; give its run directory or a .keras file")
-    folder = os.path.join(os.path.dirname(trained.source), "export")
+    folder = trained.run.export_dir if trained.run else os.path.join(os.path.dirname(trained.source), "export")
     out = out or os.path.join(folder, FORMATS[fmt])
     if os.path.exists(out):
         raise TltoolError(f"--out {out}: exists; choose another --out (an export is never replaced)")

@@ -188,7 +188,8 @@ def _session(data: str, recipe: Recipe, out: str, overwrite: bool, split_from: s
             warn(f"--weights none with recipe {recipe.name!r}: it freezes layers or BatchNorm statistics of a "
                  "random backbone, which learn nothing; --recipe from-scratch trains everything")
         Run.check_new(out, overwrite)
-    dataset = load_dataset(data, recipe.data.val_split, recipe.data.test_split, recipe.seed, split_from, progress)
+    dataset = load_dataset(data, recipe.data.val_split, recipe.data.test_split, recipe.seed,
+                           Run(split_from) if split_from else None, progress)
     report_dataset(dataset)
     dataset.require_usable()
     if resumed is not None:
