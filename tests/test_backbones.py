@@ -77,3 +77,17 @@ def test_backbones_command_lists_every_entry_without_importing_tensorflow():
     for name in REGISTRY:
         assert re.search(rf"^{name}\s", out, re.M), name
     assert "stem stage1 stage2 stage3 stage4" in out
+
+
+def test_a_built_backbone_gives_its_groups_spatial_map_and_pooled_features():
+    import keras
+
+    backbone = get_backbone("mobilenetv2").build(32, "none")
+    assert [g.name for g in backbone.groups] == list(backbone.spec.group_names)
+    units = backbone.units
+    assert len(units) == len(backbone.model.layers) and units[0][0] == "stem" and units[-1][0] == "Conv_1"
+    image = keras.Input((32, 32, 3))
+    features = backbone.model(backbone.preprocess(image))
+    assert backbone.spatial(features).shape[1:] == (1, 1, 1280)  # (N, h, w, C) for explanations
+    pooled = backbone.pooling("avg")(features)
+    assert pooled.shape[1:] == (1280,) and backbone.pooling("avg") is backbone.pooling("avg")  # made once, shared

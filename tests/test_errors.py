@@ -62,3 +62,29 @@ def test_a_bug_while_loading_a_weights_file_is_not_a_user_error(tmp_path, monkey
     monkeypatch.setattr(keras.Model, "load_weights", lambda self, *a, **k: (_ for _ in ()).throw(ValueError("shape")))
     with pytest.raises(TltoolError, match="does not fit"):
         spec.build(32, str(path))
+
+
+def test_a_sweep_that_diverges_at_once_is_a_user_error_with_advice():
+    import numpy as np
+
+    from tltool.errors import TltoolError
+    from tltool.training.lr_find import _suggest
+
+    with pytest.raises(TltoolError, match="diverged at once: 1 finite loss.*fixed learning_rate"):
+        _suggest(np.array([1e-7]), np.array([2.3]), np.array([2.3]))
+
+
+def test_a_type_error_while_loading_a_model_is_a_bug_not_a_user_error(tmp_path, monkeypatch):
+    import keras
+
+    from tltool.serving.loading import load_trained
+
+    path = tmp_path / "m.keras"
+    path.write_bytes(b"PK")
+
+    def broken(*args, **kwargs):
+        raise TypeError("a bug in a layer's from_config")
+
+    monkeypatch.setattr(keras.models, "load_model", broken)
+    with pytest.raises(TypeError, match="a bug"):
+        load_trained(str(path))

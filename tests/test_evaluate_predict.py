@@ -229,3 +229,19 @@ def test_export_savedmodel_and_keras_copies(fitted_run, tmp_path):
     assert (tmp_path / "sm" / "assets" / "classes.json").is_file() and (tmp_path / "copy.keras").is_file()
     refused = run_cli("export", os.path.join(fitted_run, "saved_model"))
     assert refused.exit_code == 2 and "already exported" in refused.output
+
+
+def test_report_pictures_leave_a_notebooks_matplotlib_backend_alone(tmp_path):
+    import matplotlib
+
+    from tltool.evaluation.plots import confusion_matrix_png
+
+    before = matplotlib.get_backend()
+    matplotlib.use("svg")
+    try:
+        confusion = pd.DataFrame([[3, 1], [0, 4]], index=["a", "b"], columns=["a", "b"])
+        confusion_matrix_png(confusion, str(tmp_path / "c.png"))
+        assert matplotlib.get_backend() == "svg"
+    finally:
+        matplotlib.use(before)
+    assert (tmp_path / "c.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

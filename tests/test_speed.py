@@ -124,20 +124,33 @@ def test_mixed_precision_trains_and_exports_on_cpu(tiny_data, tmp_path, precisio
     assert os.path.isfile(tmp_path / "run" / "saved_model" / "saved_model.pb")
 
 
+JIT_ON_DISK = """
+name: jit-on-disk
+augment: {flip: none, zoom: 0.1, translate: 0.05}
+phases:
+  - {name: head, epochs: 1, trainable: none}
+data: {cache: disk}
+"""
+
+
 @pytest.mark.slow
-def test_jit_compile_trains_on_cpu(tiny_data, tmp_path):
+def test_jit_compile_and_a_disk_cache_train_on_cpu(tiny_data, tmp_path):
+    """One run for two settings: XLA (its augmentation runs in the pipeline) and decoded images cached on disk."""
     import warnings
 
+    recipe = tmp_path / "jit.yaml"
+    recipe.write_text(JIT_ON_DISK)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         result = run_cli("fit", tiny_data, "-b", "mobilenetv2", "--weights", "none", "--image-size", 32,
-                         "--recipe", "linear-probe", "--no-cache-features", "--epochs", 1, "--jit-compile",
-                         "--out", tmp_path / "run")
+                         "--recipe", recipe, "--no-cache-features", "--jit-compile", "--out", tmp_path / "run")
     assert result.exit_code == 0, result.output
     assert not [w for w in caught if "jit_compile" in str(w.message)]  # Keras did not fall back silently
     assert "end to end" in result.output  # its augmentation (zoom, shifts) ran in the pipeline
     history = pd.read_csv(tmp_path / "run" / "history.csv")
     assert len(history) == 1 and history["loss"].notna().all()
+    assert f"decoded images cached on disk in {tmp_path / 'run' / 'cache'}" in result.output
+    assert not (tmp_path / "run" / "cache").exists()  # removed when the run ends
 
 
 def test_caching_augmented_views_never_touches_batchnorm(tiny_data):
@@ -169,8 +182,7 @@ def test_caching_augmented_views_never_touches_batchnorm(tiny_data):
     np.testing.assert_allclose(cache.val, plain, atol=1e-4)
 
 
-@pytest.mark.slow
-def test_datasets_larger_than_memory_cache_on_disk(tiny_data, tmp_path):
+def test_datasets_larger_than_memory_cache_on_disk(tmp_path):
     from tltool.data.pipeline import choose_cache, memory_budget
 
     folder = str(tmp_path / "cache")
@@ -178,13 +190,7 @@ def test_datasets_larger_than_memory_cache_on_disk(tiny_data, tmp_path):
     assert choose_cache("auto", huge, 224, folder) == os.path.join(folder, "images")
     assert choose_cache("auto", 10, 224, folder) == ""
     assert choose_cache("none", 10, 224, folder) is None
-    recipe = tmp_path / "disk.yaml"
-    recipe.write_text(HEAD_ONLY.replace("batch_size: 8", "batch_size: 8\ndata: {cache: disk}"))
-    result = run_cli("fit", tiny_data, "-b", "mobilenetv2", "--weights", "none", "--image-size", 32,
-                     "--recipe", recipe, "--no-cache-features", "--out", tmp_path / "run")
-    assert result.exit_code == 0, result.output
-    assert f"decoded images cached on disk in {tmp_path / 'run' / 'cache'}" in result.output
-    assert not (tmp_path / "run" / "cache").exists()  # removed when the run ends
+    # A run with `data: {cache: disk}`: test_jit_compile_and_a_disk_cache_train_on_cpu.
 
 
 def test_feature_stores_too_large_for_memory_go_to_disk_and_fill_in_place(tmp_path):
@@ -200,3 +206,10 @@ def test_feature_stores_too_large_for_memory_go_to_disk_and_fill_in_place(tmp_pa
     np.testing.assert_array_equal(store[0, :6, 0], [0, 0, 1, 1, 2, 2])
     assert not isinstance(_allocate((1, 10, 4), str(tmp_path), "small"), np.memmap)  # small: in memory
     del store
+
+
+def test_a_split_with_no_decodable_image_gives_empty_features_not_a_crash():
+    from tltool.training.features import _fill
+
+    labels = _fill(lambda x: x, [], np.zeros((0, 4), np.float32))
+    assert labels.shape == (0,)

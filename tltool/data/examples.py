@@ -31,8 +31,10 @@ def build_example(name: str, dest: str, size: int = 32) -> dict[str, int] | None
         raise TltoolError(f"no example dataset {name!r}; available: {', '.join(EXAMPLES)}")
     marker = os.path.join(dest, MARKER)
     stamp = f"{name} {size}\n"
-    if os.path.isfile(marker) and open(marker, encoding="utf-8").read() == stamp:
-        return None
+    if os.path.isfile(marker):
+        with open(marker, encoding="utf-8") as f:
+            if f.read() == stamp:
+                return None
     if os.path.isdir(dest) and os.listdir(dest):
         raise TltoolError(f"{dest}: exists and is not empty; choose an empty or new folder")
     counts = _digits(dest, size)

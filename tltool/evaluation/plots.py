@@ -1,4 +1,5 @@
-"""Report pictures (matplotlib, non-interactive backend).
+"""Report pictures, drawn with matplotlib's Figure API: nothing here touches pyplot or switches the backend
+of a notebook that imports tltool.
 
 Every figure stays readable from 2 to a few hundred classes: sizes grow with
 the class count up to a cap, label fonts follow the space each class gets,
@@ -15,13 +16,11 @@ import pandas as pd
 MIN_FONT, MAX_FONT = 5.0, 10.0
 
 
-def _pyplot():
-    import matplotlib
+def _figure(**kwargs):
+    """A figure of its own (no pyplot state); `savefig` renders it with Agg whatever the session's backend."""
+    from matplotlib.figure import Figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
+    return Figure(**kwargs)
 
 
 def _save(fig, path: str) -> None:
@@ -54,13 +53,13 @@ def _ticks(ax, classes: list[str], axis: str, length_inches: float) -> None:
 
 def confusion_matrix_png(confusion: pd.DataFrame, path: str) -> None:
     """Raw counts and row-normalised (recall) side by side."""
-    plt = _pyplot()
     classes = list(confusion.index)
     n = len(classes)
     counts = confusion.values.astype(float)
     normalised = counts / np.maximum(counts.sum(axis=1, keepdims=True), 1)
     side = min(22, max(5, 0.16 * n + 3))
-    fig, axes = plt.subplots(1, 2, figsize=(2 * side + 1, side), constrained_layout=True)
+    fig = _figure(figsize=(2 * side + 1, side), constrained_layout=True)
+    axes = fig.subplots(1, 2)
     for ax, values, title, fmt in ((axes[0], counts, "counts", "d"), (axes[1], normalised, "normalised by true class", ".2f")):
         image = ax.imshow(values, cmap="Blues", interpolation="nearest")
         ax.set_title(f"Confusion matrix ({title})")
@@ -77,17 +76,18 @@ def confusion_matrix_png(confusion: pd.DataFrame, path: str) -> None:
                     ax.text(j, i, text, ha="center", va="center", fontsize=8,
                             color="white" if values[i, j] > top / 2 else "black")
     _save(fig, path)
-    plt.close(fig)
 
 
 def per_class_f1_png(per_class: pd.DataFrame, path: str) -> None:
     """Horizontal bars of F1 per class, worst at the top."""
-    plt = _pyplot()
+    import matplotlib
+
     ranked = per_class.sort_values("f1", ascending=False, kind="stable")
     n = len(ranked)
     height = min(40, max(3, 0.18 * n + 1))
-    fig, ax = plt.subplots(figsize=(8, height), constrained_layout=True)
-    colours = plt.cm.RdYlGn(ranked["f1"].to_numpy())
+    fig = _figure(figsize=(8, height), constrained_layout=True)
+    ax = fig.subplots()
+    colours = matplotlib.colormaps["RdYlGn"](ranked["f1"].to_numpy())
     ax.barh(np.arange(n), ranked["f1"], color=colours)
     _ticks(ax, ranked["class"].tolist(), "y", height)
     ax.set_ylim(-0.6, n - 0.4)
@@ -96,13 +96,12 @@ def per_class_f1_png(per_class: pd.DataFrame, path: str) -> None:
     ax.set_title("F1 per class (worst at the top)")
     ax.grid(axis="x", alpha=0.3)
     _save(fig, path)
-    plt.close(fig)
 
 
 def curves_png(history: pd.DataFrame, path: str) -> None:
     """Loss and accuracy per epoch across phases, phase boundaries marked."""
-    plt = _pyplot()
-    fig, axes = plt.subplots(1, 2, figsize=(12, 4.5), constrained_layout=True)
+    fig = _figure(figsize=(12, 4.5), constrained_layout=True)
+    axes = fig.subplots(1, 2)
     epochs = history["epoch"].to_numpy()
     for ax, metric in zip(axes, ("loss", "accuracy")):
         for column, style in ((metric, "-"), (f"val_{metric}", "--")):
@@ -122,7 +121,6 @@ def curves_png(history: pd.DataFrame, path: str) -> None:
         ax.grid(alpha=0.3)
         ax.legend()
     _save(fig, path)
-    plt.close(fig)
 
 
 def _mark_exported(ax, history: pd.DataFrame, metric: str) -> None:
@@ -141,12 +139,12 @@ def misclassified_png(rows: pd.DataFrame, root: str | None, path: str, limit: in
 
     from tltool.data.images import ImageError, load_image
 
-    plt = _pyplot()
     shown = rows.head(limit)
     cols = 4
     count = max(1, len(shown))
     grid_rows = int(np.ceil(count / cols))
-    fig, axes = plt.subplots(grid_rows, cols, figsize=(3 * cols, 3.3 * grid_rows), squeeze=False)
+    fig = _figure(figsize=(3 * cols, 3.3 * grid_rows))
+    axes = fig.subplots(grid_rows, cols, squeeze=False)
     for ax in axes.flat:
         ax.axis("off")
     for ax, (_, row) in zip(axes.flat, shown.iterrows()):
@@ -161,5 +159,4 @@ def misclassified_png(rows: pd.DataFrame, root: str | None, path: str, limit: in
     fig.suptitle("Most confident mistakes")
     fig.tight_layout()
     _save(fig, path)
-    plt.close(fig)
     return len(shown)

@@ -100,7 +100,7 @@ def _keras(path: str, run_dir: str | None) -> TrainedModel:
     folder = os.path.dirname(path)
     try:
         model = keras.models.load_model(path, compile=False)
-    except (ValueError, OSError, KeyError, TypeError, zipfile.BadZipFile) as e:  # not a .keras file, or not ours
+    except (ValueError, OSError, KeyError, zipfile.BadZipFile) as e:  # not a .keras file, or not ours (a bug keeps its traceback)
         raise TltoolError(f"{path}: cannot load this .keras file ({str(e).splitlines()[0][:200]})") from None
     if os.path.isfile(path + ".json"):  # written by `tltool export`
         with open(path + ".json", encoding="utf-8") as f:

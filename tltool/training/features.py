@@ -131,7 +131,7 @@ def _fill(step, batches, out: np.ndarray) -> np.ndarray:
         at += len(features)
         labels.append(np.asarray(y))
         pause_point("features")
-    return np.concatenate(labels)
+    return np.concatenate(labels) if labels else np.zeros((0,), np.int32)
 
 
 def _allocate(shape: tuple[int, ...], disk_dir: str | None, name: str) -> np.ndarray:

@@ -89,7 +89,11 @@ def range_test(compile_with, model, batches, class_weight=None, start: float = S
 
 def _suggest(rates: np.ndarray, losses: np.ndarray, smoothed: np.ndarray) -> Sweep:
     if len(rates) < 3:
-        raise RuntimeError("the learning-rate sweep diverged at once; the data or model gives no finite loss")
+        from tltool.errors import TltoolError
+
+        raise TltoolError(f"the learning-rate sweep diverged at once: {len(rates)} finite loss(es) before it stopped; "
+                          "check the data (labels, images that decode to noise), or give the phase a fixed "
+                          "learning_rate instead of auto")
     lowest = int(np.argmin(smoothed))
     suggestion = max(rates[lowest] / 10, rates[0])
     slopes = np.gradient(smoothed, np.log(rates))
