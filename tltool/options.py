@@ -114,7 +114,7 @@ _CHOICES = {"aspect": ("stretch", "crop", "pad"), "precision": ("float32", "mixe
 TRAINING = (
     Option("backbone", "str | None", "Registry name, e.g. resnet50 (see `tltool backbones`). [default: efficientnetb0]",
            flags=("--backbone", "-b"), recipe=True),
-    Option("recipe", "str | None", "Shipped recipe name or YAML path (or a Recipe). [default: fine-tune]",
+    Option("recipe", "str | Recipe | None", "Shipped recipe name or YAML path (or a Recipe). [default: fine-tune]",
            flags=("--recipe", "-r")),
     Option("weights", "str | None", "imagenet, none, or a .weights.h5/.h5 file for the backbone. [default: imagenet]",
            recipe=True),
