@@ -220,6 +220,8 @@ def test_export_tflite_is_litert_and_predicts_like_the_keras_model(fitted_run, t
     np.testing.assert_allclose(forward(images), tltool.load_model(fitted_run)(images), atol=1e-4)
     again = run_cli("export", fitted_run, "--format", "tflite", "--out", out)
     assert again.exit_code == 2 and "never replaced" in again.output
+    assert f"error: {out}: exists" in again.output  # the file first, and no "choose another --out" for a flag
+    assert "choose another --out" not in again.output  # that the user may never have passed
 
 
 def test_export_savedmodel_and_keras_copies(fitted_run, tmp_path):

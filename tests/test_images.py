@@ -34,6 +34,8 @@ def write(tmp_path, name, data):
     ("zero.jpg", b"", "empty file"),
     ("notes.png", b"these are my notes, not a picture", "not an image"),
     ("phone.heic", b"\x00\x00\x00\x18ftypheic" + b"\x00" * 64, "unsupported format (HEIC)"),
+    ("garbled.jpg", b"\xff\xd8\xff\xe0\x00\x10JFIF" + bytes(range(256)) * 8, "corrupt (JPEG header, but no image Pillow can read)"),
+    ("garbled.png", b"\x89PNG\r\n\x1a\n" + bytes(range(256)) * 2, "corrupt (PNG header, but no image Pillow can read)"),
 ])
 def test_unusable_files_are_reported_with_their_reason(tmp_path, name, data, reason):
     with pytest.raises(ImageError) as caught:

@@ -95,6 +95,8 @@ def test_fit_trains_on_the_good_files_and_agrees_with_inspect(messy, tmp_path):
     classes = json.load(open(run / "classes.json", encoding="utf-8"))
     assert ACCENTED in classes.values()
     assert int(pd.read_csv(run / "per_class.csv")["support"].sum()) == summary["images"]["val"]
+    report = (run / "report.md").read_text(encoding="utf-8")
+    assert "7 file(s) could not be read" in report and "apple/half.jpg: truncated" in report  # as evaluate lists them
 
 
 def test_empty_class_makes_the_dataset_unusable(tmp_path):
@@ -132,6 +134,19 @@ def test_a_csv_of_paths_and_labels_is_a_dataset(tmp_path, tiny_data):
     pd.DataFrame(rows, columns=["file", "label", "split"]).to_csv(tmp_path / "bad.csv", index=False)
     result = run_cli("inspect", tmp_path / "bad.csv")
     assert result.exit_code == 2 and "missing column(s) path" in result.output
+
+
+def test_a_csv_class_whose_training_files_are_all_unreadable_is_named_as_such(tmp_path, tiny_data):
+    broken = tmp_path / "broken.png"
+    broken.write_bytes(b"\x89PNG\r\n\x1a\n")  # a header, then nothing
+    rows = [(os.path.join(tiny_data, c, f), c, "val" if i < 2 else "train")
+            for c in ("apple", "leaf") for i, f in enumerate(sorted(os.listdir(os.path.join(tiny_data, c))))]
+    rows += [(str(broken), "sky", "train"), (os.path.join(tiny_data, "sky", "sky_0.png"), "sky", "val")]
+    pd.DataFrame(rows, columns=["path", "label", "split"]).to_csv(tmp_path / "data.csv", index=False)
+    summary = json.loads(run_cli("inspect", tmp_path / "data.csv", "--json").output)
+    assert [c["class"] for c in summary["classes"]] == ["apple", "leaf", "sky"]  # it does not vanish
+    assert summary["problems"] == ["class 'sky' has no usable training images (1 skipped, see the skipped files); "
+                                   "add images or remove its rows from the CSV"]
 
 
 def test_split_from_reuses_an_earlier_split(fitted_run, tiny_data, tmp_path):

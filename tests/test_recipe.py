@@ -7,7 +7,7 @@ import pytest
 from tltool.errors import RecipeError, TltoolError
 from tltool.recipe import apply_overrides, load_recipe, recipe_from_dict, shipped_recipes
 
-SHIPPED = ["fine-tune-top", "linear-probe", "full-fine-tune", "gradual-unfreeze", "small-data", "from-scratch"]
+SHIPPED = sorted(shipped_recipes())  # every recipe in recipes/, including those added later
 
 
 @pytest.mark.parametrize("name", SHIPPED)

@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -34,6 +35,7 @@ def test_recipes_lists_every_shipped_recipe_with_its_description():
     for name in ("linear-probe", "fine-tune-top", "full-fine-tune", "gradual-unfreeze", "small-data"):
         assert name in result.output
     assert load_recipe("small-data").description in result.output
+    assert re.search(r"^fine-tune \(default\) ", result.output, re.M)  # which one `fit` takes without --recipe
 
 
 def test_recipes_show_prints_the_file_with_comments():

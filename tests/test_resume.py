@@ -201,3 +201,19 @@ def test_resume_refuses_a_dataset_that_changed(chain, tiny_data, tmp_path):
     result = run_cli("fit", "--resume", copy)
     assert result.exit_code == 2, result.output
     assert "not the dataset" in result.output and "vanished" in result.output and "changed (sky/sky_2.png)" in result.output
+
+
+def test_a_run_whose_history_was_lost_still_resumes_and_exports(chain, tmp_path):
+    import yaml
+
+    reference, _, _ = chain
+    copy = tmp_path / "run"
+    shutil.copytree(reference, copy)
+    recipe = yaml.safe_load(open(copy / "recipe.yaml"))
+    del recipe["provenance"]["finished"]  # as if it had been killed while exporting
+    yaml.safe_dump(recipe, open(copy / "recipe.yaml", "w"))
+    os.unlink(copy / "history.csv")
+    result = run_cli("fit", "--resume", copy)
+    assert result.exit_code == 0, result.output
+    assert "history.csv is missing" in result.output
+    assert json.load(open(copy / "metrics.json"))["exported"]["epoch"] >= 1

@@ -86,11 +86,8 @@ def _has(ds: Dataset, split: str) -> bool:
 def _classes(found) -> list[str]:
     if found.layout == "presplit":
         names = found.class_folders.get("train", [])
-    elif found.layout == "folders":
+    else:  # class folders, or the labels a CSV gives its training rows: whether or not their files decode
         names = found.class_folders.get("all", [])
-    else:
-        labelled = [s for s in found.samples if s.split in (None, "train")]
-        names = [s.label for s in labelled]
     return sorted(set(names))
 
 
@@ -104,12 +101,14 @@ def _problems(ds: Dataset, found) -> list[str]:
             f"class {label!r} is in {'/'.join(where)} but not in train; add training images for it or remove it"
         )
     train = ds.counts()["train"]
-    skipped_by_class = Counter(_class_of(sk.rel, found.layout) for sk in ds.skipped)
+    skipped_by_class = Counter(sk.label or _class_of(sk.rel, found.layout) for sk in ds.skipped)
     for label in ds.classes:
         if train[label] == 0:
             skipped = skipped_by_class.get(label, 0)
             detail = f" ({skipped} skipped, see the skipped files)" if skipped else ""
-            problems.append(f"class {label!r} has no usable training images{detail}; add images or remove the folder")
+            fix = "add images or remove its rows from the CSV" if found.layout == "csv" else \
+                "add images or remove the folder"
+            problems.append(f"class {label!r} has no usable training images{detail}; {fix}")
     usable = [c for c in ds.classes if train[c] > 0]
     if len(usable) < 2:
         problems.append(

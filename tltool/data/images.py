@@ -84,7 +84,7 @@ def check_image(path: str) -> ImageInfo:
     """
     data = _read(path)
     fmt = _format_of(data)
-    with _open(data) as img:
+    with _open(data, fmt) as img:
         width, height, mode = img.width, img.height, img.mode
         _to_rgb_array(img, (224, 224))
     return ImageInfo(fmt, width, height, mode, hashlib.sha1(data).hexdigest())
@@ -103,8 +103,8 @@ def load_image(path: str, size_hint: tuple[int, int] | None = None) -> np.ndarra
         ImageError: as for `check_image`.
     """
     data = _read(path)
-    _format_of(data)
-    with _open(data) as img:
+    fmt = _format_of(data)
+    with _open(data, fmt) as img:
         return _to_rgb_array(img, size_hint)
 
 
@@ -128,7 +128,7 @@ def _format_of(data: bytes) -> str:
     return fmt
 
 
-def _open(data: bytes) -> Image.Image:
+def _open(data: bytes, fmt: str) -> Image.Image:
     import io
 
     try:
@@ -138,7 +138,7 @@ def _open(data: bytes) -> Image.Image:
     except Image.DecompressionBombError:
         raise ImageError("too large (over Pillow's decompression-bomb limit)") from None
     except DECODE_ERRORS as e:
-        raise ImageError(_reason(e)) from None
+        raise ImageError(_reason(e, fmt)) from None
     if img.width * img.height > _MAX_PIXELS:
         raise ImageError(f"too large ({img.width}x{img.height} pixels)")
     return img
@@ -195,13 +195,13 @@ def _high_depth_to_rgb(array: np.ndarray, mode: str) -> np.ndarray:
     return np.repeat(gray[..., None], 3, axis=-1)
 
 
-def _reason(error: Exception) -> str:
+def _reason(error: Exception, fmt: str | None = None) -> str:
     text = str(error).strip() or type(error).__name__
     lowered = text.lower()
     if "truncated" in lowered or "broken data stream" in lowered or "premature end" in lowered:
         return "truncated"
-    if "cannot identify image file" in lowered:
-        return "not an image"
+    if "cannot identify image file" in lowered:  # a file whose first bytes name a format is a broken one
+        return f"corrupt ({fmt} header, but no image Pillow can read)" if fmt else "not an image"
     if "decoder" in lowered and "not available" in lowered:
         return f"unsupported format ({text})"
     return f"corrupt ({text.splitlines()[0][:120]})"

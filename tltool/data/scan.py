@@ -40,6 +40,7 @@ class Sample:
 class Skipped:
     rel: str
     reason: str
+    label: str | None = None  # the class the file was meant for, when the layout names one
 
 
 @dataclass
@@ -156,7 +157,10 @@ def _from_csv(csv_path: str) -> Scan:
                 )
         rel = row.path.replace("\\", "/")
         full = rel if os.path.isabs(rel) else os.path.join(base, rel)
-        result.samples.append(Sample(os.path.normpath(full), rel, unicodedata.normalize("NFC", row.label), split))
+        label = unicodedata.normalize("NFC", row.label)
+        result.samples.append(Sample(os.path.normpath(full), rel, label, split))
+        if split in (None, "train"):  # the classes, as the file names them, before any file is checked
+            result.class_folders.setdefault("all", []).append(label)
     return result
 
 
@@ -166,7 +170,7 @@ def _checked(found: Scan, progress: bool) -> Scan:
     for sample in found.samples:
         reason = first_bytes_problem(sample.path)
         if reason:
-            found.skipped.append(Skipped(sample.rel, reason))
+            found.skipped.append(Skipped(sample.rel, reason, sample.label))
         else:
             candidates.append(sample)
     results = check_files([s.path for s in candidates], cache_key=found.root, progress=progress)
@@ -177,7 +181,7 @@ def _checked(found: Scan, progress: bool) -> Scan:
             found.samples.append(sample)
             found.infos[sample.path] = result
         else:
-            found.skipped.append(Skipped(sample.rel, result))
+            found.skipped.append(Skipped(sample.rel, result, sample.label))
     found.skipped.sort(key=lambda sk: sk.rel)
     return found
 

@@ -235,7 +235,9 @@ class Run:
         import pandas as pd
 
         path = self.file("history.csv")
-        return pd.read_csv(path) if os.path.isfile(path) else None
+        if not os.path.isfile(path) or os.path.getsize(path) <= 1:  # none yet, or none since a lost one
+            return None
+        return pd.read_csv(path)
 
     def write_history(self, rows: list[dict]) -> None:
         import pandas as pd

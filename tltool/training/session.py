@@ -67,6 +67,11 @@ class Session:
             raise TltoolError(f"{self.run_dir}: no usable checkpoint in checkpoints/; start the run again")
         self.checkpoints.load_weights(state.files["latest"])
         history = self.run.history
+        if history is None and state.epoch:
+            from tltool.console import warn
+
+            warn(f"{self.run.file('history.csv')} is missing: the {state.epoch} epoch(s) before this resume are not "
+                 "in the new one (the checkpoint holds what training needs)")
         if history is not None and state.epoch:
             rows = history.drop(columns=["exported"], errors="ignore")
             self.history = [{k: v for k, v in row.items() if not (isinstance(v, float) and math.isnan(v))}
@@ -217,8 +222,9 @@ class Session:
             if stopping and phase.early_stopping and state.stopping["wait"] >= stopping.patience:
                 say(f"early stopping: {stopping.monitor} has not improved for {stopping.patience} epochs")
                 break
-            logs, seconds = self.fit_epoch(model, index, epoch, use_cache)
-            self._record(index, epoch, logs, seconds, model.optimizer, stopping)
+            started = time.perf_counter()
+            logs, _ = self.fit_epoch(model, index, epoch, use_cache)
+            self._record(index, epoch, logs, started, model.optimizer, stopping)
         best = state.files.get("phase_best")
         if stopping and stopping.restore_best and best and best["epoch"] != state.files["latest"]["epoch"]:
             self.checkpoints.load_weights(best)
@@ -244,8 +250,11 @@ class Session:
                                callbacks=[StopOnInterrupt(lambda: self.stop_requested, self.state.epoch)])
         return {k: float(v[-1]) for k, v in result.history.items()}, time.perf_counter() - start
 
-    def _record(self, index: int, epoch: int, logs: dict, seconds: float, optimizer, stopping) -> None:
-        """History row, early-stopping and best-epoch bookkeeping, and the checkpoint of one finished epoch."""
+    def _record(self, index: int, epoch: int, logs: dict, started: float, optimizer, stopping) -> None:
+        """History row, early-stopping and best-epoch bookkeeping, and the checkpoint of one finished epoch.
+
+        The row's `seconds` is the epoch's whole wall time from `started`, its checkpoint included.
+        """
         state, phase = self.state, self.recipe.phases[index]
         if self.plans[index].trains_backbone:
             state.backbone_version = state.epoch + 1
@@ -253,7 +262,7 @@ class Session:
         state.phase_epochs = epoch + 1
         shown = [k for k in ("loss", *self.metric_names) if k in logs]
         row = {"phase": phase.name, "epoch": state.epoch, **{k: logs[k] for k in shown},
-               "learning_rate": float(np.asarray(optimizer.learning_rate)), "seconds": round(seconds, 3)}
+               "learning_rate": float(np.asarray(optimizer.learning_rate))}
         self.history.append(row)
         value = logs.get(state.monitor)
         improved_phase = _improves(value, state.stopping["best"], state.monitor,
@@ -266,6 +275,8 @@ class Session:
         if improved_run:
             state.best = {"value": value, "phase": phase.name, "epoch": state.epoch}
         self.checkpoints.save_epoch(state, optimizer, improved_phase, improved_run)
+        seconds = time.perf_counter() - started
+        row["seconds"] = round(seconds, 3)
         self.run.write_history(self.history)
         figures = ", ".join(f"{k} {row[k]:.4f}" for k in shown)
         say(f"epoch {state.epoch} ({phase.name} {epoch + 1}/{phase.epochs}): {figures} ({seconds:.1f} s)")
@@ -339,7 +350,7 @@ class Session:
 
         if self.val_images is None:
             return None
-        forward = tf.function(lambda x: model(x, training=False))
+        forward = tf.function(lambda x: model(x, training=False), reduce_retracing=True)
         probs, targets = [], []
         for images, target, _ in self.val_images.batch(self.batch):
             probs.append(np.asarray(forward(tf.cast(images, tf.float32))))

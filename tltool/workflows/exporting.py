@@ -69,7 +69,8 @@ def export(model: str, fmt: str, out: str | None = None, calibration_images: int
     folder = trained.run.export_dir if trained.run else os.path.join(os.path.dirname(trained.source), "export")
     out = out or os.path.join(folder, FORMATS[fmt])
     if os.path.exists(out):
-        raise TltoolError(f"--out {out}: exists; choose another --out (an export is never replaced)")
+        raise TltoolError(f"{out}: exists, and an export is never replaced; move or delete it, or write elsewhere "
+                          "with --out")
     if float_layers not in FLOAT_LAYERS:
         raise TltoolError(f"--int8-float-layers {float_layers}: give one of {', '.join(FLOAT_LAYERS)}")
     backbone = (trained.run.recipe if trained.run else {}).get("backbone") or "unknown"

@@ -51,9 +51,10 @@ def choose_exported_weights(session) -> dict:
     state, rule = session.state, session.recipe.export_weights
     files = state.files["best" if rule == "best" and state.files.get("best") else "latest"]
     session.checkpoints.load_weights(files)
-    row = next(r for r in session.history if r["epoch"] == files["epoch"])
-    chosen = {"rule": rule, "monitor": state.monitor, "phase": row["phase"], "epoch": row["epoch"],
-              "value": row.get(state.monitor)}
+    row = next((r for r in session.history if r["epoch"] == files["epoch"]), None)  # None: history.csv was lost
+    phase = row["phase"] if row else session.recipe.phases[files["phase"]].name
+    chosen = {"rule": rule, "monitor": state.monitor, "phase": phase, "epoch": files["epoch"],
+              "value": row.get(state.monitor) if row else None}
     for row in session.history:
         row["exported"] = row["epoch"] == chosen["epoch"]
     session.run.write_history(session.history)
@@ -92,7 +93,8 @@ def evaluate_split(session, model, exported: dict, calibration: dict | None):
     context = ReportContext(
         title=f"tltool run {os.path.basename(run.path)}", model=run.model_file, split=split,
         data_root=dataset.root, paths=[samples[i].rel for i in kept], recipe=recipe.model_dump(mode="json"),
-        history=run.history, unreadable=[(samples[i].rel, "could not be decoded") for i in lost],
+        history=run.history, unreadable=[(sk.rel, sk.reason) for sk in dataset.skipped]
+        + [(samples[i].rel, "could not be decoded") for i in lost],
         exported=exported, calibration=calibration,
     )
     parts = task.write_files(run.path, evaluation, context)
