@@ -173,17 +173,21 @@ def test_corrupt_image_in_evaluation_data_is_reported_not_evaluated(fitted_run, 
     assert "leaf/bad.png" in open(tmp_path / "ev" / "report.md").read()
 
 
-def test_an_earlier_evaluation_is_never_overwritten(fitted_run, tiny_data, evaluation):
+def test_an_earlier_evaluation_is_never_overwritten(fitted_run, tiny_data, evaluation, tmp_path):
     folder, _ = evaluation
     before = open(os.path.join(folder, "metrics.json")).read()
     result = run_cli("evaluate", fitted_run, tiny_data, "--out", folder)
     assert result.exit_code == 2 and "never overwritten" in result.output
     assert open(os.path.join(folder, "metrics.json")).read() == before
-    first = run_cli("evaluate", fitted_run, tiny_data)
-    second = run_cli("evaluate", fitted_run, tiny_data)
-    folders = sorted(os.listdir(os.path.join(fitted_run, "evaluations")))
-    assert first.exit_code == second.exit_code == 0 and len(folders) >= 2
-    assert folders[1] == folders[0] + "-2"
+    import shutil
+
+    run = tmp_path / "run"  # a copy of the run's model files: the shared fitted run stays as fit left it
+    shutil.copytree(fitted_run, run, ignore=shutil.ignore_patterns("checkpoints", "saved_model", "evaluations"))
+    first = run_cli("evaluate", run, tiny_data)
+    second = run_cli("evaluate", run, tiny_data)
+    assert first.exit_code == second.exit_code == 0, first.output + second.output
+    folders = sorted(os.listdir(run / "evaluations"))
+    assert len(folders) == 2 and folders[0].endswith("-tiny") and folders[1] == folders[0] + "-2"
 
 
 def test_many_classes_stay_readable(tmp_path):
@@ -247,3 +251,10 @@ def test_report_pictures_leave_a_notebooks_matplotlib_backend_alone(tmp_path):
     finally:
         matplotlib.use(before)
     assert (tmp_path / "c.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_the_f1_chart_zooms_in_when_every_class_is_good():
+    from tltool.evaluation.plots import f1_axis
+
+    assert f1_axis([0.95, 0.99, 1.0]) == (0.9, 1.0)  # the differences stay visible
+    assert f1_axis([0.0, 0.5]) == (0.0, 1.0)

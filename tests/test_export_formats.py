@@ -119,8 +119,8 @@ def test_predict_and_evaluate_take_exported_files(exported, pixels_and_expected,
     rows, _, classes = tltool.predict(str(folder / FORMATS[fmt]), files)
     got = np.array([[p[c] for c in classes] for p in rows["probabilities"]])
     np.testing.assert_allclose(got, expected, atol=1e-5)
-    _, ours = tltool.evaluate(str(folder / FORMATS[fmt]), tiny_data, split="val", split_from=fitted_run,
-                              out=str(tmp_path / "e"))
+    where, ours = tltool.evaluate(str(folder / FORMATS[fmt]), tiny_data, split="val", split_from=fitted_run)
+    assert os.path.basename(where).endswith(f"-tiny-val-{fmt}")  # which format was evaluated, in the name
     _, keras_figures = tltool.evaluate(fitted_run, tiny_data, split="val", out=str(tmp_path / "k"))
     assert ours.metrics["accuracy"] == keras_figures.metrics["accuracy"]
     np.testing.assert_allclose(ours.probs, keras_figures.probs, atol=1e-5)

@@ -78,8 +78,14 @@ def confusion_matrix_png(confusion: pd.DataFrame, path: str) -> None:
     _save(fig, path)
 
 
+def f1_axis(values) -> tuple[float, float]:
+    """The F1 axis: from a round step below the worst class to 1, so 0.95 and 1.0 look different."""
+    low = float(np.min(values)) if len(values) else 0.0
+    return max(0.0, math.floor((low - 0.02) * 20) / 20), 1.0
+
+
 def per_class_f1_png(per_class: pd.DataFrame, path: str) -> None:
-    """Horizontal bars of F1 per class, worst at the top."""
+    """Horizontal bars of F1 per class, worst at the top, each with its value."""
     import matplotlib
 
     ranked = per_class.sort_values("f1", ascending=False, kind="stable")
@@ -87,11 +93,18 @@ def per_class_f1_png(per_class: pd.DataFrame, path: str) -> None:
     height = min(40, max(3, 0.18 * n + 1))
     fig = _figure(figsize=(8, height), constrained_layout=True)
     ax = fig.subplots()
-    colours = matplotlib.colormaps["RdYlGn"](ranked["f1"].to_numpy())
-    ax.barh(np.arange(n), ranked["f1"], color=colours)
+    values = ranked["f1"].to_numpy()
+    colours = matplotlib.colormaps["RdYlGn"](values)
+    ax.barh(np.arange(n), values, color=colours)
     _ticks(ax, ranked["class"].tolist(), "y", height)
     ax.set_ylim(-0.6, n - 0.4)
-    ax.set_xlim(0, 1)
+    low, high = f1_axis(values)
+    ax.set_xlim(low, high)
+    if n <= 60:
+        _, size = _label_layout(n, height)
+        for y, value in enumerate(values):
+            ax.text(max(value, low) - 0.005 * (high - low), y, f"{value:.3f}", ha="right", va="center",
+                    fontsize=size, color="black")
     ax.set_xlabel("F1")
     ax.set_title("F1 per class (worst at the top)")
     ax.grid(axis="x", alpha=0.3)

@@ -42,8 +42,15 @@ from tltool.runs.run import classes_json
 FORMATS = {"savedmodel": "saved_model", "keras": "model.keras", "onnx": "model.onnx", "litert": "model.tflite",
            "litert-fp16": "model_fp16.tflite", "litert-int8": "model_int8.tflite"}
 ALIASES = {"tflite": "litert"}
+
 EXTRA = "pip install 'tltool[export]'"
 COMPARED_IMAGES = 200
+
+
+def format_of(path: str, kind: str) -> str:
+    """The export format a file or folder holds, from the name `tltool export` gives it, else its kind."""
+    names = {name: fmt for fmt, name in FORMATS.items()}
+    return names.get(os.path.basename(os.path.normpath(path)), kind)
 
 
 def model_info(classes: list[str], image_size: int, aspect: str, backbone: str, task) -> dict:

@@ -106,7 +106,12 @@ def _samples(trained: TrainedModel, data: str, split: str | None, split_from: st
 
 
 def _default_folder(trained: TrainedModel, data: str, split: str | None) -> str:
+    """RUN/evaluations/<date>-<data>[-<split>][-<format>]: an exported file's format is in the name."""
+    from tltool.serving.formats import format_of
+
     name = os.path.basename(os.path.normpath(data)) + (f"-{split}" if split else "")
+    if not (trained.run and trained.source == trained.run.model_file):
+        name += f"-{format_of(trained.source, trained.kind)}"
     if trained.run:
         return trained.run.new_evaluation_folder(name)
     return dated_folder(os.path.join(os.path.dirname(trained.source), "evaluations"), name)
