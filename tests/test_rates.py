@@ -1,5 +1,6 @@
 """Learning rates: discriminative rates per freeze group, the range test, and `learning_rate: auto`."""
 
+import os
 
 import numpy as np
 import pandas as pd
@@ -161,3 +162,21 @@ def test_auto_rate_is_chosen_before_the_phase_and_recorded(tiny_data, tmp_path):
     assert sweep["learning_rate"].min() <= chosen <= sweep["learning_rate"].max()
     history = pd.read_csv(tmp_path / "run" / "history.csv")
     assert history["learning_rate"].iloc[0] == pytest.approx(chosen, rel=1e-5)  # the phase trained at it
+
+
+def test_an_epoch_that_would_train_on_nothing_is_an_error_naming_the_count(tmp_path):
+    """Files that vanish after the scan are skipped by the pipeline; if that leaves nothing, training refuses."""
+    import shutil
+
+    from tltool.errors import DatasetError
+
+    from conftest import make_dataset, new_session
+
+    data = make_dataset(tmp_path / "data", per_class=4)
+    session = new_session({"backbone": "mobilenetv2", "weights": "none", "image_size": 32, "batch_size": 4,
+                           "phases": [{"name": "head", "epochs": 1, "trainable": "none"}]}, data, str(tmp_path / "run"))
+    for sample in session.dataset.split("train"):
+        os.unlink(sample.path)
+    shutil.rmtree(session.run.cache_dir, ignore_errors=True)
+    with pytest.raises(DatasetError, match="only 0 of the 9 training images decode now"):
+        session.train()

@@ -217,3 +217,17 @@ def test_a_run_whose_history_was_lost_still_resumes_and_exports(chain, tmp_path)
     assert result.exit_code == 0, result.output
     assert "history.csv is missing" in result.output
     assert json.load(open(copy / "metrics.json"))["exported"]["epoch"] >= 1
+
+
+def test_a_run_with_aug_mix_is_not_resumed_inexactly(chain, tmp_path):
+    import yaml
+
+    reference, _, _ = chain
+    copy = tmp_path / "run"
+    shutil.copytree(reference, copy)
+    recipe = yaml.safe_load(open(copy / "recipe.yaml"))
+    del recipe["provenance"]["finished"]
+    recipe["augment"]["aug_mix"] = 0.5
+    yaml.safe_dump(recipe, open(copy / "recipe.yaml", "w"))
+    result = run_cli("fit", "--resume", copy)
+    assert result.exit_code == 2 and "uses aug_mix" in result.output and "start it again" in result.output

@@ -171,3 +171,34 @@ def shuffle_window(n: int, image_size: int) -> int:
     """
     per_image = image_size * image_size * 3
     return max(1, min(n, max(256, _SHUFFLE_WINDOW_BYTES // per_image)))
+
+
+def count_images(images) -> int:
+    """How many elements a dataset from `labelled_images` yields: the files that decode."""
+    import tensorflow as tf
+
+    return int(images.reduce(tf.constant(0, tf.int64), lambda count, _: count + 1))
+
+
+def require_decoded(decoded: int, expected: int) -> None:
+    """Training must not run on far fewer images than the scan found, and never on none.
+
+    The pipeline skips a file that fails to decode (changed since the scan,
+    or refused by TensorFlow's decoder) so that one bad file never stops a
+    run; this check keeps those skips from hiding an epoch that trains on
+    nothing.
+
+    Raises:
+        DatasetError: fewer than half the images decode.
+    """
+    from tltool.console import warn
+    from tltool.errors import DatasetError
+
+    if decoded < max(1, expected / 2):
+        raise DatasetError(f"only {decoded} of the {expected} training images decode now (the others changed, "
+                           "moved or cannot be read since the scan); check them with `tltool inspect` and start "
+                           "the run again")
+    if decoded < expected:
+        warn(f"{expected - decoded} of the {expected} training images no longer decode; training on the other "
+             f"{decoded}")
+

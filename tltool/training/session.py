@@ -46,6 +46,7 @@ class Session:
         self.history: list[dict] = []
         self.provenance: dict = {}
         self.features, self._features_version = None, None
+        self.decoded: int | None = None  # training images that decode, counted before the first epoch
         self.stop_requested = False  # set by the first Ctrl-C: training stops after the current step
         self.checkpoints = Checkpoints(run.checkpoints_dir, self.clf)
         classes = self.dataset.classes
@@ -142,6 +143,7 @@ class Session:
         if self.state.phase != index or self.state.phase_epochs == 0:
             self.state.start_phase(index)
         use_cache = self.enter_phase(index)
+        self._require_decoded()
         if self.recipe.phases[index].optimizer.learning_rate == "auto":
             self._choose_rate(index, use_cache)
         self._run_phase(index, use_cache)
@@ -161,6 +163,19 @@ class Session:
             self.features = self._compute_features()
             self._features_version = self.state.backbone_version
         return use_cache
+
+    def _require_decoded(self) -> None:
+        """Count the training images that decode, once, and refuse far fewer than the scan found.
+
+        The count is the cached features' (free), or one pass over the images,
+        which fills the image cache the first epoch would fill anyway.
+        """
+        from tltool.data.pipeline import count_images, require_decoded
+
+        if self.decoded is None:
+            self.decoded = len(self.features.train_labels) if self.features is not None else \
+                count_images(self.train_images)
+            require_decoded(self.decoded, self.n_train)
 
     def uses_cache(self, index: int) -> bool:
         """Frozen phases train on cached features, unless the recipe mixes images and labels."""

@@ -113,6 +113,10 @@ def resume_run(run_dir: str, data: str | None = None, progress: bool = True, **f
     if data and recorded_data and os.path.abspath(data) != os.path.abspath(recorded_data):
         raise TltoolError(f"{data}: this run trained on {recorded_data}; give that folder, or no DATA at all")
     recipe = recipe_from_dict(recorded, run.recipe_file)
+    if recipe.augment.aug_mix:
+        raise TltoolError(f"--resume {run.path}: its recipe uses aug_mix, whose operations Keras 3 draws from "
+                          "Python's own random numbers, so a resumed run would not continue exactly as an uninterrupted one; "
+                          f"start it again (tltool fit DATA --recipe {run.recipe_file} --overwrite --out {run.path})")
     with _session(data or recorded_data, recipe, run.path, False, run.path, progress, provenance) as session:
         finished = _train(session)
     return session.run, finished
