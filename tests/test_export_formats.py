@@ -52,7 +52,8 @@ def test_each_export_is_checked_and_reported(exported):
     assert isinstance(report["litert-int8"]["float_layers"], list)
     assert 0 <= report["litert-int8"]["full_integer_calibration_agreement"] <= 1
     assert 0 <= report["litert-int8"]["calibration_agreement"] <= 1
-    assert "int8: " in outputs["litert-int8"] and "of 8 calibration images" in outputs["litert-int8"]
+    assert "int8: wrote a " in outputs["litert-int8"] and "of 8 calibration images" in outputs["litert-int8"]
+    assert "(full integer:" not in outputs["litert-int8"]  # which file was kept, and why, in words
     assert report["litert-fp16"]["bytes"] < 0.6 * report["litert"]["bytes"]
 
 

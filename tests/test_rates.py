@@ -121,6 +121,8 @@ def swept(tiny_data, tmp_path_factory):
 @pytest.mark.slow
 def test_lr_find_suggests_a_finite_rate_inside_the_sweep(swept):
     folder, output = swept
+    phase = next(x for x in output.splitlines() if x.startswith("phase 1/1"))
+    assert "a learning-rate sweep of up to 100 steps" in phase and "epoch(s)" not in phase
     table = pd.read_csv(folder / "lr_find.csv")
     assert 10 <= len(table) <= 100 and np.isfinite(table["loss"]).all()
     assert table["learning_rate"].is_monotonic_increasing

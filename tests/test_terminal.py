@@ -30,6 +30,16 @@ def test_predict_prints_no_tensorflow_log_lines(fitted_run, tiny_data):
 
 
 @pytest.mark.slow
+def test_lr_find_prints_no_tensorflow_log_lines(tiny_data, tmp_path):
+    done = subprocess.run([sys.executable, "-m", "tltool", "lr-find", tiny_data, "-b", "mobilenetv2", "--weights",
+                           "none", "--image-size", "32", "--batch-size", "4", "--out", str(tmp_path / "lr")],
+                          capture_output=True, text=True, env=_quiet_env(), timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert [line for line in (done.stdout + done.stderr).splitlines() if line.startswith(NOISE)] == []
+    assert "suggested learning rate" in done.stdout
+
+
+@pytest.mark.slow
 def test_bad_paths_are_refused_before_tensorflow_loads(tmp_path):
     code = ("import sys\nfrom click.testing import CliRunner\nfrom tltool.cli import cli\n"
             f"r = CliRunner().invoke(cli, ['predict', {str(tmp_path / 'nope')!r}, 'x.jpg'])\n"

@@ -202,3 +202,10 @@ def require_decoded(decoded: int, expected: int) -> None:
         warn(f"{expected - decoded} of the {expected} training images no longer decode; training on the other "
              f"{decoded}")
 
+
+def describe_cache(cache: str | None, images: int, size: int, folder: str) -> str:
+    megabytes = images * size * size * 3 / 2**20
+    if cache is None:
+        return "decoded images are not cached (data.cache: none): every epoch decodes them again"
+    where = "in memory" if cache == "" else f"on disk in {folder}, removed when the run ends"
+    return f"decoded images cached {where} ({megabytes:,.0f} MB for {images} images)"

@@ -87,7 +87,7 @@ class Session:
     def _build_pipelines(self) -> None:
         import os
 
-        from tltool.data.pipeline import choose_cache, labelled_images, shuffle_window, to_batches
+        from tltool.data.pipeline import choose_cache, describe_cache, labelled_images, shuffle_window, to_batches
 
         r, size, task, classes = self.recipe, self.recipe.image_size, self.task, self.dataset.classes
         train = self.dataset.split("train")
@@ -111,7 +111,7 @@ class Session:
                                           size, r.data.aspect, val_cache) if val else None
         if val_cache:
             os.makedirs(os.path.dirname(val_cache), exist_ok=True)
-        say(_cache_message(cache, len(train) + len(val), size, cache_dir))
+        say(describe_cache(cache, len(train) + len(val), size, cache_dir))
         self.val_batches = to_batches(self.val_images, self._encode, self.batch) if val else None
 
     def _encode(self, targets):
@@ -151,13 +151,16 @@ class Session:
         self.state.phase_epochs = 0
         self.checkpoints.save_state(self.state)
 
-    def enter_phase(self, index: int) -> bool:
-        """Apply phase `index`'s freeze plan and cache features if it trains on them; returns whether it does."""
+    def enter_phase(self, index: int, sweep: bool = False) -> bool:
+        """Apply phase `index`'s freeze plan and cache features if it trains on them; returns whether it does.
+
+        `sweep`: the phase is entered for the learning-rate range test, not to train its epochs.
+        """
         from tltool.models.freeze import apply_plan
 
         use_cache = self.uses_cache(index)
         apply_plan(self.clf.backbone, self.plans[index])
-        self._announce(index, use_cache)
+        self._announce(index, use_cache, sweep)
         if use_cache and self._features_version != self.state.backbone_version:
             reseed(self, index, "features")
             self.features = self._compute_features()
@@ -342,14 +345,16 @@ class Session:
             self.recipe.augment.cached_views, self.batch, self._encode, self.run.file("cache/features"),
         )
 
-    def _announce(self, index: int, use_cache: bool) -> None:
+    def _announce(self, index: int, use_cache: bool, sweep: bool = False) -> None:
         from tltool.models.freeze import count_params
+        from tltool.training.lr_find import STEPS
 
         phase, plan = self.recipe.phases[index], self.plans[index]
         trainable = count_params(self.clf.inference.trainable_weights)
         frozen = count_params(self.clf.inference.non_trainable_weights)
         how = "on cached features" if use_cache else "end to end"
-        say(f"\nphase {index + 1}/{len(self.recipe.phases)} {phase.name!r}: {phase.epochs} epoch(s) {how}; "
+        work = f"a learning-rate sweep of up to {STEPS} steps" if sweep else f"{phase.epochs} epoch(s)"
+        say(f"\nphase {index + 1}/{len(self.recipe.phases)} {phase.name!r}: {work} {how}; "
             f"backbone training: {describe_groups(plan.groups)}; {trainable:,} trainable / {frozen:,} frozen "
             f"parameters; {phase.optimizer.name} lr {self.describe_rate(index)}, {phase.schedule.name} schedule")
 
@@ -388,11 +393,3 @@ def _improves(value, best, monitor: str, min_delta: float = 0.0) -> bool:
     if best is None:
         return True
     return value < best - min_delta if "loss" in monitor else value > best + min_delta
-
-
-def _cache_message(cache: str | None, images: int, size: int, folder: str) -> str:
-    megabytes = images * size * size * 3 / 2**20
-    if cache is None:
-        return "decoded images are not cached (data.cache: none): every epoch decodes them again"
-    where = "in memory" if cache == "" else f"on disk in {folder}, removed when the run ends"
-    return f"decoded images cached {where} ({megabytes:,.0f} MB for {images} images)"

@@ -104,10 +104,16 @@ def _int8(trained, out: str, info: dict, samples: dict, calibration_images: int,
                           f"the quantization (dataset {samples.get('root')!r}); restore them")
     result = export_litert_int8(trained.keras_model, out, info, calibration, int8_io, float_layers)
     count = len(result.float_layers)
-    kept = f"{count} layer{'s' * (count > 1)} kept in float ({', '.join(result.float_layers)})"
-    say(f"int8: {kept if result.float_layers else 'full integer'}; top-1 agrees with the Keras model on "
-        f"{100 * result.agreement:.1f}% of {min(len(calibration), COMPARED_IMAGES)} calibration images "
-        f"(full integer: {100 * result.full_integer_agreement:.1f}%)")
+    images = min(len(calibration), COMPARED_IMAGES)
+    if result.float_layers:
+        say(f"int8: wrote a file with {count} layer{'s' * (count > 1)} kept in float "
+            f"({', '.join(result.float_layers)}), because a full-integer one agreed with the Keras model on only "
+            f"{100 * result.full_integer_agreement:.1f}% of {images} calibration images; this one agrees on "
+            f"{100 * result.agreement:.1f}%")
+    else:
+        why = "--int8-float-layers none" if float_layers == "none" else "no layer needed to stay in float"
+        say(f"int8: wrote a full-integer file ({why}); its top-1 agrees with the Keras model on "
+            f"{100 * result.agreement:.1f}% of {images} calibration images")
     return {"float_layers": result.float_layers, "calibration_agreement": result.agreement,
             "full_integer_calibration_agreement": result.full_integer_agreement}
 

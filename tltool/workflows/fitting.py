@@ -146,8 +146,6 @@ def lr_find(data: str, *, phase: str | None = None, recipe: str | Recipe | None 
     Returns:
         (the `tltool.training.lr_find.Sweep`, the folder with lr_find.csv and lr_find.png).
     """
-    from tltool.training.lr_find import write_sweep
-
     recipe = resolve_recipe(recipe, **overrides)
     names = [p.name for p in recipe.phases]
     if phase is not None and phase not in names:
@@ -156,10 +154,12 @@ def lr_find(data: str, *, phase: str | None = None, recipe: str | Recipe | None 
     index = names.index(phase) if phase else 0
     out = out or default_run_dir(f"{recipe.backbone}-lr-find")
     with _session(data, recipe, out, overwrite, split_from, progress) as session:
+        from tltool.training.lr_find import write_sweep  # imports Keras: only once TensorFlow loaded quietly
+
         if index:
             say(f"training the phases before {names[index]!r} first: {', '.join(names[:index])}")
             session.train(index)
-        sweep = session.sweep_rates(index, session.enter_phase(index))
+        sweep = session.sweep_rates(index, session.enter_phase(index, sweep=True))
         write_sweep(sweep, session.run_dir)
     return sweep, session.run_dir
 
