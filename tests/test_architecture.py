@@ -152,3 +152,22 @@ def test_no_import_cycles():
               for n in graph.find_modules_directly_imported_by(m) if n != "tltool"
               and (chain := graph.find_shortest_chain(importer=n, imported=m)) and "tltool" not in chain]
     assert cycles == []
+
+
+def test_the_options_marked_as_recipe_overrides_are_exactly_what_the_recipe_takes():
+    from tltool.options import FIT, LR_FIND
+    from tltool.recipe import apply_overrides, load_recipe
+    from tltool.recipe.overrides import OVERRIDES
+
+    for table in (FIT, LR_FIND):
+        marked = [o.name for o in table.options if o.recipe]
+        assert set(marked) <= set(OVERRIDES), table.name
+    assert {o.name for o in FIT.options if o.recipe} == set(OVERRIDES)
+    samples = {"backbone": "resnet50", "weights": "none", "image_size": 64, "batch_size": 4, "seed": 3,
+               "precision": "mixed_bfloat16", "jit_compile": True, "cache_features": False, "strategy": "default",
+               "val_split": 0.3, "test_split": 0.1, "aspect": "crop", "epochs": "7", "learning_rate": "x2"}
+    base = load_recipe("fine-tune")
+    for name in OVERRIDES:  # each changes the recipe: none is dropped on the way
+        assert apply_overrides(base, **{name: samples[name]}) != base, name
+    with pytest.raises(TypeError, match="no flag 'epoch'"):
+        apply_overrides(base, epoch=3)

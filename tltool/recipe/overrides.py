@@ -11,6 +11,11 @@ from tltool.errors import TltoolError, did_you_mean
 from tltool.recipe.messages import describe, relevant
 from tltool.recipe.schema import Recipe
 
+SIMPLE = ("backbone", "weights", "image_size", "batch_size", "seed", "precision", "jit_compile", "cache_features",
+          "strategy")
+DATA = ("val_split", "test_split", "aspect")
+OVERRIDES = (*SIMPLE, *DATA, "epochs", "learning_rate")  # the options tables mark these `recipe=True`
+
 
 def apply_overrides(recipe: Recipe, **flags: Any) -> Recipe:
     """Return a copy of `recipe` with command-line flags applied.
@@ -24,13 +29,14 @@ def apply_overrides(recipe: Recipe, **flags: Any) -> Recipe:
     Raises:
         TltoolError: a flag value that is not allowed, naming the flag.
     """
+    unknown = sorted(set(flags) - set(OVERRIDES))
+    if unknown:
+        raise TypeError(f"apply_overrides: no flag {unknown[0]!r}; it takes {', '.join(OVERRIDES)}")
     data = recipe.model_dump()
-    simple = {"backbone": None, "weights": None, "image_size": None, "batch_size": None, "seed": None,
-              "precision": None, "jit_compile": None, "cache_features": None, "strategy": None}
-    for key in simple:
+    for key in SIMPLE:
         if flags.get(key) is not None:
             data[key] = flags[key]
-    for key in ("val_split", "test_split", "aspect"):
+    for key in DATA:
         if flags.get(key) is not None:
             data["data"][key] = flags[key]
     if flags.get("epochs") is not None:
