@@ -171,3 +171,19 @@ def test_the_options_marked_as_recipe_overrides_are_exactly_what_the_recipe_take
         assert apply_overrides(base, **{name: samples[name]}) != base, name
     with pytest.raises(TypeError, match="no flag 'epoch'"):
         apply_overrides(base, epoch=3)
+
+
+def test_a_task_that_misses_part_of_the_interface_cannot_be_made():
+    from tltool.tasks.base import Task
+    from tltool.tasks.single_label import SingleLabel
+
+    class Half(Task):
+        name = "half"
+
+        def targets(self, labels, classes):
+            return labels
+
+    with pytest.raises(TypeError, match="abstract"):
+        Half()
+    called = {"describe_calibration", "render"}  # what finishing and the CLI call on every task
+    assert called <= set(Task.__abstractmethods__) and not SingleLabel.__abstractmethods__

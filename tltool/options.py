@@ -1,8 +1,10 @@
-"""One table of options per command: it makes the Click options, the recipe overrides and the Python signature.
+"""One table of options per command: it makes the Click options and the Python signature, and marks the recipe overrides.
 
 `tltool fit --help`, `help(tltool.fit)` and `inspect.signature(tltool.fit)`
 come from the same rows, so a flag and a keyword argument can never drift
-apart, and a misspelt keyword is a TypeError before anything is scanned:
+apart, and a misspelt keyword is a TypeError before anything is scanned.
+The rows marked `recipe` are passed on to `tltool.recipe.apply_overrides`; a
+test keeps them equal to what it takes (`tltool.recipe.overrides.OVERRIDES`):
 
     >>> tltool.fit("data/", epoch=3)
     TypeError: unexpected keyword argument 'epoch'; did you mean 'epochs'?
@@ -29,7 +31,7 @@ class Option:
         default: None means "not given": the recipe (or the command) decides.
         click: extra arguments for `click.option` (type, is_flag, ...).
         flags: the flag spellings; default ``--name-with-dashes``.
-        recipe: an override of the recipe (`tltool.recipe.apply_overrides`).
+        recipe: an override of the recipe (one of `tltool.recipe.overrides.OVERRIDES`).
         cli / python: whether the command line / the Python API offers it.
     """
 
@@ -55,10 +57,6 @@ class Command:
 
     def python_names(self) -> list[str]:
         return [o.name for o in self.options if o.python]
-
-    def overrides(self, values: dict) -> dict:
-        """The recipe overrides among `values`."""
-        return {o.name: values[o.name] for o in self.options if o.recipe and o.name in values}
 
     def check(self, kwargs: dict) -> None:
         """Raises TypeError for a keyword this command does not take, with the closest one."""

@@ -62,8 +62,9 @@ def load_trained(path: str) -> TrainedModel:
     if os.path.isdir(path) and os.path.isfile(os.path.join(path, "saved_model.pb")):
         return _savedmodel(path)
     if os.path.isdir(path):
-        if os.path.isfile(Run(path).model_file):
-            return _keras(Run(path).model_file, run_dir=path)
+        model_file = Run(path).model_file
+        if os.path.isfile(model_file):
+            return _keras(model_file, run_dir=path)
         if Run.is_run(path):
             raise TltoolError(f"{path}: this run has no model.keras; it did not finish (see its history.csv)")
         raise TltoolError(f"{path}: not a run directory or a SavedModel (no model.keras, no saved_model.pb)")
@@ -97,7 +98,7 @@ def _keras(path: str, run_dir: str | None) -> TrainedModel:
 
     import tltool.models.layers  # noqa: F401  (registers tltool's layers for loading)
 
-    folder = os.path.dirname(path)
+    beside = Run(os.path.dirname(path))  # a run directory, or a copy of its files
     try:
         model = keras.models.load_model(path, compile=False)
     except (ValueError, OSError, KeyError, zipfile.BadZipFile) as e:  # not a .keras file, or not ours (a bug keeps its traceback)
@@ -106,8 +107,8 @@ def _keras(path: str, run_dir: str | None) -> TrainedModel:
         with open(path + ".json", encoding="utf-8") as f:
             info = json.load(f)
         classes, aspect, task = list(info["classes"]), info["aspect"], info.get("task")
-    elif os.path.isfile(Run(folder).file("classes.json")):  # a run directory, or a copy of its files
-        classes, recipe = Run(folder).classes, Run(folder).recipe
+    elif os.path.isfile(beside.file("classes.json")):
+        classes, recipe = beside.classes, beside.recipe
         aspect, task = (recipe.get("data") or {}).get("aspect", "stretch"), recipe.get("task")
     else:
         raise TltoolError(f"{path}: no classes.json beside it; copy the run's classes.json next to the model")
