@@ -35,6 +35,8 @@ def awkward_files(folder):
     photo = Image.fromarray(PHOTO)
     small = photo.resize((150, 100))
     alpha = Image.fromarray(np.dstack([np.asarray(small), (np.arange(150)[None, :].repeat(100, 0) * 1.7).astype(np.uint8)]))
+    transparent_left = np.dstack([np.asarray(small.quantize(200).convert("RGB")), np.full((100, 150), 255, np.uint8)])
+    transparent_left[:, :20, 3] = 0
     files = {
         "large.jpg": encoded(photo, "JPEG", quality=92),
         "exif6.jpg": with_orientation(photo.resize((600, 400)), 6),
@@ -47,6 +49,11 @@ def awkward_files(folder):
         "deep16.png": encoded(Image.fromarray((np.asarray(small.convert("L")).astype(np.uint16) * 257)), "PNG"),
         "tiny.png": encoded(small.resize((10, 10)), "PNG"),
         "scan.tif": encoded(small, "TIFF"),
+        # transparent on the left edge, as rgba.png: GIF with a global and with a frame's local colour table
+        "alpha.gif": encoded(Image.fromarray(transparent_left), "GIF"),
+        "alpha_local.gif": encoded(Image.fromarray(transparent_left), "GIF", save_all=True, include_color_table=True,
+                                   append_images=[Image.fromarray(transparent_left[::-1].copy())]),
+        "alpha.webp": encoded(alpha, "WEBP", quality=90),
     }
     os.makedirs(folder, exist_ok=True)
     paths = {}
@@ -96,13 +103,16 @@ def test_tensorflow_decoder_follows_the_pillow_rules(tmp_path):
     paths = awkward_files(str(tmp_path))
     # JPEG chroma conversion of CMYK differs by rounding between the two libraries.
     tolerance = {"cmyk.jpg": 3, "rgba.png": 1}
-    for name in ("exif6.jpg", "exif3.jpg", "gray.png", "palette.png", "rgba.png", "cmyk.jpg", "deep16.png", "tiny.png"):
+    names = ("exif6.jpg", "exif3.jpg", "gray.png", "palette.png", "rgba.png", "cmyk.jpg", "deep16.png", "tiny.png",
+             "alpha.gif", "alpha_local.gif", "alpha.webp")
+    for name in names:
         ours = contract.decode_bytes(tf.io.read_file(paths[name]), 2000).numpy().astype(int)
         pillow = load_image(paths[name]).astype(int)
         assert ours.shape == pillow.shape, name
         assert np.abs(ours - pillow).max() <= tolerance.get(name, 0), name
-    white_left = contract.decode_bytes(tf.io.read_file(paths["rgba.png"]), 2000).numpy()[:, 0]
-    assert white_left.min() >= 254  # alpha 0 on the left edge: composited on white
+    for name in ("rgba.png", "alpha.gif", "alpha_local.gif", "alpha.webp"):
+        white_left = contract.decode_bytes(tf.io.read_file(paths[name]), 2000).numpy()[:, 0]
+        assert white_left.min() >= 254, name  # alpha 0 on the left edge: composited on white
 
 
 def test_large_jpeg_is_decoded_at_reduced_scale_keeping_the_short_side():

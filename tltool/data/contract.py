@@ -14,6 +14,10 @@ Decoding (`decode_bytes`), for JPEG, PNG, GIF (first frame), BMP and WebP:
   unless no value exceeds 255 (then it is taken as 8-bit data in a 16-bit
   file); palette and grayscale become RGB; transparency is composited on
   white.
+- WebP (first frame) and GIF (first frame): transparency is composited on
+  white too. TensorFlow's GIF decoder paints transparent pixels black, so the
+  GIF's bytes are patched first: the first frame's transparent colour index is
+  made an opaque white palette entry (`_gif_on_white`).
 - Other formats Pillow can read (TIFF, ...) are converted by Pillow, on the
   Python paths only, with the same rules (`tltool.data.images.load_image`).
 
@@ -51,7 +55,10 @@ def decode_bytes(data, image_size: int):
     head = tf.strings.substr(data, 0, 8)
     is_jpeg = tf.strings.substr(head, 0, 3) == b"\xff\xd8\xff"
     is_png = head == b"\x89PNG\r\n\x1a\n"
-    image = tf.case([(is_jpeg, lambda: _decode_jpeg(data, image_size)), (is_png, lambda: _decode_png(data))],
+    is_gif = tf.strings.substr(head, 0, 3) == b"GIF"
+    is_webp = (tf.strings.substr(head, 0, 4) == b"RIFF") & (tf.strings.substr(data, 8, 4) == b"WEBP")
+    image = tf.case([(is_jpeg, lambda: _decode_jpeg(data, image_size)), (is_png, lambda: _decode_png(data)),
+                     (is_gif, lambda: _decode_gif(data)), (is_webp, lambda: _decode_webp(data))],
                     default=lambda: tf.io.decode_image(data, channels=3, expand_animations=False))
     image = tf.ensure_shape(image, [None, None, 3])
     return image
@@ -192,9 +199,92 @@ def _decode_png(data):
     image = tf.cast(tf.io.decode_png(data, channels=0, dtype=tf.uint16), tf.float32)
     # decode_png as uint16 gives 8-bit files times 257; a 16-bit file whose
     # values all fit in 8 bits is taken as 8-bit data, as Pillow users expect.
-    image = tf.where(tf.reduce_max(image) > 255.0, image / 257.0, image)
+    return _on_white(tf.where(tf.reduce_max(image) > 255.0, image / 257.0, image))
+
+
+def _on_white(image):
+    """(H, W, 1-4 channels) float 0-255 -> uint8 RGB, any alpha channel composited on white."""
+    import tensorflow as tf
+
     channels = tf.shape(image)[-1]
     color = tf.cond(channels < 3, lambda: tf.repeat(image[..., :1], 3, axis=-1), lambda: image[..., :3])
     alpha = tf.cond(tf.equal(channels % 2, 0), lambda: image[..., -1:] / 255.0, lambda: tf.ones_like(image[..., :1]))
     rgb = color * alpha + 255.0 * (1.0 - alpha)
     return tf.cast(tf.clip_by_value(tf.round(rgb), 0.0, 255.0), tf.uint8)
+
+
+# ---------------------------------------------------------------- WebP, GIF
+
+
+def _decode_webp(data):
+    import tensorflow as tf
+
+    # channels=0: TensorFlow refuses any count other than the file's own; an animation is (frames, H, W, 4).
+    image = tf.io.decode_webp(data, channels=0)
+    image = tf.cond(tf.rank(image) == 4, lambda: image[0], lambda: image)
+    image = tf.ensure_shape(tf.reshape(image, tf.shape(image)[-3:]), [None, None, None])
+    return _on_white(tf.cast(image, tf.float32))
+
+
+def _decode_gif(data):
+    import tensorflow as tf
+
+    return tf.io.decode_gif(_gif_on_white(data))[0]
+
+
+_BYTE = [bytes([i]) for i in range(256)]
+
+
+def _gif_on_white(data):
+    """GIF bytes whose first frame has no transparency: its transparent index is opaque white instead.
+
+    Walks the blocks before the first image descriptor (GIF89a: extensions of
+    sub-blocks) to the Graphic Control Extension, clears its transparency
+    flag and writes white into the colour table entry it named (the frame's
+    local table when it has one, else the global one).
+    """
+    import tensorflow as tf
+
+    b = tf.cast(tf.io.decode_raw(data + b"\x00" * 16, tf.uint8), tf.int32)
+    size = tf.shape(b)[0] - 16
+
+    def at(i):
+        return tf.gather(b, tf.clip_by_value(i, 0, size + 15))
+
+    def table_bytes(flags):
+        return tf.where(flags >= 128, 3 * tf.bitwise.left_shift(2, flags % 8), 0)
+
+    start = 13 + table_bytes(at(10))
+
+    def skip_sub_blocks(i):  # i at a sub-block's size byte -> just past the terminating zero
+        end = tf.while_loop(lambda j: (j < size) & (at(j) > 0), lambda j: (j + at(j) + 1,), (i,))
+        return tf.nest.flatten(end)[0] + 1
+
+    def next_block(i, gce):
+        gce = tf.where((at(i + 1) == 0xF9) & (gce < 0), i, gce)
+        return skip_sub_blocks(i + 2), gce
+
+    image_at, gce = tf.while_loop(lambda i, gce: (i < size) & (at(i) == 0x21), next_block,
+                                  [start, tf.constant(-1)])
+    flags = at(gce + 3)
+    index = at(gce + 6)
+    local = at(image_at + 9)
+    table = tf.where(local >= 128, image_at + 10, 13)
+    entries = tf.where(local >= 128, table_bytes(local), table_bytes(at(10))) // 3
+    usable = (gce >= 0) & (at(image_at) == 0x2C) & (flags % 2 == 1) & (index < entries)
+
+    def patched():
+        entry = table + 3 * index
+        flag, white = tf.gather(tf.constant(_BYTE), flags - 1), tf.constant(b"\xff\xff\xff")
+
+        def edit(first, first_bytes, first_len, second, second_bytes, second_len):
+            return tf.strings.join([
+                tf.strings.substr(data, 0, first), first_bytes,
+                tf.strings.substr(data, first + first_len, second - first - first_len), second_bytes,
+                tf.strings.substr(data, second + second_len, -1)])
+
+        # The global table lies before the extension, a frame's local table after it.
+        return tf.cond(entry < gce, lambda: edit(entry, white, 3, gce + 3, flag, 1),
+                       lambda: edit(gce + 3, flag, 1, entry, white, 3))
+
+    return tf.cond(usable, patched, lambda: data)
