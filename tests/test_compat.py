@@ -12,11 +12,36 @@ def test_a_missing_private_api_is_a_loud_error_naming_the_entry_and_the_versions
         _require(object(), "nothing_here", "some_entry")
 
 
-def test_the_distribution_patches_find_what_they_replace():
+def test_the_distribution_patches_find_what_they_replace_and_are_removed_again():
     from keras.src.backend.tensorflow import trainer
 
-    assert callable(trainer.TensorFlowTrainer._maybe_symbolic_build)  # patch_symbolic_build
-    assert callable(trainer.reduce_per_replica)  # patch_multi_worker
+    from tltool.compat import patch_multi_worker, remove_patches
+
+    originals = trainer.TensorFlowTrainer._maybe_symbolic_build, trainer.reduce_per_replica
+    patch_multi_worker()
+    patched = trainer.TensorFlowTrainer._maybe_symbolic_build, trainer.reduce_per_replica
+    assert all(callable(f) for f in patched) and not any(a is b for a, b in zip(patched, originals))
+    remove_patches()
+    assert (trainer.TensorFlowTrainer._maybe_symbolic_build, trainer.reduce_per_replica) == originals
+
+
+def test_random_state_gives_the_caller_its_seeds_back():
+    import random
+
+    import keras
+    import tensorflow as tf
+    from keras.src.utils.rng_utils import get_random_seed
+
+    from tltool.compat import random_state
+
+    keras.utils.set_random_seed(7)
+    expected = (random.random(), np.random.random_sample())
+    keras.utils.set_random_seed(7)
+    with random_state():
+        keras.utils.set_random_seed(99)
+        tf.random.set_seed(None)
+        random.random()
+    assert (random.random(), np.random.random_sample()) == expected and get_random_seed() == 7
 
 
 def test_rate_factors_scale_one_variables_update_and_find_the_private_methods():

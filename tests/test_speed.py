@@ -103,19 +103,31 @@ def test_quick_commands_do_not_import_tensorflow(args):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("precision", ["mixed_float16", "mixed_bfloat16"])
-def test_mixed_precision_trains_and_exports_on_cpu(tiny_data, tmp_path, precision):
+@pytest.mark.parametrize("precision,strategy", [("mixed_float16", "mirrored"), ("mixed_bfloat16", "default")])
+def test_mixed_precision_trains_exports_and_leaves_the_callers_state(tiny_data, tmp_path, precision, strategy):
+    import random
+
     import keras
+    from keras.src.backend.tensorflow import trainer
+    from keras.src.utils.rng_utils import get_random_seed
+    from tensorflow.python.framework import random_seed
 
     import tltool.models.layers  # noqa: F401
 
+    keras.utils.set_random_seed(4242)  # the caller's own seed: fit must leave it, and the policy, as they were
+    expected = (random.random(), np.random.random_sample())
+    keras.utils.set_random_seed(4242)
+    symbolic_build = trainer.TensorFlowTrainer._maybe_symbolic_build
     # A frozen backbone trained end to end: the loss-scaling optimizer and the float32 head, without the
-    # cost of a backward pass through the backbone.
+    # cost of a backward pass through the backbone. Mirrored: one replica on CPU, patched Keras.
     result = run_cli("fit", tiny_data, "-b", "mobilenetv2", "--weights", "none", "--image-size", 32, "--epochs", 1,
                      "--recipe", "linear-probe", "--no-cache-features", "--precision", precision,
-                     "--out", tmp_path / "run")
+                     "--strategy", strategy, "--out", tmp_path / "run")
     assert result.exit_code == 0, result.output
-    assert keras.config.dtype_policy().name == "float32"  # restored after fit
+    assert keras.config.dtype_policy().name == "float32"
+    assert (random.random(), np.random.random_sample()) == expected
+    assert get_random_seed() == 4242 and random_seed.get_seed(None)[0] == 4242
+    assert trainer.TensorFlowTrainer._maybe_symbolic_build is symbolic_build
     model = keras.models.load_model(str(tmp_path / "run" / "model.keras"))
     assert model.get_layer("predictions").dtype_policy.name == "float32"
     assert model.get_layer("backbone").get_layer("Conv1").dtype_policy.name == precision

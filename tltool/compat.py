@@ -26,8 +26,13 @@ the versions, instead of silently doing something else.
 - `normalization_as_variables`: `Normalization.adapt_mean` and its
   `mean`/`variance`, which tf2onnx would turn into graph inputs.
 
-Work-arounds for Keras bugs under tf.distribute strategies (applied only when
-a run trains under a strategy, `tltool.training.distribute`):
+- `random_state`: Keras' global seed attributes and TensorFlow's global seed,
+  saved and put back so that `fit` leaves a caller's random state as it was;
+  neither library has a getter for its global seed.
+
+Work-arounds for Keras bugs under tf.distribute strategies (applied only while
+a run trains under a strategy, `tltool.training.distribute`; `remove_patches`
+puts the originals back):
 
 1. `_maybe_symbolic_build` (keras-team/keras#20585, tensorflow/tensorflow#72388).
    Before training, Keras' TensorFlow trainer pulls a batch from the
@@ -72,7 +77,19 @@ def _require(owner, name: str, entry: str):
     return getattr(owner, name)
 
 
-_applied: set[str] = set()
+_applied: dict[str, tuple[object, str, object]] = {}  # patch -> (owner, attribute, original)
+
+
+def _patch(key: str, owner, name: str, replacement) -> None:
+    _applied[key] = (owner, name, getattr(owner, name))
+    setattr(owner, name, replacement)
+
+
+def remove_patches() -> None:
+    """Put back every original that a `patch_*` replaced."""
+    for owner, name, original in reversed(list(_applied.values())):
+        setattr(owner, name, original)
+    _applied.clear()
 
 
 def patch_symbolic_build() -> None:
@@ -101,8 +118,7 @@ def patch_symbolic_build() -> None:
         with self.distribute_strategy.scope():
             self._symbolic_build(data_batch=data_batch)
 
-    trainer.TensorFlowTrainer._maybe_symbolic_build = _maybe_symbolic_build
-    _applied.add("symbolic_build")
+    _patch("symbolic_build", trainer.TensorFlowTrainer, "_maybe_symbolic_build", _maybe_symbolic_build)
 
 
 def patch_multi_worker() -> None:
@@ -128,8 +144,37 @@ def patch_multi_worker() -> None:
 
         return tree.map_structure(reduce, values)
 
-    trainer.reduce_per_replica = reduce_per_replica
-    _applied.add("scalar_reduce")
+    _patch("scalar_reduce", trainer, "reduce_per_replica", reduce_per_replica)
+
+
+# ---------------------------------------------------------------- random state
+
+
+@contextlib.contextmanager
+def random_state():
+    """Within the block, seed as you like; after it, Python's, NumPy's, Keras' and TensorFlow's global
+    random state is as it was before."""
+    import random
+
+    import tensorflow as tf
+    from keras.src.backend.common import global_state
+    from keras.src.random import seed_generator
+    from keras.src.utils import rng_utils
+    from tensorflow.python.framework import random_seed
+
+    keys = [_require(rng_utils, "GLOBAL_RANDOM_SEED", "random_state"),
+            _require(seed_generator, "GLOBAL_SEED_GENERATOR", "random_state")]
+    python, numpy = random.getstate(), np.random.get_state()
+    keras_state = {key: global_state.get_global_attribute(key) for key in keys}
+    tf_seed = _require(random_seed, "get_seed", "random_state")(None)[0]
+    try:
+        yield
+    finally:
+        random.setstate(python)
+        np.random.set_state(numpy)
+        for key, value in keras_state.items():
+            global_state.set_global_attribute(key, value)
+        tf.random.set_seed(tf_seed)
 
 
 # ---------------------------------------------------------------- optimizers

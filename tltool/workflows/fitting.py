@@ -169,7 +169,7 @@ def _session(data: str, recipe: Recipe, out: str, overwrite: bool, split_from: s
              resumed: dict | None = None):
     """A Session in a new run directory (or the run being resumed, whose provenance is `resumed`).
 
-    Its caches are removed and the dtype policy restored at the end.
+    Its caches are removed and the caller's global state restored at the end.
     Everything that can fail on bad input (weights, dataset, freeze plans,
     class weights) is checked before the folder exists, so a failed start
     leaves nothing behind and the same command works once the cause is fixed.
@@ -201,30 +201,44 @@ def _session(data: str, recipe: Recipe, out: str, overwrite: bool, split_from: s
     from tltool.console import load_tensorflow
 
     load_tensorflow()
+    with _caller_state_kept():
+        session = None
+        try:
+            # A resumed run starts from its checkpoint; the original weights may be offline or gone.
+            setup = prepare(recipe, spec, dataset, get_task(), weights="none" if resumed is not None else None)
+            run = Run(out) if resumed is not None else Run.create(out, overwrite)
+            say(f"run directory: {run.path}")
+            if resumed is None:
+                write_dataset_files(run, dataset)
+                provenance = _provenance(dataset, source, split_from)
+                run.write_recipe(recipe, provenance)
+            else:
+                provenance = {**resumed, "resumed": [*resumed.get("resumed", []), _now()]}
+            session = Session(setup, run, resume=resumed is not None)
+            session.provenance = provenance
+            yield session
+        finally:
+            if session is not None:
+                shutil.rmtree(session.run.cache_dir, ignore_errors=True)  # decoded images, features
+            if worker:
+                shutil.rmtree(out, ignore_errors=True)
+
+
+@contextmanager
+def _caller_state_kept():
+    """A session sets Keras' dtype policy and every global seed, and patches Keras under a strategy; the
+    caller (a notebook, a script) gets its own state back afterwards."""
     import keras
 
+    from tltool.compat import random_state, remove_patches
+
     policy = keras.config.dtype_policy()
-    session = None
     try:
-        # A resumed run starts from its checkpoint; the original weights may be offline or gone.
-        setup = prepare(recipe, spec, dataset, get_task(), weights="none" if resumed is not None else None)
-        run = Run(out) if resumed is not None else Run.create(out, overwrite)
-        say(f"run directory: {run.path}")
-        if resumed is None:
-            write_dataset_files(run, dataset)
-            provenance = _provenance(dataset, source, split_from)
-            run.write_recipe(recipe, provenance)
-        else:
-            provenance = {**resumed, "resumed": [*resumed.get("resumed", []), _now()]}
-        session = Session(setup, run, resume=resumed is not None)
-        session.provenance = provenance
-        yield session
+        with random_state():
+            yield
     finally:
         keras.config.set_dtype_policy(policy)
-        if session is not None:
-            shutil.rmtree(session.run.cache_dir, ignore_errors=True)  # decoded images, features
-        if worker:
-            shutil.rmtree(out, ignore_errors=True)
+        remove_patches()
 
 
 def report_dataset(dataset: Dataset) -> None:
