@@ -30,15 +30,27 @@ def test_the_layer_computes_what_numpy_does():
     np.testing.assert_allclose(np.asarray(Temperature(2.0)(probs)), apply_temperature(probs, 2.0), atol=1e-6)
 
 
-def test_a_run_stores_its_temperature_in_the_served_model(fitted_run):
+def test_a_run_stores_its_temperature_in_the_served_model(fitted_run, tiny_data, tmp_path):
     import tensorflow as tf
 
     import tltool
+    from tltool.training.calibration import apply_temperature, negative_log_likelihood
 
     calibration = json.load(open(os.path.join(fitted_run, "metrics.json")))["calibration"]
     model = tltool.load_model(fitted_run)
-    assert model.get_layer("temperature").temperature == calibration["temperature"]
-    assert calibration["fitted_on"] == "val" and calibration["val_log_loss_after"] <= calibration["val_log_loss_before"]
+    temperature = calibration["temperature"]
+    assert model.get_layer("temperature").temperature == temperature
+    # The recorded losses are those of the model's own validation probabilities, without and with the
+    # temperature, and no nearby temperature does better on them.
+    _, val = tltool.evaluate(fitted_run, tiny_data, split="val", out=str(tmp_path / "val"))
+    raw = apply_temperature(val.probs, 1 / temperature)
+    assert calibration["fitted_on"] == "val" and calibration["images"] == len(val.y_true)
+    assert negative_log_likelihood(raw, val.y_true) == pytest.approx(calibration["val_log_loss_before"], abs=2e-4)
+    assert negative_log_likelihood(val.probs, val.y_true) == pytest.approx(calibration["val_log_loss_after"], abs=2e-4)
+    for other in (temperature * 1.2, temperature / 1.2):
+        if 1.0 <= other <= 20.0 or not (val.probs.argmax(1) == val.y_true).all():
+            assert negative_log_likelihood(apply_temperature(raw, other), val.y_true) >= \
+                calibration["val_log_loss_after"] - 1e-6
     served = tf.saved_model.load(os.path.join(fitted_run, "saved_model"))
     pixels = np.random.default_rng(0).uniform(0, 255, (2, 32, 32, 3)).round().astype("float32")
     np.testing.assert_allclose(served.serve(tf.constant(pixels))["probabilities"].numpy(), model(pixels), atol=1e-5)

@@ -158,11 +158,30 @@ def test_jit_compile_and_a_disk_cache_train_on_cpu(tiny_data, tmp_path):
                          "--recipe", recipe, "--no-cache-features", "--jit-compile", "--out", tmp_path / "run")
     assert result.exit_code == 0, result.output
     assert not [w for w in caught if "jit_compile" in str(w.message)]  # Keras did not fall back silently
-    assert "end to end" in result.output  # its augmentation (zoom, shifts) ran in the pipeline
+    assert "end to end" in result.output  # its augmentation ran in the pipeline: the test below
     history = pd.read_csv(tmp_path / "run" / "history.csv")
     assert len(history) == 1 and history["loss"].notna().all()
     assert f"decoded images cached on disk in {tmp_path / 'run' / 'cache'}" in result.output
     assert not (tmp_path / "run" / "cache").exists()  # removed when the run ends
+
+
+def test_with_jit_compile_the_augmentation_runs_in_the_pipeline_and_the_model_trained_has_none(tiny_data, tmp_path):
+    from conftest import new_session
+
+    for jit in (True, False):
+        session = new_session({"backbone": "mobilenetv2", "weights": "none", "image_size": 32, "jit_compile": jit,
+                               "augment": {"flip": "horizontal", "zoom": 0.3, "translate": 0.2},
+                               "phases": [{"name": "all", "epochs": 1, "trainable": "all"}]},
+                              tiny_data, str(tmp_path / f"jit-{jit}"))
+        trained = session.model_for(use_cache=False)
+        assert session.augment_in_pipeline is jit and (trained is session.clf.inference) is jit
+        assert any(layer is session.clf.augmenter for layer in trained.layers) is not jit
+        decoded = {np.asarray(image, np.float32).tobytes() for image, _, _ in session.train_images}
+        train, _ = session.epoch_data(0, 1, use_cache=False)
+        images = next(iter(train))[0].numpy()
+        as_decoded = [image.tobytes() in decoded for image in images]
+        # With XLA every training image was transformed in the pipeline; without, the model transforms them.
+        assert as_decoded == [not jit] * len(images)
 
 
 def test_caching_augmented_views_never_touches_batchnorm(tiny_data):
@@ -194,22 +213,29 @@ def test_caching_augmented_views_never_touches_batchnorm(tiny_data):
     np.testing.assert_allclose(cache.val, plain, atol=1e-4)
 
 
-def test_datasets_larger_than_memory_cache_on_disk(tmp_path):
+def test_datasets_larger_than_memory_cache_on_disk(tmp_path, monkeypatch):
     from tltool.data.pipeline import choose_cache, memory_budget
+    from tltool.errors import TltoolError
 
+    assert memory_budget() >= 2**28  # a quarter of this machine's RAM
+    monkeypatch.setenv("TLTOOL_MEMORY_BUDGET", "1M")
+    assert memory_budget() == 2**20
     folder = str(tmp_path / "cache")
-    huge = memory_budget() // (224 * 224 * 3) + 1  # one image more than a quarter of RAM holds
-    assert choose_cache("auto", huge, 224, folder) == os.path.join(folder, "images")
-    assert choose_cache("auto", 10, 224, folder) == ""
+    assert choose_cache("auto", 2**20 // (32 * 32 * 3) + 1, 32, folder) == os.path.join(folder, "images")
+    assert choose_cache("auto", 10, 32, folder) == ""
+    monkeypatch.setenv("TLTOOL_MEMORY_BUDGET", "lots")
+    with pytest.raises(TltoolError, match="TLTOOL_MEMORY_BUDGET=lots: give bytes"):
+        memory_budget()
+    monkeypatch.delenv("TLTOOL_MEMORY_BUDGET")
     assert choose_cache("none", 10, 224, folder) is None
     # A run with `data: {cache: disk}`: test_jit_compile_and_a_disk_cache_train_on_cpu.
 
 
-def test_feature_stores_too_large_for_memory_go_to_disk_and_fill_in_place(tmp_path):
-    from tltool.data.pipeline import memory_budget
+def test_feature_stores_too_large_for_memory_go_to_disk_and_fill_in_place(tmp_path, monkeypatch):
     from tltool.training.features import _allocate, _fill
 
-    rows = memory_budget() // 16 + 1  # 4 float32 per row: one row over the budget (a sparse file)
+    monkeypatch.setenv("TLTOOL_MEMORY_BUDGET", "64K")
+    rows = 64 * 1024 // 16 + 1  # 4 float32 per row: one row over the budget
     store = _allocate((1, rows, 4), str(tmp_path), "train")
     assert isinstance(store, np.memmap) and (tmp_path / "train.npy").is_file()
     batches = [(np.full((2, 8, 8, 3), i, np.uint8), np.array([i, i]), np.array([2 * i, 2 * i + 1])) for i in range(3)]

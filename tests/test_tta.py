@@ -28,8 +28,25 @@ def test_views_are_the_transformations_they_name():
     images = tf.constant(np.arange(2 * 10 * 10 * 3, dtype=np.float32).reshape(2, 10, 10, 3))
     np.testing.assert_array_equal(apply_view(images, "mirror"), images.numpy()[:, :, ::-1])
     np.testing.assert_array_equal(apply_view(images, "upside-down"), images.numpy()[:, ::-1])
-    crop = apply_view(images, "top-left 90%").numpy()
-    assert crop.shape == images.shape and crop[0, 0, 0, 0] == images.numpy()[0, 0, 0, 0]  # same corner, zoomed
+
+
+@pytest.mark.parametrize("name,top,left,side", [
+    ("centre 90%", 0.05, 0.05, 0.9), ("top-left 90%", 0, 0, 0.9), ("top-right 90%", 0, 0.1, 0.9),
+    ("bottom-left 90%", 0.1, 0, 0.9), ("bottom-right 90%", 0.1, 0.1, 0.9), ("centre 80%", 0.1, 0.1, 0.8)])
+def test_a_crop_view_is_that_part_of_the_image_scaled_to_the_whole(name, top, left, side):
+    import tensorflow as tf
+
+    from tltool.data.tta import apply_view
+
+    # A ramp along rows (channel 0) and columns (channel 1): bilinear sampling of it is exact, so each output
+    # pixel must hold the position it was sampled from, in the named part of the image.
+    n = 11
+    rows, cols = np.mgrid[0:n, 0:n].astype(np.float32)
+    images = tf.constant(np.stack([rows, cols, rows * 0], -1)[None])
+    crop = apply_view(images, name).numpy()[0]
+    expected = (np.arange(n) * side + np.array([top, left])[:, None] * (n - 1))
+    np.testing.assert_allclose(crop[:, 0, 0], expected[0], atol=1e-4)
+    np.testing.assert_allclose(crop[0, :, 1], expected[1], atol=1e-4)
 
 
 def test_one_view_is_the_plain_prediction_and_more_views_average(fitted_run, tiny_data, tmp_path):

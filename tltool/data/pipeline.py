@@ -27,8 +27,21 @@ import numpy as np
 _SHUFFLE_WINDOW_BYTES = 64 * 2**20
 
 
+_UNITS = {"": 1, "K": 2**10, "M": 2**20, "G": 2**30, "T": 2**40}
+
+
 def memory_budget() -> int:
-    """Bytes we allow a cache to take in RAM: a quarter of physical memory."""
+    """Bytes we allow a cache to take in RAM: $TLTOOL_MEMORY_BUDGET (e.g. 512M, 4G), else a quarter of
+    physical memory."""
+    given = os.environ.get("TLTOOL_MEMORY_BUDGET", "").strip().upper().removesuffix("B").removesuffix("I")
+    if given:
+        number, unit = given.rstrip("KMGT"), given[len(given.rstrip("KMGT")):]
+        if not number.isdigit() or unit not in _UNITS:
+            from tltool.errors import TltoolError
+
+            raise TltoolError(f"TLTOOL_MEMORY_BUDGET={os.environ['TLTOOL_MEMORY_BUDGET']}: give bytes, or a "
+                              "number with K, M, G or T (e.g. 4G)")
+        return int(number) * _UNITS[unit]
     try:
         total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
     except (ValueError, OSError, AttributeError):
