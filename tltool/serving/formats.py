@@ -98,12 +98,13 @@ def export_saved_model(model, path: str, info: dict, task) -> str:
 
     served = tf.Module()
     served.model_variables = [getattr(v, "value", v) for v in model.variables]
-    served.serve = tf.function(from_pixels, input_signature=[tf.TensorSpec([None, None, None, 3], tf.float32,
-                                                                           name="images")])
-    served.serve_uint8 = tf.function(from_pixels, input_signature=[tf.TensorSpec([None, None, None, 3], tf.uint8,
-                                                                                 name="images")])
-    served.serve_bytes = tf.function(from_bytes, input_signature=[tf.TensorSpec([None], tf.string,
-                                                                                name="image_bytes")])
+    # Explicit control flow throughout: AutoGraph's conversion would only slow every export.
+    def signature(fn, dtype, shape, name):
+        return tf.function(fn, autograph=False, input_signature=[tf.TensorSpec(shape, dtype, name=name)])
+
+    served.serve = signature(from_pixels, tf.float32, [None, None, None, 3], "images")
+    served.serve_uint8 = signature(from_pixels, tf.uint8, [None, None, None, 3], "images")
+    served.serve_bytes = signature(from_bytes, tf.string, [None], "image_bytes")
     signatures = {"serving_default": served.serve, "serve": served.serve, "serve_uint8": served.serve_uint8,
                   "serve_bytes": served.serve_bytes}
     with atomic_path(path) as tmp:

@@ -16,6 +16,7 @@ import numpy as np
 from tltool.models.layers import EPSILON
 
 BOUNDS = (0.05, 20.0)
+MIN_GAIN = 1e-4  # in log loss: a temperature that gains less says nothing
 
 
 def apply_temperature(probs: np.ndarray, temperature: float) -> np.ndarray:
@@ -44,6 +45,7 @@ def fit_temperature(probs: np.ndarray, labels: np.ndarray) -> float:
     result = minimize_scalar(lambda log_t: negative_log_likelihood(apply_temperature(probs, math.exp(log_t)), labels),
                              bounds=(math.log(lowest), math.log(BOUNDS[1])), method="bounded",
                              options={"xatol": 1e-4})
-    # A bounded search never evaluates the bound itself: T = 1 (no change) wins whenever it is at least as good.
+    # A bounded search never evaluates the bound itself: T = 1 (no change) wins unless another temperature
+    # lowers the loss by more than MIN_GAIN (uniform probabilities, for one, give every T the same loss).
     best = math.exp(result.x)
-    return best if result.fun < negative_log_likelihood(apply_temperature(probs, 1.0), labels) else 1.0
+    return best if result.fun < negative_log_likelihood(apply_temperature(probs, 1.0), labels) - MIN_GAIN else 1.0
