@@ -41,6 +41,8 @@ for the same file):
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 
 VERSION = 1
@@ -64,6 +66,16 @@ def decode_bytes(data, image_size: int):
     return image
 
 
+@functools.lru_cache(maxsize=None)
+def decoder(image_size: int):
+    """`decode_bytes` for one size, traced once: every pipeline, export and file of a process reuses the graph
+    (tracing the decoders takes about a second)."""
+    import tensorflow as tf
+
+    return tf.function(lambda data: decode_bytes(data, image_size), autograph=False,
+                       input_signature=[tf.TensorSpec([], tf.string)])
+
+
 def fit_to_square(images, image_size: int, aspect: str):
     """Decoded uint8 RGB, (H, W, 3) or (N, H, W, 3), any size -> uint8 S x S by the aspect policy."""
     import tensorflow as tf
@@ -82,7 +94,7 @@ def fit_to_square(images, image_size: int, aspect: str):
 
 def prepare_bytes(data, image_size: int, aspect: str):
     """Tier (a): encoded bytes -> the model's uint8 S x S input."""
-    return fit_to_square(decode_bytes(data, image_size), image_size, aspect)
+    return fit_to_square(decoder(image_size)(data), image_size, aspect)
 
 
 def pixels_to_uint8(images):
@@ -105,7 +117,7 @@ def read_pixels(path: str, image_size: int) -> np.ndarray:
     from tltool.data.images import load_image, read_format
 
     if read_format(path) in TF_FORMATS:
-        return decode_bytes(tf.io.read_file(path), image_size).numpy()
+        return decoder(image_size)(tf.io.read_file(path)).numpy()
     return load_image(path)
 
 

@@ -107,7 +107,7 @@ def decode_dataset(paths: list[str], image_size: int, aspect: str, ordered: bool
         return image
 
     def decode(path, native, index):
-        image = tf.cond(native, lambda: contract.decode_bytes(tf.io.read_file(path), image_size),
+        image = tf.cond(native, lambda: contract.decoder(image_size)(tf.io.read_file(path)),
                         lambda: with_pillow(path))
         return contract.fit_to_square(image, image_size, aspect), index
 
