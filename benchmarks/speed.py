@@ -12,7 +12,13 @@ Stages, each in a fresh process so each peak memory is its own:
 4. precision / XLA: train_on_batch images/s for float32, float32 with XLA,
    mixed_bfloat16 and mixed_float16 (without augmentation, which XLA cannot
    compile; tltool moves it into the pipeline under --jit-compile);
-5. CLI start-up: `tltool --help` vs. `python -c pass`.
+5. CLI start-up: `tltool --help` vs. `python -c pass`;
+6. parity (`--parity`, with the real pretrained MobileNetV2 of
+   ../shared/weights): 5 epochs that train every layer (BatchNorm frozen) at
+   96 px on the 1,437 training digits of `tltool datasets example digits`,
+   `tltool fit` as a subprocess against plain Keras `fit` on the same pixels
+   decoded into memory; seconds per epoch and the whole command, each timed
+   from process start.
 
 There are no ImageNet weights offline, and a random backbone with frozen
 BatchNorm gives near-constant features, so the benchmark first pretrains a
@@ -20,6 +26,7 @@ MobileNetV2 from scratch on one generated dataset (kept in --work for later
 runs) and transfers it to another, as a user would with ImageNet weights.
 
     python benchmarks/speed.py [--images 2000] [--size 224] [--skip-precision]
+    python benchmarks/speed.py --parity [--parity-weights FILE]
 """
 
 from __future__ import annotations
@@ -201,6 +208,101 @@ def stage_precision(args):
     return {"rate": _in_memory_train_rate(args, args["precision"], args["jit"], augment=False), "rss": peak_rss_mb()}
 
 
+PARITY_RECIPE = """
+name: parity
+augment: {flip: none}
+head: {dropout: 0.0}
+batch_size: 32
+phases:
+  - {name: all, epochs: 5, trainable: all, batchnorm: frozen, optimizer: {name: adam, learning_rate: 1.0e-4}}
+early_stopping: null
+class_weight: none
+calibrate: false
+"""
+
+PLAIN_KERAS = r"""
+import sys, time
+start = time.perf_counter()
+import json, os
+import numpy as np
+import keras
+from tltool.data.contract import prepare_file
+from tltool.data.dataset import load_dataset
+
+data, weights, size = sys.argv[1], sys.argv[2], int(sys.argv[3])
+dataset = load_dataset(data, 0.2, 0.0, 0, progress=False)
+classes = dataset.classes
+def arrays(split):
+    samples = dataset.split(split)
+    x = np.stack([prepare_file(s.path, size, "stretch") for s in samples]).astype("float32")
+    return x, keras.utils.to_categorical([classes.index(s.label) for s in samples], len(classes))
+(x, y), (vx, vy) = arrays("train"), arrays("val")
+backbone = keras.applications.MobileNetV2(input_shape=(size, size, 3), include_top=False, weights=None)
+backbone.load_weights(weights)
+for layer in backbone.layers:
+    if isinstance(layer, keras.layers.BatchNormalization):
+        layer.trainable = False
+inputs = keras.Input((size, size, 3))
+features = keras.layers.GlobalAveragePooling2D()(backbone(keras.applications.mobilenet_v2.preprocess_input(inputs)))
+model = keras.Model(inputs, keras.layers.Dense(len(classes), activation="softmax")(features))
+model.compile(keras.optimizers.Adam(1e-4), "categorical_crossentropy", metrics=["accuracy"])
+seconds = []
+class Clock(keras.callbacks.Callback):
+    def on_epoch_begin(self, epoch, logs=None):
+        self.t = time.perf_counter()
+    def on_epoch_end(self, epoch, logs=None):
+        seconds.append(time.perf_counter() - self.t)
+history = model.fit(x, y, batch_size=32, epochs=5, validation_data=(vx, vy), verbose=0, callbacks=[Clock()])
+print(json.dumps({"seconds": seconds, "val_accuracy": history.history["val_accuracy"][-1],
+                  "total": time.perf_counter() - start, "images": len(x)}))
+"""
+
+
+def _timed_process(cmd: list[str], env: dict | None = None) -> tuple[float, float, str]:
+    """(seconds from process start to exit, peak RSS MiB of that process, stdout)."""
+    import resource
+
+    start = time.perf_counter()
+    process = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", **(env or {})})
+    out, err = process.communicate()
+    seconds = time.perf_counter() - start
+    if process.returncode != 0:
+        raise RuntimeError(f"{' '.join(cmd[:4])}...: exit {process.returncode}\n{err[-3000:]}")
+    rss = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024  # the largest child so far
+    return seconds, rss, out
+
+
+def parity(work: str, weights: str) -> list[list]:
+    """Rows: tltool fit's epochs that train the backbone against plain Keras fit on in-memory pixels."""
+    import pandas as pd
+
+    tltool = shutil.which("tltool") or os.path.join(os.path.dirname(sys.executable), "tltool")
+    digits = os.path.join(work, "digits")
+    if not os.path.isdir(digits):
+        subprocess.run([tltool, "datasets", "example", "digits", digits], check=True, capture_output=True)
+    recipe = os.path.join(work, "parity.yaml")
+    with open(recipe, "w") as f:
+        f.write(PARITY_RECIPE)
+    out = os.path.join(work, "run-parity")
+    shutil.rmtree(out, ignore_errors=True)
+    ours_s, _, _ = _timed_process([tltool, "fit", digits, "--recipe", recipe, "-b", BACKBONE, "--weights", weights,
+                                   "--image-size", "96", "--out", out])
+    history = pd.read_csv(os.path.join(out, "history.csv"))
+    keras_s, _, printed = _timed_process([sys.executable, "-c", PLAIN_KERAS, digits, weights, "96"],
+                                         env={"PYTHONPATH": os.path.join(HERE, "..")})
+    plain = json.loads(printed.strip().splitlines()[-1])
+
+    def spread(values):
+        return f"{min(values):.1f}-{max(values):.1f} s"
+
+    return [[f"5 epochs training every layer (BatchNorm frozen), 96 px, {plain['images']} digits: tltool fit",
+             spread(history["seconds"].tolist()), f"val acc {history['val_accuracy'].iloc[-1]:.3f}",
+             f"whole command {ours_s:.0f} s", ""],
+            ["the same in plain Keras fit on in-memory pixels", spread(plain["seconds"]),
+             f"val acc {plain['val_accuracy']:.3f}", f"whole command {keras_s:.0f} s", ""]]
+
+
 STAGES = {"pretrain": stage_pretrain, "head": stage_head, "finetune": stage_finetune,
           "finetune_limit": stage_finetune_limit, "predict": stage_predict, "predict_limit": stage_predict_limit,
           "precision": stage_precision}
@@ -229,10 +331,17 @@ def _against_limit(measured: list[tuple[str, float]], rss: float, limit_label: s
 
 
 def main():
-    ns = parse_args(__doc__, [(("--skip-precision",), {"action": "store_true"})])
+    shared = os.path.join(HERE, "..", "..", "shared", "weights", "mobilenetv2_dogs.weights.h5")
+    ns = parse_args(__doc__, [(("--skip-precision",), {"action": "store_true"}),
+                              (("--parity",), {"action": "store_true", "help": "only the parity comparison"}),
+                              (("--parity-weights",), {"default": shared})])
     if run_if_stage(ns, STAGES):
         return
     os.makedirs(ns.work, exist_ok=True)
+    if ns.parity:
+        print(f"parity: pretrained {BACKBONE} ({ns.parity_weights}); {machine()}\n")
+        print_table(parity(ns.work, ns.parity_weights), ["measurement", "per epoch", "accuracy", "comparison", ""])
+        return
     args = {"work": ns.work, "images": ns.images, "size": ns.size, "batch": ns.batch, "steps": 20,
             "data": make_jpegs(os.path.join(ns.work, f"transfer-{ns.images}"), ns.images, seed=1),
             "pretrain_data": make_jpegs(os.path.join(ns.work, f"jpegs-{ns.images}"), ns.images, seed=0),

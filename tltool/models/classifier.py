@@ -97,3 +97,17 @@ def _head_layers(head: Head, num_classes: int, activation: str) -> list[keras.la
         layers.append(keras.layers.Dropout(head.dropout, name="dropout"))
     layers.append(keras.layers.Dense(num_classes, activation=activation, name="predictions", dtype="float32"))
     return layers
+
+
+def forward_function(model: keras.Model, image_size: int):
+    """`model(x, training=False)` as one graph for every batch size: float32 (N, S, S, 3) -> outputs.
+
+    Traced once, however the batches vary (a last short batch would retrace
+    a shape-specialised function), and shared by whatever runs the model
+    in a process: calibration, evaluation and the SavedModel export.
+    """
+    import tensorflow as tf
+
+    return tf.function(lambda x: model(x, training=False),
+                       input_signature=[tf.TensorSpec([None, image_size, image_size, 3], tf.float32)])
+

@@ -114,10 +114,9 @@ def _keras(path: str, run_dir: str | None) -> TrainedModel:
         raise TltoolError(f"{path}: no classes.json beside it; copy the run's classes.json next to the model")
     size = int(model.input_shape[1])
     _check_width(path, len(classes), int(model.output_shape[-1]))
-    import tensorflow as tf
+    from tltool.models.classifier import forward_function
 
-    forward = tf.function(lambda x: model(x, training=False), reduce_retracing=True)
-    return TrainedModel(path, "keras", classes, size, aspect, run_dir, forward, model, task)
+    return TrainedModel(path, "keras", classes, size, aspect, run_dir, forward_function(model, size), model, task)
 
 
 def _savedmodel(path: str) -> TrainedModel:
@@ -174,9 +173,10 @@ def predict_views(forward, paths: list[str], image_size: int, aspect: str, batch
         # eagerly, op by op: slower, and 1.5 GB more memory for 400 images.
         import keras
 
-        inner = forward
-        call = (lambda x: inner(x, training=False)) if isinstance(inner, keras.Model) else inner
-        forward = tf.function(call, reduce_retracing=True)
+        from tltool.models.classifier import forward_function
+
+        forward = forward_function(forward, image_size) if isinstance(forward, keras.Model) \
+            else tf.function(forward, reduce_retracing=True)
     probs, kept = [], []
     with tqdm(total=len(paths), desc="predicting", unit="img", disable=None if progress else True,
               leave=False) as bar:

@@ -368,9 +368,11 @@ class Session:
         """(probabilities, targets) of `model` on the validation split, in pipeline order; None without one."""
         import tensorflow as tf
 
+        from tltool.models.classifier import forward_function
+
         if self.val_images is None:
             return None
-        forward = tf.function(lambda x: model(x, training=False), reduce_retracing=True)
+        forward = forward_function(model, self.recipe.image_size)
         probs, targets = [], []
         for images, target, _ in self.val_images.batch(self.batch):
             probs.append(np.asarray(forward(tf.cast(images, tf.float32))))

@@ -78,7 +78,7 @@ def export(model: str, fmt: str, out: str | None = None, calibration_images: int
     samples = trained.run.split_files() if trained.run else {}
     start, notes = time.perf_counter(), {}
     if fmt == "savedmodel":
-        export_saved_model(trained.keras_model, out, info, task)
+        export_saved_model(trained.keras_model, out, info, task, trained.forward)
     elif fmt == "keras":
         with atomic_path(out) as tmp:
             shutil.copyfile(trained.source, tmp)

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 from tltool.console import say, warn
 from tltool.evaluation.report import ReportContext, describe_exported, write_report
+from tltool.models.classifier import forward_function
 from tltool.serving.formats import export_saved_model, model_info, save_keras
 
 
@@ -33,10 +34,11 @@ def finish(session) -> Finished:
     model = task.calibrated(session.clf.inference, calibration)
     recipe, run = session.recipe, session.run
     info = model_info(session.dataset.classes, recipe.image_size, recipe.data.aspect, session.spec.name, task)
+    forward = forward_function(model, recipe.image_size)  # one trace: the export and the evaluation share it
     save_keras(model, run.model_file)
-    export_saved_model(model, run.saved_model_dir, info, task)
+    export_saved_model(model, run.saved_model_dir, info, task, forward)
     say(f"saved model.keras and saved_model/ in {run.path} (weights of {describe_exported(exported)})")
-    split, evaluation = evaluate_split(session, model, exported, calibration)
+    split, evaluation = evaluate_split(session, forward, exported, calibration)
     return Finished(exported, calibration, evaluation, split)
 
 
@@ -74,8 +76,11 @@ def calibrate(session) -> dict | None:
     return record
 
 
-def evaluate_split(session, model, exported: dict, calibration: dict | None):
-    """(split, evaluation) of the test split (or validation) into the run directory; (None, None) without one."""
+def evaluate_split(session, forward, exported: dict, calibration: dict | None):
+    """(split, evaluation) of the test split (or validation) into the run directory; (None, None) without one.
+
+    `forward` runs the exported model (its `forward_function`).
+    """
     from tltool.serving.loading import predict_images
 
     dataset, recipe, task = session.dataset, session.recipe, session.task
@@ -84,7 +89,7 @@ def evaluate_split(session, model, exported: dict, calibration: dict | None):
     if not samples:
         warn("no validation or test images: no per-class report (use --val-split > 0)")
         return None, None
-    probs, kept = predict_images(model, [s.path for s in samples], recipe.image_size, recipe.data.aspect,
+    probs, kept = predict_images(forward, [s.path for s in samples], recipe.image_size, recipe.data.aspect,
                                  recipe.batch_size)
     evaluation = task.evaluate(task.targets([samples[i].label for i in kept], dataset.classes), probs,
                                dataset.classes)
