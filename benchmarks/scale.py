@@ -1,22 +1,30 @@
-"""How scanning and a frozen-backbone phase grow with the number of images.
+"""How `tltool inspect` and `tltool fit` grow with the number of images, timed as a user waits: from process start.
 
 Run by hand (about 15 minutes on 2 cores, 1.5 GB of disk):
 
-    python benchmarks/scale.py --sizes 10000,50000,100000
+    python benchmarks/scale.py --sizes 10000,100000
 
-Generates small JPEGs (64 x 48, 10 classes) and, for each dataset size, in a
-fresh process: scans and checks every file (time, files/s, peak memory), then
-runs a frozen MobileNetV2 (random weights, 32 px) over every image once to
-cache its features (first epoch: decode + backbone) and trains the head for
-one epoch on them (a cached epoch). Time should grow linearly with the count
-and memory stay flat apart from the index itself.
+Generates small JPEGs (64 x 48, 10 classes) and, for each dataset size:
+
+1. `tltool inspect DATA` with a cold file-check cache: the scan and the check
+   of every file (seconds, files/s, the process's peak memory);
+2. `tltool fit DATA --recipe linear-probe --epochs 1 --image-size 32
+   -b mobilenetv2 --weights none`, with the check cache now warm: seconds
+   from process start to the phase line (set-up: scan, split, index,
+   pipelines, model), to the epoch line (the first epoch: decoding, the
+   frozen backbone over every image to cache features, one head epoch),
+   to exit (calibration, export, evaluation of the validation split,
+   report), and the process's peak memory.
+
+Time should grow linearly with the count, and memory stay flat apart from the
+index and the in-memory caches.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -26,41 +34,6 @@ import numpy as np
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 sys.path.insert(0, os.path.dirname(HERE))
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-
-STAGE = r"""
-import json, os, resource, sys, time
-sys.path.insert(0, sys.argv[3])
-data, cache = sys.argv[1], sys.argv[2]
-start = time.perf_counter()
-from tltool.data.dataset import load_dataset
-dataset = load_dataset(data, 0.1, 0.0, 1, progress=False)
-scan = time.perf_counter() - start
-scan_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-from tltool.models.registry import get_backbone
-from tltool.recipe import recipe_from_dict
-from tltool.runs.run import Run
-from tltool.tasks import get_task
-from tltool.training.session import Session
-from tltool.training.setup import prepare
-recipe = recipe_from_dict({"backbone": "mobilenetv2", "weights": "none", "image_size": 32, "batch_size": 128,
-                           "augment": {"flip": "none"}, "early_stopping": None, "calibrate": False,
-                           "data": {"cache": cache},
-                           "phases": [{"name": "head", "epochs": 1, "trainable": "none"}]})
-run = Run.create(os.path.join(os.path.dirname(data), "run-" + os.path.basename(data)), overwrite=True)
-session = Session(prepare(recipe, get_backbone("mobilenetv2"), dataset, get_task()), run)
-t = time.perf_counter()
-session.enter_phase(0)
-first = time.perf_counter() - t
-model = session.model_for(True)
-session.compile_phase(model, 0)
-t = time.perf_counter()
-session.fit_epoch(model, 0, 0, True)
-cached = time.perf_counter() - t
-print(json.dumps({"files": len(dataset.samples), "scan_s": scan, "scan_rss_mb": scan_rss,
-                  "train": session.n_train + session.n_val, "first_epoch_s": first, "cached_epoch_s": cached,
-                  "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
-"""
 
 
 def generate(folder: str, n: int) -> str:
@@ -82,35 +55,60 @@ def generate(folder: str, n: int) -> str:
     return folder
 
 
+def timed(cmd: list[str], env: dict, marks: dict[str, str]) -> dict:
+    """Run `cmd`; seconds from its start to the first output line containing each mark, to exit, and its peak RSS."""
+    start = time.perf_counter()
+    process = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+    seen, lines = {}, []
+    for line in process.stdout:
+        lines.append(line)
+        for name, mark in marks.items():
+            if name not in seen and mark in line:
+                seen[name] = time.perf_counter() - start
+    _, status, usage = os.wait4(process.pid, 0)
+    process.returncode = os.waitstatus_to_exitcode(status)
+    if process.returncode != 0:
+        raise RuntimeError(f"{' '.join(cmd)}: exit {process.returncode}\n{''.join(lines)[-3000:]}")
+    return {**seen, "total": time.perf_counter() - start, "peak_mb": usage.ru_maxrss / 1024}
+
+
 def measure(folder: str, cache: str) -> dict:
-    env = {**os.environ, "TLTOOL_CACHE_DIR": os.path.join(folder, ".check-cache")}  # a cold file-check cache
-    done = subprocess.run([sys.executable, "-c", STAGE, folder, cache, os.path.dirname(HERE)], capture_output=True,
-                          text=True, env=env)
-    if done.returncode != 0:
-        raise RuntimeError(done.stderr[-3000:])
-    return json.loads(done.stdout.strip().splitlines()[-1])
+    tltool = shutil.which("tltool") or os.path.join(os.path.dirname(sys.executable), "tltool")
+    check_cache = os.path.join(os.path.dirname(folder), f".check-cache-{os.path.basename(folder)}")
+    shutil.rmtree(check_cache, ignore_errors=True)  # a cold file-check cache for inspect
+    env = {**os.environ, "TLTOOL_CACHE_DIR": check_cache, "TF_CPP_MIN_LOG_LEVEL": "3"}
+    inspected = timed([tltool, "inspect", folder], env, {})
+    recipe = "linear-probe"
+    if cache != "auto":
+        recipe = os.path.join(os.path.dirname(folder), f"linear-probe-{cache}.yaml")
+        with open(os.path.join(HERE, "..", "recipes", "linear-probe.yaml")) as source, open(recipe, "w") as f:
+            f.write(source.read() + f"data: {{cache: {cache}}}\n")
+    run = os.path.join(os.path.dirname(folder), "run-" + os.path.basename(folder))
+    fitted = timed([tltool, "fit", folder, "--recipe", recipe, "--epochs", "1", "--image-size", "32",
+                    "-b", "mobilenetv2", "--weights", "none", "--batch-size", "128", "--out", run, "--overwrite"],
+                   env, {"phase": "phase 1/1", "epoch": "epoch 1 ("})
+    shutil.rmtree(run, ignore_errors=True)
+    return {"inspect": inspected, "fit": fitted}
 
 
 def main() -> None:
     from common import markdown_table
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--sizes", default="10000,50000,100000")
+    parser.add_argument("--sizes", default="10000,100000")
     parser.add_argument("--work", default="/tmp/tltool-scale")
     parser.add_argument("--cache", default="auto", help="data.cache for the decoded images: auto, memory, disk")
     args = parser.parse_args()
     rows = []
     for n in map(int, args.sizes.split(",")):
-        start = time.perf_counter()
         folder = generate(os.path.join(args.work, f"jpegs-{n}"), n)
-        made = time.perf_counter() - start
         r = measure(folder, args.cache)
-        rows.append([f"{r['files']:,}", f"{made:.0f}", f"{r['scan_s']:.1f}", f"{r['files'] / r['scan_s']:,.0f}",
-                     f"{r['scan_rss_mb']:,.0f}", f"{r['train'] / r['first_epoch_s']:,.0f}",
-                     f"{r['train'] / r['cached_epoch_s']:,.0f}", f"{r['peak_rss_mb']:,.0f}"])
+        inspect, fit = r["inspect"], r["fit"]
+        rows.append([f"{n:,}", f"{inspect['total']:.1f}", f"{n / inspect['total']:,.0f}", f"{inspect['peak_mb']:,.0f}",
+                     f"{fit['phase']:.1f}", f"{fit['epoch']:.1f}", f"{fit['total']:.1f}", f"{fit['peak_mb']:,.0f}"])
         print(rows[-1], file=sys.stderr, flush=True)
-    print(markdown_table(["images", "generated (s)", "scan + check (s)", "files/s", "peak MB after scan",
-                          "first epoch img/s", "cached epoch img/s", "peak MB"], rows))
+    print(markdown_table(["images", "inspect, cold (s)", "files/s", "inspect peak MB", "fit: to phase line (s)",
+                          "fit: to epoch line (s)", "fit: whole command (s)", "fit peak MB"], rows))
 
 
 if __name__ == "__main__":

@@ -13,8 +13,6 @@ from PIL import Image
 
 from conftest import COLOURS, make_dataset, run_cli, write_image
 
-pytestmark = pytest.mark.xdist_group("evaluate_predict")  # one worker: the module's fixture is built once
-
 EVALUATION_FILES = ["per_class.csv", "metrics.json", "confusion_matrix.csv", "predictions.csv", "misclassified.csv",
                     "most_confused.csv", "confusion_matrix.png", "per_class_f1.png", "curves.png",
                     "misclassified.png", "report.md", "report.html"]

@@ -11,7 +11,7 @@ import yaml
 
 from conftest import run_cli
 
-pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("export_formats")]  # one worker: the module's fixture is built once
+pytestmark = pytest.mark.slow
 
 FORMATS = {"onnx": "m.onnx", "litert": "m.tflite", "litert-fp16": "m16.tflite", "litert-int8": "m8.tflite"}
 

@@ -9,8 +9,6 @@ import pytest
 
 from conftest import run_cli
 
-pytestmark = pytest.mark.xdist_group("export_rule")  # one worker: the module's fixture is built once
-
 # The second phase trains everything at a learning rate that wrecks the model,
 # so it ends worse than the head phase: the head phase's best must be exported.
 WRECK = """

@@ -8,8 +8,6 @@ from tltool.models.freeze import apply_plan, batchnorm_layers, resolve_plan
 from tltool.models.registry import get_backbone
 from tltool.recipe.schema import Fraction, FromLayer, Groups, LastGroups, LastLayers, Pattern
 
-pytestmark = pytest.mark.xdist_group("freeze")  # one worker: the module's fixture is built once
-
 
 @pytest.fixture(scope="module")
 def resnet():

@@ -13,8 +13,6 @@ from PIL import Image
 
 from conftest import COLOURS, make_dataset, run_cli, write_image
 
-pytestmark = pytest.mark.xdist_group("messy_data")  # one worker: the module's fixture is built once
-
 BAD = {  # file -> the reason it must be skipped with
     "apple/half.jpg": "truncated",
     "apple/broken.jpg": "truncated",  # a JPEG header, then no image

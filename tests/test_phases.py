@@ -8,8 +8,6 @@ import pytest
 
 from conftest import run_cli
 
-pytestmark = pytest.mark.xdist_group("phases")  # one worker: the module's fixture is built once
-
 # One run for two behaviours: features cached again after a phase that trained the backbone, and a phase
 # without early stopping running every epoch. No epoch can improve by 100, so the patience of 1 stops `head`
 # after 2 epochs; `head2` (early_stopping: false) runs all 3.

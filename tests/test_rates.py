@@ -8,8 +8,6 @@ import pytest
 
 from conftest import run_cli
 
-pytestmark = pytest.mark.xdist_group("rates")  # one worker: the module's fixture is built once
-
 FROZEN = """
 name: frozen
 augment: {flip: none}

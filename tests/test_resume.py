@@ -21,7 +21,7 @@ import pytest
 
 from conftest import run_cli
 
-pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("resume")]  # one worker: the module's fixture is built once
+pytestmark = pytest.mark.slow
 
 # Random streams in play everywhere (flips, contrast, dropout, shuffling), a frozen phase on cached
 # features, then a phase that trains the top of the backbone with discriminative rates and a schedule.

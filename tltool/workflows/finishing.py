@@ -13,7 +13,6 @@ from dataclasses import dataclass
 
 from tltool.console import say, warn
 from tltool.evaluation.report import ReportContext, describe_exported, write_report
-from tltool.models.classifier import forward_function
 from tltool.serving.formats import export_saved_model, model_info, save_keras
 
 
@@ -28,6 +27,8 @@ class Finished:
 
 
 def finish(session) -> Finished:
+    from tltool.models.classifier import forward_function  # imports Keras: not before TensorFlow loads quietly
+
     exported = choose_exported_weights(session)
     calibration = calibrate(session)
     task = session.task
