@@ -196,12 +196,16 @@ def signature(info: dict) -> list:
     return [tf.TensorSpec([None, size, size, 3], tf.float32, name="image")]
 
 
-def _representative(samples: list[str], size: int, aspect: str):
+def _representative(samples: list[str], size: int, aspect: str, decoded: np.ndarray | None = None):
+    """The converter's calibration batches, one image each; `decoded` holds the first ones already prepared
+    (each calibration pass would decode them again)."""
     from tltool.data.contract import prepare_file
 
+    done = 0 if decoded is None else len(decoded)
+
     def batches():
-        for path in samples:
-            yield [prepare_file(path, size, aspect)[None].astype(np.float32)]
+        for i, path in enumerate(samples):
+            yield [decoded[i][None] if i < done else prepare_file(path, size, aspect)[None].astype(np.float32)]
 
     return batches
 
@@ -222,8 +226,8 @@ def export_litert_int8(model, path: str, info: dict, calibration: list[str], int
 
     size, aspect = info["image_size"], info["aspect"]
     pixels = np.stack([prepare_file(p, size, aspect) for p in calibration[:COMPARED_IMAGES]]).astype(np.float32)
-    result = int8_model(model, signature(info), pixels, _representative(calibration, size, aspect), int8_io,
-                        float_layers)
+    result = int8_model(model, signature(info), pixels, _representative(calibration, size, aspect, pixels),
+                        int8_io, float_layers)
     with atomic_path(path) as tmp, open(tmp, "wb") as f:
         f.write(result.flatbuffer)
     described = tier_c(info)

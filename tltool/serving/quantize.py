@@ -215,17 +215,19 @@ def _fallback(quantize, layers: list[str], pixels, reference, full_probs, agreem
     full = len(quantize([]))
     budget = full + max(SIZE_ALLOWANCE * full, 64 * 1024)
     chosen, best, closest = [], [], _distance(full_probs, reference)
-    for name in ranked:
-        flatbuffer = quantize([*chosen, name])
-        if len(flatbuffer) > budget:
-            continue
-        chosen.append(name)
-        probs = _run(flatbuffer, pixels)
-        distance = _distance(probs, reference)
-        if distance < closest:
-            best, closest = list(chosen), distance
-        if _agrees(probs, reference) >= agreement:
-            break
+    with _bar(len(ranked), "int8: trying layers in float") as bar:
+        for name in ranked:
+            bar.update()
+            flatbuffer = quantize([*chosen, name])
+            if len(flatbuffer) > budget:
+                continue
+            chosen.append(name)
+            probs = _run(flatbuffer, pixels)
+            distance = _distance(probs, reference)
+            if distance < closest:
+                best, closest = list(chosen), distance
+            if _agrees(probs, reference) >= agreement:
+                break
     return best
 
 
@@ -237,18 +239,30 @@ def _ranked(quantize, layers: list[str], probe, probe_reference) -> list[str]:
     `MEASURED_LAYERS` layers has runs of consecutive layers measured first,
     then the layers of the `WORST_RUNS` worst runs.
     """
-    def damage(names):
-        alone = quantize([other for other in layers if other not in names])
-        return _distance(_run(alone, probe), probe_reference)
-
-    measured = layers
+    measured, runs = layers, []
     if len(layers) > MEASURED_LAYERS:
         length = round(len(layers) ** 0.5)
         runs = [layers[i:i + length] for i in range(0, len(layers), length)]
-        worst = sorted(runs, key=lambda run: damage(set(run)), reverse=True)[:WORST_RUNS]
-        measured = [name for run in worst for name in run]
-    scores = {name: damage({name}) for name in measured}
+    with _bar(len(runs) + (WORST_RUNS * len(runs[0]) if runs else len(layers)),
+              "int8: measuring each layer's damage") as bar:
+        def damage(names):
+            alone = quantize([other for other in layers if other not in names])
+            bar.update()
+            return _distance(_run(alone, probe), probe_reference)
+
+        if runs:
+            worst = sorted(runs, key=lambda run: damage(set(run)), reverse=True)[:WORST_RUNS]
+            measured = [name for run in worst for name in run]
+            bar.total = len(runs) + len(measured)
+        scores = {name: damage({name}) for name in measured}
     return sorted(scores, key=scores.get, reverse=True)[:MAX_FLOAT_LAYERS]
+
+
+def _bar(total: int, description: str):
+    """A progress bar on a terminal (stderr), nothing elsewhere; it goes when done."""
+    from tqdm import tqdm
+
+    return tqdm(total=total, desc=description, unit="layer", leave=False, disable=None)
 
 
 def _layer_names(flatbuffer: bytes) -> list[str]:
