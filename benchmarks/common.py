@@ -9,6 +9,7 @@ import argparse
 import json
 import os
 import resource
+import shutil
 import subprocess
 import sys
 import time
@@ -91,6 +92,24 @@ def run_stage(script: str, stage: str, args: dict) -> dict:
     if done.returncode != 0:
         raise RuntimeError(f"stage {stage} failed:\n{done.stderr[-3000:]}")
     return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def timed_command(cmd: list[str], env: dict | None = None) -> tuple[float, float, str]:
+    """Run a command as a user would: (seconds from its start to its exit, its peak RSS in MiB, its output)."""
+    start = time.perf_counter()
+    process = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                               env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", **(env or {})})
+    output = process.stdout.read()
+    _, status, usage = os.wait4(process.pid, 0)
+    seconds = time.perf_counter() - start
+    process.returncode = os.waitstatus_to_exitcode(status)
+    if process.returncode != 0:
+        raise RuntimeError(f"{' '.join(cmd[:4])}...: exit {process.returncode}\n{output[-3000:]}")
+    return seconds, usage.ru_maxrss / 1024, output
+
+
+def tltool_command() -> str:
+    return shutil.which("tltool") or os.path.join(os.path.dirname(sys.executable), "tltool")
 
 
 def print_table(rows: list[list], headers: list[str]) -> None:

@@ -207,6 +207,8 @@ PLAN = Command("plan", (
            flags=("--backbone", "-b")),
     Option("recipe", "str | None", "Shipped recipe name or YAML path. [default: fine-tune]", flags=("--recipe", "-r")),
     Option("classes", "int", "Number of classes (sizes the head).", default=10, click={"type": int}),
+    Option("image_size", "int | None", "Input side the backbone is built at. [default: its smallest, or 32]",
+           click={"type": int}),
 ))
 
 VALIDATE = Command("recipes validate", (

@@ -25,6 +25,12 @@ def plan_text(plan, layers: bool = False) -> str:
                               "share"], "lrllrrr"))
     lines.append("")
     lines += [f"{p.name}: {_rates(p)}" for p in plan.phases]
+    if not plan.has_batchnorm and any(p.batchnorm != "train" for p in plan.phases):
+        lines.append(f"batchnorm: {spec.name} has no BatchNorm layer, so the recipe's batchnorm settings do not "
+                     "apply (its LayerNorms train with their group)")
+    lines.append("\ngroups (input -> output):")
+    lines += [f"  {name:<12} {sum(p for _, g, _, _, p in plan.layers if g == name):>12,} parameters"
+              for name in spec.group_names]
     if layers:
         rows = [[i, group, name, kind, f"{params:,}"] for i, group, name, kind, params in plan.layers]
         lines.append("\n" + table(rows, ["#", "group", "layer", "type", "parameters"], "rlllr"))

@@ -53,6 +53,17 @@ class BackboneSpec:
         """The backbone at `image_size` with its starting weights (imagenet, none or a file)."""
         raise NotImplementedError
 
+    def kept_files(self) -> list[str]:
+        """Files a run keeps a copy of, so that it says what it was built from (a local preset's config)."""
+        return []
+
+    @property
+    def label(self) -> str:
+        """The name as Keras takes it in model names (a local preset's name is its folder)."""
+        import re
+
+        return re.sub(r"[^A-Za-z0-9_.-]", "_", self.name.rstrip("/\\").rsplit("/", 1)[-1])
+
     def describe(self) -> dict[str, Any]:
         """The row `tltool backbones --json` prints."""
         return {"name": self.name, "source": self.source, "family": self.family, "default_size": self.default_size,
@@ -89,6 +100,10 @@ class Backbone:
 
     def pooling(self, kind: str = "avg"):
         """The layer from the model's output to one vector per image (made once per kind, then shared)."""
+        if kind not in ("avg", "max"):
+            from tltool.errors import TltoolError
+
+            raise TltoolError(f"head.pooling {kind}: {self.spec.name} has no class token; give avg or max")
         if kind not in self._pools:
             import keras
 

@@ -75,14 +75,15 @@ def build_classifier(
     pooled = top(augmenter(image) if augmenter else image)
     plain = top(image)
     feature_input = keras.Input((pooled.shape[-1],), name="features")
-    name = f"{backbone.spec.name}_classifier"
+    label = backbone.spec.label
+    name = f"{label}_classifier"
     return Classifier(
         model=keras.Model(image, classify(pooled), name=f"{name}_train"),
         inference=keras.Model(image, classify(plain), name=name),
         backbone=backbone,
         augmenter=augmenter,
-        features=keras.Model(image, plain, name=f"{backbone.spec.name}_features"),
-        head=keras.Model(feature_input, classify(feature_input), name=f"{backbone.spec.name}_head"),
+        features=keras.Model(image, plain, name=f"{label}_features"),
+        head=keras.Model(feature_input, classify(feature_input), name=f"{label}_head"),
         image_size=image_size,
     )
 

@@ -53,3 +53,54 @@ class Temperature(keras.layers.Layer):
 
     def get_config(self):
         return {**super().get_config(), "temperature": self.temperature}
+
+
+@keras.saving.register_keras_serializable(package="tltool")
+class ScaleOffset(keras.layers.Layer):
+    """0-255 RGB -> pixels * scale + offset, per channel: a keras-hub preset's image converter, in the graph."""
+
+    def __init__(self, scale, offset, **kwargs):
+        super().__init__(**kwargs)
+        self.scale, self.offset = [float(v) for v in scale], [float(v) for v in offset]
+
+    def call(self, images):
+        images = keras.ops.cast(images, self.compute_dtype)
+        return images * keras.ops.array(self.scale, self.compute_dtype) + keras.ops.array(self.offset,
+                                                                                          self.compute_dtype)
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def get_config(self):
+        return {**super().get_config(), "scale": self.scale, "offset": self.offset}
+
+
+@keras.saving.register_keras_serializable(package="tltool")
+class TokenPooling(keras.layers.Layer):
+    """A transformer's tokens (N, T, D) -> one vector per image.
+
+    ``token``: the class token (the first); ``avg``: the mean of the patch
+    tokens (those after the first `prefix`, the class and register tokens);
+    ``token+avg``: both, concatenated (DINOv2's linear evaluation).
+    """
+
+    def __init__(self, kind: str = "token", prefix: int = 1, **kwargs):
+        super().__init__(**kwargs)
+        self.kind, self.prefix = kind, int(prefix)
+
+    def call(self, tokens):
+        parts = []
+        if self.kind in ("token", "token+avg"):
+            parts.append(tokens[:, 0])
+        if self.kind in ("avg", "token+avg"):
+            parts.append(keras.ops.mean(tokens[:, self.prefix:], axis=1))
+        if self.kind == "max":
+            parts.append(keras.ops.max(tokens[:, self.prefix:], axis=1))
+        return parts[0] if len(parts) == 1 else keras.ops.concatenate(parts, axis=-1)
+
+    def compute_output_shape(self, input_shape):
+        width = input_shape[-1] * (2 if self.kind == "token+avg" else 1)
+        return (input_shape[0], width)
+
+    def get_config(self):
+        return {**super().get_config(), "kind": self.kind, "prefix": self.prefix}

@@ -10,10 +10,10 @@ from __future__ import annotations
 from types import ModuleType
 
 from tltool.errors import TltoolError, did_you_mean
-from tltool.models import applications
+from tltool.models import applications, hub
 from tltool.models.backbone import BackboneSpec
 
-SOURCES: dict[str, ModuleType] = {applications.SOURCE: applications}
+SOURCES: dict[str, ModuleType] = {applications.SOURCE: applications, hub.SOURCE: hub}
 
 
 def get_backbone(name: str) -> BackboneSpec:

@@ -32,7 +32,7 @@ OUTPUTS = (
     "checkpoints", "cache", "model.keras", "saved_model", "export", "lr_find*.csv", "lr_find*.png",
     "metrics.json", "per_class.csv", "confusion_matrix.csv", "predictions.csv", "misclassified.csv",
     "most_confused.csv", "confusion_matrix.png", "curves.png", "per_class_f1.png", "misclassified.png",
-    "report.md", "report.html", "evaluations",
+    "report.md", "report.html", "evaluations", "backbone",
 )
 
 
@@ -181,6 +181,13 @@ class Run:
     def dataset(self) -> str | None:
         """The dataset the run trained on, as it recorded it."""
         return self.provenance.get("dataset")
+
+    def keep_backbone_files(self, paths: list[str]) -> None:
+        """Copy the files a backbone was built from (a keras-hub preset's config) into backbone/."""
+        if paths:
+            os.makedirs(self.file("backbone"), exist_ok=True)
+            for path in paths:
+                shutil.copy2(path, os.path.join(self.file("backbone"), os.path.basename(path)))
 
     def write_recipe(self, recipe, provenance: dict) -> None:
         """The run's resolved recipe.yaml, with where and how the run was made; `--recipe` repeats the run."""

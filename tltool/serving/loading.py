@@ -99,6 +99,10 @@ def _keras(path: str, run_dir: str | None) -> TrainedModel:
     import tltool.models.layers  # noqa: F401  (registers tltool's layers for loading)
 
     beside = Run(os.path.dirname(path))  # a run directory, or a copy of its files
+    if _uses_keras_hub(path):
+        from tltool.models.hub import require_keras_hub
+
+        require_keras_hub()  # registers its layers for loading
     try:
         model = keras.models.load_model(path, compile=False)
     except (ValueError, OSError, KeyError, zipfile.BadZipFile) as e:  # not a .keras file, or not ours (a bug keeps its traceback)
@@ -117,6 +121,15 @@ def _keras(path: str, run_dir: str | None) -> TrainedModel:
     from tltool.models.classifier import forward_function
 
     return TrainedModel(path, "keras", classes, size, aspect, run_dir, forward_function(model, size), model, task)
+
+
+def _uses_keras_hub(path: str) -> bool:
+    """Whether a .keras file holds keras-hub layers (read from its config, without loading it)."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            return b'"keras_hub' in archive.read("config.json")
+    except (OSError, KeyError, zipfile.BadZipFile):
+        return False
 
 
 def _savedmodel(path: str) -> TrainedModel:

@@ -212,6 +212,7 @@ def _session(data: str, recipe: Recipe, out: str, overwrite: bool, split_from: s
                 write_dataset_files(run, dataset)
                 provenance = _provenance(dataset, source, split_from)
                 run.write_recipe(recipe, provenance)
+                run.keep_backbone_files(spec.kept_files())
             else:
                 provenance = {**resumed, "resumed": [*resumed.get("resumed", []), _now()]}
             session = Session(setup, run, resume=resumed is not None)

@@ -11,6 +11,7 @@ from tltool.errors import RecipeError
 from tltool.models.backbone import BackboneSpec
 from tltool.models.freeze import (
     apply_plan,
+    batchnorm_layers,
     count_params,
     layer_problems,
     needs_layer_names,
@@ -52,19 +53,25 @@ class Plan:
     head_params: int
     phases: list[PhasePlan]
     layers: list[tuple[int, str, str, str, int]] = field(default_factory=list)  # index, group, name, type, params
+    has_batchnorm: bool = True
 
 
-def plan(backbone: str | None = None, recipe: str | None = None, classes: int = 10) -> Plan:
+def plan(backbone: str | None = None, recipe: str | None = None, classes: int = 10,
+         image_size: int | None = None) -> Plan:
     """Per phase of `recipe` on `backbone`: the groups that train, the parameters, the learning rates.
 
-    The backbone is built without weights at a small size (parameters do not depend on it).
+    The backbone is built without weights, at `image_size` or a small size (parameters of most backbones
+    do not depend on it).
     """
+    from tltool.models.weights import check_image_size
     from tltool.training.optim import group_rates
     from tltool.workflows.fitting import DEFAULT_BACKBONE
 
     loaded = load_recipe(recipe) if recipe else load_recipe()
     spec = get_backbone(backbone or loaded.backbone or DEFAULT_BACKBONE)
-    built = spec.build(check_size(spec), "none")
+    if image_size is not None:
+        check_image_size(spec, image_size)
+    built = spec.build(image_size or check_size(spec), "none")
     width = built.model.output.shape[-1]
     sizes = [width, *loaded.head.hidden_units, classes]
     head = sum(a * b + b for a, b in zip(sizes, sizes[1:]))
@@ -80,7 +87,7 @@ def plan(backbone: str | None = None, recipe: str | None = None, classes: int = 
             isinstance(rate, RateRange)))
     layers = [(i, group, layer.name, type(layer).__name__, count_params(layer.weights))
               for i, (group, layer) in enumerate(built.units)]
-    return Plan(spec, loaded.name, sizes, head, phases, layers)
+    return Plan(spec, loaded.name, sizes, head, phases, layers, any(True for _ in batchnorm_layers(built.model)))
 
 
 def check_size(spec: BackboneSpec) -> int:

@@ -1,0 +1,102 @@
+"""keras-hub backbones: a tiny random ViT saved as a local preset by the test, fine-tuned as any backbone is."""
+
+import json
+import os
+
+import numpy as np
+import pytest
+
+from conftest import run_cli, shared
+
+pytest.importorskip("keras_hub", reason="keras-hub needs Python >= 3.11")
+
+
+@pytest.fixture(scope="session")
+def vit_preset(tmp_path_factory):
+    """A 3-block ViT at 32 px with random weights, saved as keras-hub saves a preset."""
+    def save(folder):
+        import keras
+        import keras_hub
+
+        keras.utils.set_random_seed(0)
+        keras_hub.models.ViTBackbone(image_shape=(32, 32, 3), patch_size=(8, 8), num_layers=3, num_heads=2,
+                                     hidden_dim=32, mlp_dim=64).save_to_preset(str(folder))
+
+    return shared(tmp_path_factory, "vit_preset", save)
+
+
+def test_the_preset_table_matches_keras_hubs_own_metadata():
+    from keras_hub.src.models.vit.vit_presets import backbone_presets
+
+    from tltool.models.hub import PRESETS
+
+    vit = {name: facts for name, facts in PRESETS.items() if facts[0] == "ViTBackbone"}
+    assert set(vit) == set(backbone_presets)
+    for name, (_, params, side, blocks) in vit.items():
+        assert params == backbone_presets[name]["metadata"]["params"], name
+        assert f"_{side}_" in name and blocks == {"base": 12, "large": 24, "huge": 32}[name.split("_")[1]], name
+
+
+def test_a_local_preset_builds_with_a_group_per_block_and_its_own_normalisation(vit_preset):
+
+    from tltool.models.freeze import apply_plan, resolve_plan
+    from tltool.models.registry import get_backbone
+    from tltool.recipe.schema import LastGroups
+
+    spec = get_backbone(vit_preset)
+    assert spec.source == "keras-hub" and spec.family == "vit" and not spec.any_size
+    assert spec.group_names == ("stem", "block_1", "block_2", "block_3", "top")
+    pretrained, random = spec.build(32, "pretrained"), spec.build(32, "none")
+    assert [g.name for g in pretrained.groups] == list(spec.group_names)
+    encoder = pretrained.model.get_layer("vit_encoder")
+    assert pretrained.groups[3].layers == [encoder.encoder_layers[2]] and pretrained.groups[4].layers == [encoder.layer_norm]
+    assert not all(np.allclose(a, b) for a, b in zip(pretrained.model.get_weights(), random.model.get_weights()))
+    pixels = np.full((1, 32, 32, 3), 255.0, "float32")
+    np.testing.assert_allclose(np.asarray(pretrained.preprocess(pixels)), 1.0, atol=1e-6)  # ViT: x / 127.5 - 1
+    apply_plan(pretrained, resolve_plan(pretrained, LastGroups(last_groups=2)))
+    trainable = {id(w) for w in pretrained.model.trainable_weights}
+    expected = {id(w) for w in encoder.encoder_layers[2].weights + encoder.layer_norm.weights}
+    assert trainable == expected  # the last block and the final norm, nothing else
+    tokens = pretrained.model(pretrained.preprocess(pixels))
+    assert tuple(pretrained.pooling("auto")(tokens).shape) == (1, 32)  # the class token
+    assert tuple(pretrained.pooling("token+avg")(tokens).shape) == (1, 64)
+    assert tuple(pretrained.spatial(tokens).shape) == (1, 4, 4, 32)  # 16 patch tokens, the class token left out
+
+
+def test_a_local_preset_at_another_size_is_one_clear_error(vit_preset, tiny_data, tmp_path):
+    result = run_cli("fit", tiny_data, "-b", vit_preset, "--image-size", 64, "--out", tmp_path / "run")
+    assert result.exit_code != 0
+    assert "--image-size 64: " in result.output and "give --image-size 32" in result.output
+    assert not (tmp_path / "run").exists()
+
+
+def test_plan_prints_every_block_of_a_local_preset(vit_preset):
+    result = run_cli("plan", "--backbone", vit_preset, "--image-size", 32, "--recipe", "fine-tune-top")
+    assert result.exit_code == 0, result.output
+    for group in ("stem", "block_1", "block_2", "block_3", "top"):
+        assert any(line.split()[:1] == [group] or f" {group} " in f" {line} " for line in result.output.splitlines()), \
+            (group, result.output)
+
+
+@pytest.mark.slow
+def test_a_vit_fits_exports_and_predicts_from_the_command_line(vit_preset, tiny_data, tmp_path):
+    import tensorflow as tf
+
+    import tltool
+
+    run = tmp_path / "run"
+    result = run_cli("fit", tiny_data, "-b", vit_preset, "--image-size", 32, "--recipe", "fine-tune-top",
+                     "--epochs", "1", "--batch-size", 8, "--out", run)
+    assert result.exit_code == 0, result.output
+    history = [line for line in open(run / "history.csv")][1:]
+    assert len(history) == 2  # one epoch of each phase
+    kept = json.loads((run / "backbone" / "config.json").read_text())  # the run says what it was built from
+    assert kept == json.loads(open(os.path.join(vit_preset, "config.json")).read())
+    model = tltool.load_model(str(run))
+    pixels = np.random.default_rng(0).uniform(0, 255, (2, 32, 32, 3)).round().astype("float32")
+    served = tf.saved_model.load(str(run / "saved_model"))
+    np.testing.assert_allclose(served.serve(tf.constant(pixels))["probabilities"].numpy(), model(pixels), atol=1e-5)
+    output = tmp_path / "predictions.json"
+    predicted = run_cli("predict", run, os.path.join(tiny_data, "sky"), "--output", output)
+    assert predicted.exit_code == 0, predicted.output
+    assert len(json.loads(output.read_text())["predictions"]) == 8
