@@ -11,56 +11,92 @@ from conftest import run_cli, shared
 pytest.importorskip("keras_hub", reason="keras-hub needs Python >= 3.11")
 
 
-@pytest.fixture(scope="session")
-def vit_preset(tmp_path_factory):
-    """A 3-block ViT at 32 px with random weights, saved as keras-hub saves a preset."""
+TINY = {  # 3 blocks at 32 px with patches of 8: 16 patch tokens of width 32
+    "vit": ("ViTBackbone", {"mlp_dim": 64}),
+    "deit": ("DeiTBackbone", {"intermediate_dim": 64}),
+}
+
+
+def tiny_preset(tmp_path_factory, family: str) -> str:
+    """A tiny random backbone of `family`, saved as keras-hub saves a preset."""
     def save(folder):
         import keras
         import keras_hub
 
         keras.utils.set_random_seed(0)
-        keras_hub.models.ViTBackbone(image_shape=(32, 32, 3), patch_size=(8, 8), num_layers=3, num_heads=2,
-                                     hidden_dim=32, mlp_dim=64).save_to_preset(str(folder))
+        cls, extra = TINY[family]
+        getattr(keras_hub.models, cls)(image_shape=(32, 32, 3), patch_size=(8, 8), num_layers=3, num_heads=2,
+                                       hidden_dim=32, **extra).save_to_preset(str(folder))
 
-    return shared(tmp_path_factory, "vit_preset", save)
+    return shared(tmp_path_factory, f"{family}_preset", save)
+
+
+@pytest.fixture(scope="session")
+def vit_preset(tmp_path_factory):
+    return tiny_preset(tmp_path_factory, "vit")
+
+
+@pytest.fixture(params=sorted(TINY))
+def family_preset(request, tmp_path_factory):
+    return request.param, tiny_preset(tmp_path_factory, request.param)
 
 
 def test_the_preset_table_matches_keras_hubs_own_metadata():
-    from keras_hub.src.models.vit.vit_presets import backbone_presets
+    from keras_hub.src.models.deit.deit_presets import backbone_presets as deit
+    from keras_hub.src.models.vit.vit_presets import backbone_presets as vit
 
     from tltool.models.hub import PRESETS
 
-    vit = {name: facts for name, facts in PRESETS.items() if facts[0] == "ViTBackbone"}
-    assert set(vit) == set(backbone_presets)
-    for name, (_, params, side, blocks) in vit.items():
-        assert params == backbone_presets[name]["metadata"]["params"], name
-        assert f"_{side}_" in name and blocks == {"base": 12, "large": 24, "huge": 32}[name.split("_")[1]], name
+    published = {**vit, **deit}
+    assert set(PRESETS) == set(published)
+    for name, (cls, params, side, blocks) in PRESETS.items():
+        assert params == published[name]["metadata"]["params"], name
+        assert cls == {"vit": "ViTBackbone", "deit": "DeiTBackbone"}[name.split("_")[0]], name
+        size = name.split("_")[1]
+        assert f"_{side}_" in name and blocks == {"tiny": 12, "small": 12, "base": 12, "large": 24, "huge": 32}[size]
 
 
-def test_a_local_preset_builds_with_a_group_per_block_and_its_own_normalisation(vit_preset):
-
+def test_a_local_preset_builds_with_a_group_per_block_and_its_own_normalisation(family_preset):
     from tltool.models.freeze import apply_plan, resolve_plan
     from tltool.models.registry import get_backbone
     from tltool.recipe.schema import LastGroups
 
-    spec = get_backbone(vit_preset)
-    assert spec.source == "keras-hub" and spec.family == "vit" and not spec.any_size
+    family, preset = family_preset
+    spec = get_backbone(preset)
+    assert spec.source == "keras-hub" and spec.family == family and not spec.any_size
     assert spec.group_names == ("stem", "block_1", "block_2", "block_3", "top")
     pretrained, random = spec.build(32, "pretrained"), spec.build(32, "none")
     assert [g.name for g in pretrained.groups] == list(spec.group_names)
-    encoder = pretrained.model.get_layer("vit_encoder")
+    facts = spec.family_facts
+    encoder = pretrained.model.get_layer(facts.encoder)
     assert pretrained.groups[3].layers == [encoder.encoder_layers[2]] and pretrained.groups[4].layers == [encoder.layer_norm]
     assert not all(np.allclose(a, b) for a, b in zip(pretrained.model.get_weights(), random.model.get_weights()))
     pixels = np.full((1, 32, 32, 3), 255.0, "float32")
-    np.testing.assert_allclose(np.asarray(pretrained.preprocess(pixels)), 1.0, atol=1e-6)  # ViT: x / 127.5 - 1
+    expected = 255 * np.array(facts.scale) + np.array(facts.offset)  # ViT: x / 127.5 - 1; DeiT: ImageNet mean/std
+    np.testing.assert_allclose(np.asarray(pretrained.preprocess(pixels))[0, 0, 0], expected, atol=1e-5)
     apply_plan(pretrained, resolve_plan(pretrained, LastGroups(last_groups=2)))
     trainable = {id(w) for w in pretrained.model.trainable_weights}
     expected = {id(w) for w in encoder.encoder_layers[2].weights + encoder.layer_norm.weights}
     assert trainable == expected  # the last block and the final norm, nothing else
     tokens = pretrained.model(pretrained.preprocess(pixels))
+    assert tuple(tokens.shape) == (1, 16 + facts.prefix_tokens, 32)
     assert tuple(pretrained.pooling("auto")(tokens).shape) == (1, 32)  # the class token
     assert tuple(pretrained.pooling("token+avg")(tokens).shape) == (1, 64)
-    assert tuple(pretrained.spatial(tokens).shape) == (1, 4, 4, 32)  # 16 patch tokens, the class token left out
+    assert tuple(pretrained.spatial(tokens).shape) == (1, 4, 4, 32)  # the 16 patch tokens; class (and distillation) left out
+    # One training step of a classifier on it: the last block moves, the first does not.
+    import keras
+
+    from tltool.models.classifier import build_classifier
+    from tltool.recipe.schema import Augment, Head
+
+    clf = build_classifier(pretrained, 3, 32, Head(pooling="token"), Augment(flip="none"))
+    clf.model.compile(keras.optimizers.Adam(1e-2), "categorical_crossentropy")
+    first, last = (np.asarray(encoder.encoder_layers[i].weights[0]).copy() for i in (0, 2))
+    images = np.random.default_rng(0).uniform(0, 255, (4, 32, 32, 3)).astype("float32")
+    loss = clf.model.train_on_batch(images, keras.utils.to_categorical([0, 1, 2, 0], 3))
+    assert np.isfinite(loss)
+    assert np.array_equal(np.asarray(encoder.encoder_layers[0].weights[0]), first)
+    assert not np.array_equal(np.asarray(encoder.encoder_layers[2].weights[0]), last)
 
 
 def test_a_local_preset_at_another_size_is_one_clear_error(vit_preset, tiny_data, tmp_path):
@@ -100,3 +136,19 @@ def test_a_vit_fits_exports_and_predicts_from_the_command_line(vit_preset, tiny_
     predicted = run_cli("predict", run, os.path.join(tiny_data, "sky"), "--output", output)
     assert predicted.exit_code == 0, predicted.output
     assert len(json.loads(output.read_text())["predictions"]) == 8
+
+
+def test_a_presets_own_image_converter_is_its_normalisation(vit_preset, tmp_path):
+    import shutil
+
+    import keras_hub
+
+    from tltool.models.registry import get_backbone
+
+    preset = shutil.copytree(vit_preset, tmp_path / "with_converter")
+    keras_hub.layers.ViTImageConverter(image_size=(32, 32), scale=[1 / 255, 2 / 255, 1 / 255],
+                                       offset=[0.0, -1.0, 0.5]).save_to_preset(str(preset))
+    assert (preset / "image_converter.json").is_file()
+    backbone = get_backbone(str(preset)).build(32, "none")
+    pixels = np.full((1, 32, 32, 3), 255.0, "float32")
+    np.testing.assert_allclose(np.asarray(backbone.preprocess(pixels))[0, 0, 0], [1.0, 1.0, 1.5], atol=1e-6)

@@ -1,4 +1,4 @@
-"""keras-hub presets as backbones: the second backbone source (transformers first, ViT today).
+"""keras-hub presets as backbones: the second backbone source (transformers first: ViT and DeiT today).
 
 `--backbone` takes a **local preset directory** (``config.json``,
 ``metadata.json`` and ``model.weights.h5``, as keras-hub's
@@ -47,9 +47,16 @@ class Family:
     prefix_tokens: int = 1  # class (and register) tokens before the patch tokens
 
 
+_IMAGENET_MEAN, _IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+
 FAMILIES = {
     "ViTBackbone": Family("vit", stem="vit_patching_and_embedding", encoder="vit_encoder", blocks="encoder_layers",
                           norm="layer_norm", pooling="token", scale=(1 / 127.5,) * 3, offset=(-1.0,) * 3),
+    # DeiT: a ViT with a distillation token after the class token.
+    "DeiTBackbone": Family("deit", stem="deit_patching_and_embedding", encoder="deit_encoder",
+                           blocks="encoder_layers", norm="layer_norm", pooling="token",
+                           scale=tuple(1 / (255 * s) for s in _IMAGENET_STD),
+                           offset=tuple(-m / s for m, s in zip(_IMAGENET_MEAN, _IMAGENET_STD)), prefix_tokens=2),
 }
 
 # Presets keras-hub publishes for the families above: name -> (class, parameters, image side, blocks), from
@@ -66,6 +73,10 @@ PRESETS = {
     "vit_huge_patch14_224_imagenet21k": ("ViTBackbone", 630_764_800, 224, 32),
     "vit_large_patch16_224_imagenet21k": ("ViTBackbone", 303_301_632, 224, 24),
     "vit_large_patch32_224_imagenet21k": ("ViTBackbone", 305_510_400, 224, 24),
+    "deit_tiny_distilled_patch16_224_imagenet": ("DeiTBackbone", 5_524_800, 224, 12),
+    "deit_small_distilled_patch16_224_imagenet": ("DeiTBackbone", 21_666_432, 224, 12),
+    "deit_base_distilled_patch16_224_imagenet": ("DeiTBackbone", 85_800_192, 224, 12),
+    "deit_base_distilled_patch16_384_imagenet": ("DeiTBackbone", 86_092_032, 384, 12),
 }
 
 
