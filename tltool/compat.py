@@ -17,8 +17,9 @@ the versions, instead of silently doing something else.
   SeedGenerators.
 - `calibrate_only`: the converter's `_experimental_calibrate_only`, a
   calibrated flatbuffer not yet quantized, converted from the model's
-  function frozen by `convert_variables_to_constants_v2` (no SavedModel on
-  the way).
+  function frozen by `convert_variables_to_constants_v2` (`frozen_function`,
+  which the ONNX export reads too: no SavedModel on the way, no constant
+  turned into a graph input).
 - `quantize_calibrated`: `tensorflow.lite.python.convert.mlir_quantize`, int8
   with some operators left in float (`denylisted_nodes`).
 - `operator_outputs`: `Interpreter._get_ops_details`, a LiteRT file's operators.
@@ -28,6 +29,8 @@ the versions, instead of silently doing something else.
 - `normalization_as_variables`: `Normalization.adapt_mean` and its
   `mean`/`variance`, which tf2onnx would turn into graph inputs.
 
+- `tf2onnx_numpy_shim`: `keras.src.export.tf2onnx_lib.patch_tf2onnx`, which
+  Keras' ONNX export applies before tf2onnx; tltool calls tf2onnx itself.
 - `random_state`: Keras' global seed attributes and TensorFlow's global seed,
   saved and put back so that `fit` leaves a caller's random state as it was;
   neither library has a getter for its global seed.
@@ -149,6 +152,16 @@ def patch_multi_worker() -> None:
     _patch("scalar_reduce", trainer, "reduce_per_replica", reduce_per_replica)
 
 
+# ---------------------------------------------------------------- ONNX
+
+
+def tf2onnx_numpy_shim() -> None:
+    """Keras' own shim that lets tf2onnx 1.17 run under NumPy 2 (it calls `np.object` & co.)."""
+    from keras.src.export import tf2onnx_lib
+
+    _require(tf2onnx_lib, "patch_tf2onnx", "tf2onnx_numpy_shim")()
+
+
 # ---------------------------------------------------------------- random state
 
 
@@ -250,19 +263,30 @@ def seed_generators(layers) -> list:
 # ---------------------------------------------------------------- LiteRT int8
 
 
-def calibrate_only(model, path: str, signature: list, representative) -> None:
-    """Write a float flatbuffer that carries every tensor's calibrated range, not yet quantized.
+def frozen_function(model, signature: list):
+    """`model(x, training=False)` as a concrete function with every weight and kept constant inlined.
 
-    Converted from the model's traced function, not through Keras' `export`: that writes a SavedModel and
-    the converter loads it back, which took 8 of the 14 s a calibration of a MobileNetV2 costs.
+    What converters should read: a SavedModel or a function with captures
+    gives them inputs besides the image (a ViT's position ids), or makes
+    them write and load a SavedModel first.
     """
     import tensorflow as tf
     from tensorflow.python.framework import convert_to_constants
 
     forward = tf.function(lambda x: model(x, training=False), input_signature=signature)
-    frozen = _require(convert_to_constants, "convert_variables_to_constants_v2", "calibrate_only")(
-        forward.get_concrete_function())
-    converter = tf.lite.TFLiteConverter.from_concrete_functions([frozen])
+    convert = _require(convert_to_constants, "convert_variables_to_constants_v2", "frozen_function")
+    return convert(forward.get_concrete_function())
+
+
+def calibrate_only(model, path: str, signature: list, representative) -> None:
+    """Write a float flatbuffer that carries every tensor's calibrated range, not yet quantized.
+
+    Converted from the model's frozen function, not through Keras' `export`: that writes a SavedModel and
+    the converter loads it back, which took 8 of the 14 s a calibration of a MobileNetV2 costs.
+    """
+    import tensorflow as tf
+
+    converter = tf.lite.TFLiteConverter.from_concrete_functions([frozen_function(model, signature)])
     converter.optimizations = [tf.lite.Optimize.DEFAULT]
     converter.representative_dataset = representative
     converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]

@@ -148,26 +148,69 @@ def tier_c(info: dict) -> dict:
 
 
 def export_onnx(model, path: str, info: dict) -> str:
-    """ONNX (through Keras' exporter and tf2onnx) with the model info in `metadata_props`."""
+    """ONNX (tf2onnx, from the model's frozen function) with the model info in `metadata_props`.
+
+    tf2onnx reads the frozen graph rather than Keras' export archive, which
+    turns constants a layer keeps (a ViT's position ids) into graph inputs.
+    The graph's input is named ``image`` and its output ``probabilities``.
+    """
     import warnings
 
     import onnx
+    import tf2onnx
 
-    from tltool.compat import normalization_as_variables
+    from tltool.compat import frozen_function, normalization_as_variables, tf2onnx_numpy_shim
     from tltool.models.freeze import every_layer
 
     normalization_as_variables(every_layer(model))
+    frozen = frozen_function(model, signature(info))
     with atomic_path(path) as tmp, native_output_hidden(), warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=".*np.object", category=FutureWarning)  # inside Keras' tf2onnx shim
-        model.export(tmp, format="onnx", verbose=False, input_signature=signature(info))
-        proto = onnx.load(tmp)
+        warnings.filterwarnings("ignore", message=".*np.object", category=FutureWarning)  # inside tf2onnx
+        tf2onnx_numpy_shim()
+        proto, _ = tf2onnx.convert.from_graph_def(frozen.graph.as_graph_def(),
+                                                  input_names=[t.name for t in frozen.inputs],
+                                                  output_names=[t.name for t in frozen.outputs])
         extra = [i.name for i in proto.graph.input][1:]
         if extra:
             raise RuntimeError(f"the ONNX graph wants inputs besides the image: {', '.join(extra)}")
+        _rename(proto, proto.graph.input[0].name, "image")
+        _rename(proto, proto.graph.output[0].name, "probabilities")
+        _erfc_as_erf(proto)
         entry = proto.metadata_props.add()
         entry.key, entry.value = "tltool", json.dumps(tier_c(info))
         onnx.save(proto, tmp)
     return path
+
+
+def _rename(proto, old: str, new: str) -> None:
+    """Rename a tensor of an ONNX graph everywhere it appears."""
+    for value in [*proto.graph.input, *proto.graph.output]:
+        if value.name == old:
+            value.name = new
+    for node in proto.graph.node:
+        node.input[:] = [new if name == old else name for name in node.input]
+        node.output[:] = [new if name == old else name for name in node.output]
+
+
+def _erfc_as_erf(proto) -> None:
+    """Rewrite each Erfc (the exact GELU of transformers: 0.5 x erfc(-x / sqrt 2)) as 1 - Erf, which ONNX has."""
+    from onnx import helper, numpy_helper
+
+    nodes = list(proto.graph.node)
+    if not any(node.op_type == "Erfc" for node in nodes):
+        return
+    one = "tltool_one"
+    proto.graph.initializer.append(numpy_helper.from_array(np.array(1.0, np.float32), one))
+    rewritten = []
+    for node in nodes:
+        if node.op_type != "Erfc":
+            rewritten.append(node)
+            continue
+        erf = f"{node.output[0]}_erf"
+        rewritten += [helper.make_node("Erf", [node.input[0]], [erf], name=f"{node.name}_erf"),
+                      helper.make_node("Sub", [one, erf], [node.output[0]], name=f"{node.name}_one_minus")]
+    del proto.graph.node[:]
+    proto.graph.node.extend(rewritten)
 
 
 def export_litert(model, path: str, info: dict, kind: str = "litert") -> str:
