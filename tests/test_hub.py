@@ -11,9 +11,12 @@ from conftest import run_cli, shared
 pytest.importorskip("keras_hub", reason="keras-hub needs Python >= 3.11")
 
 
+SHAPE = {"image_shape": (32, 32, 3), "num_layers": 3, "num_heads": 2, "hidden_dim": 32}
 TINY = {  # 3 blocks at 32 px with patches of 8: 16 patch tokens of width 32
-    "vit": ("ViTBackbone", {"mlp_dim": 64}),
-    "deit": ("DeiTBackbone", {"intermediate_dim": 64}),
+    "vit": ("ViTBackbone", {**SHAPE, "patch_size": (8, 8), "mlp_dim": 64}),
+    "deit": ("DeiTBackbone", {**SHAPE, "patch_size": (8, 8), "intermediate_dim": 64}),
+    "dinov2": ("DINOV2Backbone", {**SHAPE, "patch_size": 8, "intermediate_dim": 64, "num_register_tokens": 2,
+                                  "position_embedding_shape": (32, 32, 3)}),
 }
 
 
@@ -24,9 +27,8 @@ def tiny_preset(tmp_path_factory, family: str) -> str:
         import keras_hub
 
         keras.utils.set_random_seed(0)
-        cls, extra = TINY[family]
-        getattr(keras_hub.models, cls)(image_shape=(32, 32, 3), patch_size=(8, 8), num_layers=3, num_heads=2,
-                                       hidden_dim=32, **extra).save_to_preset(str(folder))
+        cls, kwargs = TINY[family]
+        getattr(keras_hub.models, cls)(**kwargs).save_to_preset(str(folder))
 
     return shared(tmp_path_factory, f"{family}_preset", save)
 
@@ -43,46 +45,51 @@ def family_preset(request, tmp_path_factory):
 
 def test_the_preset_table_matches_keras_hubs_own_metadata():
     from keras_hub.src.models.deit.deit_presets import backbone_presets as deit
+    from keras_hub.src.models.dinov2.dinov2_presets import backbone_presets as dinov2
     from keras_hub.src.models.vit.vit_presets import backbone_presets as vit
 
     from tltool.models.hub import PRESETS
 
-    published = {**vit, **deit}
+    published = {**vit, **deit, **dinov2}
     assert set(PRESETS) == set(published)
-    for name, (cls, params, side, blocks) in PRESETS.items():
+    for name, (cls, params, side, blocks, prefix) in PRESETS.items():
         assert params == published[name]["metadata"]["params"], name
-        assert cls == {"vit": "ViTBackbone", "deit": "DeiTBackbone"}[name.split("_")[0]], name
-        size = name.split("_")[1]
-        assert f"_{side}_" in name and blocks == {"tiny": 12, "small": 12, "base": 12, "large": 24, "huge": 32}[size]
+        assert cls == {"vit": "ViTBackbone", "deit": "DeiTBackbone", "dinov2": "DINOV2Backbone"}[name.split("_")[0]]
+        size = name.split("_")[-1] if cls == "DINOV2Backbone" else name.split("_")[1]
+        assert blocks == {"tiny": 12, "small": 12, "base": 12, "large": 24, "huge": 32, "giant": 40}[size], name
+        assert side == 224 if cls == "DINOV2Backbone" else f"_{side}_" in name
+        assert prefix == {"ViTBackbone": 1, "DeiTBackbone": 2}.get(cls, 5 if "registers" in name else 1), name
 
 
 def test_a_local_preset_builds_with_a_group_per_block_and_its_own_normalisation(family_preset):
     from tltool.models.freeze import apply_plan, resolve_plan
+    from tltool.models.hub import _part
     from tltool.models.registry import get_backbone
     from tltool.recipe.schema import LastGroups
 
     family, preset = family_preset
     spec = get_backbone(preset)
-    assert spec.source == "keras-hub" and spec.family == family and not spec.any_size
+    assert spec.source == "keras-hub" and spec.family == family and spec.any_size == (family == "dinov2")
     assert spec.group_names == ("stem", "block_1", "block_2", "block_3", "top")
     pretrained, random = spec.build(32, "pretrained"), spec.build(32, "none")
     assert [g.name for g in pretrained.groups] == list(spec.group_names)
     facts = spec.family_facts
-    encoder = pretrained.model.get_layer(facts.encoder)
-    assert pretrained.groups[3].layers == [encoder.encoder_layers[2]] and pretrained.groups[4].layers == [encoder.layer_norm]
+    blocks, norm = _part(pretrained.model, facts.blocks), _part(pretrained.model, facts.norm)
+    assert pretrained.groups[3].layers == [blocks[2]] and pretrained.groups[4].layers == [norm]
     assert not all(np.allclose(a, b) for a, b in zip(pretrained.model.get_weights(), random.model.get_weights()))
     pixels = np.full((1, 32, 32, 3), 255.0, "float32")
-    expected = 255 * np.array(facts.scale) + np.array(facts.offset)  # ViT: x / 127.5 - 1; DeiT: ImageNet mean/std
+    expected = 255 * np.array(facts.scale) + np.array(facts.offset)  # ViT: x / 127.5 - 1; else ImageNet mean/std
     np.testing.assert_allclose(np.asarray(pretrained.preprocess(pixels))[0, 0, 0], expected, atol=1e-5)
     apply_plan(pretrained, resolve_plan(pretrained, LastGroups(last_groups=2)))
     trainable = {id(w) for w in pretrained.model.trainable_weights}
-    expected = {id(w) for w in encoder.encoder_layers[2].weights + encoder.layer_norm.weights}
-    assert trainable == expected  # the last block and the final norm, nothing else
-    tokens = pretrained.model(pretrained.preprocess(pixels))
-    assert tuple(tokens.shape) == (1, 16 + facts.prefix_tokens, 32)
-    assert tuple(pretrained.pooling("auto")(tokens).shape) == (1, 32)  # the class token
-    assert tuple(pretrained.pooling("token+avg")(tokens).shape) == (1, 64)
-    assert tuple(pretrained.spatial(tokens).shape) == (1, 4, 4, 32)  # the 16 patch tokens; class (and distillation) left out
+    assert trainable == {id(w) for w in blocks[2].weights + norm.weights}  # the last block and the final norm
+    tokens = pretrained.forward(pixels)
+    prefix = {"vit": 1, "deit": 2, "dinov2": 3}[family]  # class, distillation and 2 register tokens
+    assert spec.prefix_tokens == prefix and tuple(tokens.shape) == (1, 16 + prefix, 32)
+    own = 64 if facts.pooling == "token+avg" else 32  # DINOv2: class token and patch mean, concatenated
+    assert tuple(pretrained.pooling("auto")(tokens).shape) == (1, own)
+    assert tuple(pretrained.pooling("token")(tokens).shape) == (1, 32)
+    assert tuple(pretrained.spatial(tokens).shape) == (1, 4, 4, 32)  # the 16 patch tokens, without the others
     # One training step of a classifier on it: the last block moves, the first does not.
     import keras
 
@@ -91,12 +98,12 @@ def test_a_local_preset_builds_with_a_group_per_block_and_its_own_normalisation(
 
     clf = build_classifier(pretrained, 3, 32, Head(pooling="token"), Augment(flip="none"))
     clf.model.compile(keras.optimizers.Adam(1e-2), "categorical_crossentropy")
-    first, last = (np.asarray(encoder.encoder_layers[i].weights[0]).copy() for i in (0, 2))
+    first, last = (np.asarray(blocks[i].weights[0]).copy() for i in (0, 2))
     images = np.random.default_rng(0).uniform(0, 255, (4, 32, 32, 3)).astype("float32")
     loss = clf.model.train_on_batch(images, keras.utils.to_categorical([0, 1, 2, 0], 3))
     assert np.isfinite(loss)
-    assert np.array_equal(np.asarray(encoder.encoder_layers[0].weights[0]), first)
-    assert not np.array_equal(np.asarray(encoder.encoder_layers[2].weights[0]), last)
+    assert np.array_equal(np.asarray(blocks[0].weights[0]), first)
+    assert not np.array_equal(np.asarray(blocks[2].weights[0]), last)
 
 
 def test_a_local_preset_at_another_size_is_one_clear_error(vit_preset, tiny_data, tmp_path):
@@ -115,19 +122,21 @@ def test_plan_prints_every_block_of_a_local_preset(vit_preset):
 
 
 @pytest.mark.slow
-def test_a_vit_fits_exports_and_predicts_from_the_command_line(vit_preset, tiny_data, tmp_path):
+@pytest.mark.parametrize("family", ["vit", "dinov2"])
+def test_a_transformer_fits_exports_and_predicts_from_the_command_line(family, tmp_path_factory, tiny_data, tmp_path):
     import tensorflow as tf
 
     import tltool
 
+    preset = tiny_preset(tmp_path_factory, family)
     run = tmp_path / "run"
-    result = run_cli("fit", tiny_data, "-b", vit_preset, "--image-size", 32, "--recipe", "fine-tune-top",
+    result = run_cli("fit", tiny_data, "-b", preset, "--image-size", 32, "--recipe", "fine-tune-top",
                      "--epochs", "1", "--batch-size", 8, "--out", run)
     assert result.exit_code == 0, result.output
     history = [line for line in open(run / "history.csv")][1:]
     assert len(history) == 2  # one epoch of each phase
     kept = json.loads((run / "backbone" / "config.json").read_text())  # the run says what it was built from
-    assert kept == json.loads(open(os.path.join(vit_preset, "config.json")).read())
+    assert kept == json.loads(open(os.path.join(preset, "config.json")).read())
     model = tltool.load_model(str(run))
     pixels = np.random.default_rng(0).uniform(0, 255, (2, 32, 32, 3)).round().astype("float32")
     served = tf.saved_model.load(str(run / "saved_model"))
@@ -158,3 +167,14 @@ def test_a_presets_own_image_converter_is_its_normalisation(vit_preset, tmp_path
     backbone = get_backbone(str(preset)).build(32, "none")
     pixels = np.full((1, 32, 32, 3), 255.0, "float32")
     np.testing.assert_allclose(np.asarray(backbone.preprocess(pixels))[0, 0, 0], [1.0, 1.0, 1.5], atol=1e-6)
+
+
+def test_dinov2_takes_any_multiple_of_its_patch_with_its_position_embeddings_interpolated(tmp_path_factory, tiny_data,
+                                                                                          tmp_path):
+    from tltool.models.registry import get_backbone
+
+    spec = get_backbone(tiny_preset(tmp_path_factory, "dinov2"))
+    assert spec.any_size and spec.min_size == 8
+    assert tuple(spec.build(48, "pretrained").forward(np.zeros((1, 48, 48, 3), "float32")).shape) == (1, 36 + 3, 32)
+    result = run_cli("fit", tiny_data, "-b", spec.name, "--image-size", 50, "--out", tmp_path / "run")
+    assert result.exit_code != 0 and "--image-size 50: " in result.output and "give a multiple of 8" in result.output

@@ -9,7 +9,8 @@ only:
 
 - ``preprocess``: a layer from 0-255 RGB pixels to what the network expects,
   so it lives in the exported graph;
-- ``model``: the network, from preprocessed pixels to its last feature map;
+- ``model``: the network, from preprocessed pixels to its last feature map
+  (or a transformer's tokens); ``forward(pixels)`` runs both;
 - ``groups``: the ordered freeze groups, each a list of layers, which may be
   nested inside other layers (keras-hub keeps every transformer block inside
   one encoder layer);
@@ -93,6 +94,10 @@ class Backbone:
     def units(self) -> list[tuple[str, Any]]:
         """(group name, layer) for every layer of every group, input to output: what freeze plans switch."""
         return [(group.name, layer) for group in self.groups for layer in group.layers]
+
+    def forward(self, pixels):
+        """0-255 RGB pixels -> the network's output (a feature map, or a transformer's tokens)."""
+        return self.model(self.preprocess(pixels))
 
     def spatial(self, features):
         """The last spatial feature map (N, h, w, C) from the model's output."""

@@ -65,7 +65,7 @@ def build_classifier(
     head_layers = _head_layers(head, num_classes, activation)
 
     def top(pixels):
-        return pool(backbone.model(backbone.preprocess(pixels)))
+        return pool(backbone.forward(pixels))
 
     def classify(features):
         for layer in head_layers:

@@ -1,4 +1,4 @@
-"""keras-hub presets as backbones: the second backbone source (transformers first: ViT and DeiT today).
+"""keras-hub presets as backbones: the second backbone source (transformers first: ViT, DeiT, DINOv2).
 
 `--backbone` takes a **local preset directory** (``config.json``,
 ``metadata.json`` and ``model.weights.h5``, as keras-hub's
@@ -34,50 +34,71 @@ EXTRA = "pip install 'tltool[hub]' (keras-hub >= 0.32, Python >= 3.11)"
 
 @dataclass(frozen=True)
 class Family:
-    """Where a keras-hub family keeps its parts, and its defaults."""
+    """Where a keras-hub family keeps its parts, and its defaults.
+
+    `stem`, `blocks` and `norm` are paths from the backbone: the first part a
+    layer name (or an attribute of the model), then attributes.
+    """
 
     name: str
     stem: str  # the patch embedding layer
-    encoder: str  # the layer that holds the blocks
-    blocks: str  # the encoder's attribute listing them
-    norm: str  # the encoder's final norm
+    blocks: str  # the list of transformer blocks
+    norm: str  # the final norm
     pooling: str  # its own pooling (`TokenPooling` kind)
     scale: tuple[float, float, float]  # normalisation of 0-255 pixels: x * scale + offset
     offset: tuple[float, float, float]
-    prefix_tokens: int = 1  # class (and register) tokens before the patch tokens
+    prefix: str = "1"  # tokens before the patch tokens: a number, or "1+registers" (DINOv2)
+    any_size: bool = False  # whether its position embeddings are interpolated to any multiple of the patch
+
+    def prefix_tokens(self, config: dict) -> int:
+        return 1 + int(config.get("num_register_tokens", 0)) if self.prefix == "1+registers" else int(self.prefix)
 
 
-_IMAGENET_MEAN, _IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+_IMAGENET_SCALE = tuple(1 / (255 * s) for s in (0.229, 0.224, 0.225))
+_IMAGENET_OFFSET = tuple(-m / s for m, s in zip((0.485, 0.456, 0.406), (0.229, 0.224, 0.225)))
 
 FAMILIES = {
-    "ViTBackbone": Family("vit", stem="vit_patching_and_embedding", encoder="vit_encoder", blocks="encoder_layers",
-                          norm="layer_norm", pooling="token", scale=(1 / 127.5,) * 3, offset=(-1.0,) * 3),
+    "ViTBackbone": Family("vit", stem="vit_patching_and_embedding", blocks="vit_encoder.encoder_layers",
+                          norm="vit_encoder.layer_norm", pooling="token", scale=(1 / 127.5,) * 3, offset=(-1.0,) * 3),
     # DeiT: a ViT with a distillation token after the class token.
-    "DeiTBackbone": Family("deit", stem="deit_patching_and_embedding", encoder="deit_encoder",
-                           blocks="encoder_layers", norm="layer_norm", pooling="token",
-                           scale=tuple(1 / (255 * s) for s in _IMAGENET_STD),
-                           offset=tuple(-m / s for m, s in zip(_IMAGENET_MEAN, _IMAGENET_STD)), prefix_tokens=2),
+    "DeiTBackbone": Family("deit", stem="deit_patching_and_embedding", blocks="deit_encoder.encoder_layers",
+                           norm="deit_encoder.layer_norm", pooling="token", scale=_IMAGENET_SCALE,
+                           offset=_IMAGENET_OFFSET, prefix="2"),
+    # DINOv2: register tokens after the class token; position embeddings interpolated (bicubic, in keras-hub)
+    # to the input size; its linear evaluation reads the class token and the patch mean together.
+    "DINOV2Backbone": Family("dinov2", stem="embeddings", blocks="encoder.layers", norm="layernorm",
+                             pooling="token+avg", scale=_IMAGENET_SCALE, offset=_IMAGENET_OFFSET,
+                             prefix="1+registers", any_size=True),
 }
 
-# Presets keras-hub publishes for the families above: name -> (class, parameters, image side, blocks), from
-# keras-hub 0.32's preset metadata (tests/test_hub.py checks the table against it).
+# Presets keras-hub publishes for the families above: name -> (class, parameters, image side, blocks, prefix
+# tokens), from keras-hub 0.32's preset metadata (tests/test_hub.py checks the table against it).
 PRESETS = {
-    "vit_base_patch16_224_imagenet": ("ViTBackbone", 85_798_656, 224, 12),
-    "vit_base_patch16_384_imagenet": ("ViTBackbone", 86_090_496, 384, 12),
-    "vit_large_patch16_224_imagenet": ("ViTBackbone", 303_301_632, 224, 24),
-    "vit_large_patch16_384_imagenet": ("ViTBackbone", 303_690_752, 384, 24),
-    "vit_base_patch32_384_imagenet": ("ViTBackbone", 87_528_192, 384, 12),
-    "vit_large_patch32_384_imagenet": ("ViTBackbone", 305_607_680, 384, 24),
-    "vit_base_patch16_224_imagenet21k": ("ViTBackbone", 85_798_656, 224, 12),
-    "vit_base_patch32_224_imagenet21k": ("ViTBackbone", 87_455_232, 224, 12),
-    "vit_huge_patch14_224_imagenet21k": ("ViTBackbone", 630_764_800, 224, 32),
-    "vit_large_patch16_224_imagenet21k": ("ViTBackbone", 303_301_632, 224, 24),
-    "vit_large_patch32_224_imagenet21k": ("ViTBackbone", 305_510_400, 224, 24),
-    "deit_tiny_distilled_patch16_224_imagenet": ("DeiTBackbone", 5_524_800, 224, 12),
-    "deit_small_distilled_patch16_224_imagenet": ("DeiTBackbone", 21_666_432, 224, 12),
-    "deit_base_distilled_patch16_224_imagenet": ("DeiTBackbone", 85_800_192, 224, 12),
-    "deit_base_distilled_patch16_384_imagenet": ("DeiTBackbone", 86_092_032, 384, 12),
+    "vit_base_patch16_224_imagenet": ("ViTBackbone", 85_798_656, 224, 12, 1),
+    "vit_base_patch16_384_imagenet": ("ViTBackbone", 86_090_496, 384, 12, 1),
+    "vit_large_patch16_224_imagenet": ("ViTBackbone", 303_301_632, 224, 24, 1),
+    "vit_large_patch16_384_imagenet": ("ViTBackbone", 303_690_752, 384, 24, 1),
+    "vit_base_patch32_384_imagenet": ("ViTBackbone", 87_528_192, 384, 12, 1),
+    "vit_large_patch32_384_imagenet": ("ViTBackbone", 305_607_680, 384, 24, 1),
+    "vit_base_patch16_224_imagenet21k": ("ViTBackbone", 85_798_656, 224, 12, 1),
+    "vit_base_patch32_224_imagenet21k": ("ViTBackbone", 87_455_232, 224, 12, 1),
+    "vit_huge_patch14_224_imagenet21k": ("ViTBackbone", 630_764_800, 224, 32, 1),
+    "vit_large_patch16_224_imagenet21k": ("ViTBackbone", 303_301_632, 224, 24, 1),
+    "vit_large_patch32_224_imagenet21k": ("ViTBackbone", 305_510_400, 224, 24, 1),
+    "deit_tiny_distilled_patch16_224_imagenet": ("DeiTBackbone", 5_524_800, 224, 12, 2),
+    "deit_small_distilled_patch16_224_imagenet": ("DeiTBackbone", 21_666_432, 224, 12, 2),
+    "deit_base_distilled_patch16_224_imagenet": ("DeiTBackbone", 85_800_192, 224, 12, 2),
+    "deit_base_distilled_patch16_384_imagenet": ("DeiTBackbone", 86_092_032, 384, 12, 2),
+    "dinov2_small": ("DINOV2Backbone", 22_582_656, 224, 12, 1),
+    "dinov2_base": ("DINOV2Backbone", 87_632_640, 224, 12, 1),
+    "dinov2_large": ("DINOV2Backbone", 305_771_520, 224, 24, 1),
+    "dinov2_giant": ("DINOV2Backbone", 1_138_585_088, 224, 40, 1),
+    "dinov2_with_registers_small": ("DINOV2Backbone", 22_584_192, 224, 12, 5),
+    "dinov2_with_registers_base": ("DINOV2Backbone", 87_635_712, 224, 12, 5),
+    "dinov2_with_registers_large": ("DINOV2Backbone", 305_775_616, 224, 24, 5),
+    "dinov2_with_registers_giant": ("DINOV2Backbone", 1_138_591_232, 224, 40, 5),
 }
+PATCH = {"DINOV2Backbone": 14}  # the patch side of the published presets, where any size is allowed
 
 
 @dataclass(frozen=True)
@@ -86,6 +107,8 @@ class HubSpec(BackboneSpec):
 
     preset: str = ""
     class_name: str = ""
+    prefix_tokens: int = 1
+    patch: int = 1  # input sides must be a multiple of it
 
     @property
     def family_facts(self) -> Family:
@@ -94,20 +117,24 @@ class HubSpec(BackboneSpec):
     def build(self, image_size: int, weights: str = "imagenet") -> Backbone:
         from tltool.models.weights import weights_source
 
-        if image_size != self.default_size:
-            raise TltoolError(f"--image-size {image_size}: {self.name} is built for {self.default_size} px (its "
-                              f"position embeddings fix the size); give --image-size {self.default_size}")
-        model = _from_preset(self, weights_source(weights))
+        self._check_size(image_size)
+        model = _from_preset(self, weights_source(weights), image_size)
         model.name = "backbone"
         family = self.family_facts
-        encoder = model.get_layer(family.encoder)
-        blocks = list(getattr(encoder, family.blocks))
-        groups = [FreezeGroup("stem", [model.get_layer(family.stem)]),
+        blocks = list(_part(model, family.blocks))
+        groups = [FreezeGroup("stem", [_part(model, family.stem)]),
                   *[FreezeGroup(f"block_{i + 1}", [block]) for i, block in enumerate(blocks)],
-                  FreezeGroup("top", [getattr(encoder, family.norm)])]
+                  FreezeGroup("top", [_part(model, family.norm)])]
         scale, offset = _normalisation(self)
         return TransformerBackbone(self, model, _scale_offset(scale, offset), groups)
 
+    def _check_size(self, image_size: int) -> None:
+        if not self.any_size and image_size != self.default_size:
+            raise TltoolError(f"--image-size {image_size}: {self.name} is built for {self.default_size} px (its "
+                              f"position embeddings fix the size); give --image-size {self.default_size}")
+        if image_size % self.patch:
+            raise TltoolError(f"--image-size {image_size}: {self.name} cuts images into {self.patch} px patches; "
+                              f"give a multiple of {self.patch} (e.g. {image_size - image_size % self.patch or self.patch})")
 
     def kept_files(self) -> list[str]:
         if not os.path.isdir(self.preset):
@@ -116,22 +143,37 @@ class HubSpec(BackboneSpec):
         return [os.path.join(self.preset, n) for n in names if os.path.isfile(os.path.join(self.preset, n))]
 
 
+def _part(model, path: str):
+    """A part of a keras-hub backbone by its `Family` path."""
+    first, *rest = path.split(".")
+    part = getattr(model, first, None)
+    if part is None or not hasattr(part, "weights") and not isinstance(part, list):
+        part = model.get_layer(first)
+    for name in rest:
+        part = getattr(part, name)
+    return part
+
+
 class TransformerBackbone(Backbone):
     """A backbone whose output is tokens (N, T, D): pooled by `TokenPooling`, mapped to a grid for explanations."""
+
+    def forward(self, pixels):
+        inputs = self.preprocess(pixels)
+        return self.model({"images": inputs} if isinstance(self.model.input, dict) else inputs)
 
     def pooling(self, kind: str = "auto"):
         if kind not in self._pools:
             from tltool.models.layers import TokenPooling
 
             family = self.spec.family_facts
-            self._pools[kind] = TokenPooling(family.pooling if kind == "auto" else kind, family.prefix_tokens,
+            self._pools[kind] = TokenPooling(family.pooling if kind == "auto" else kind, self.spec.prefix_tokens,
                                              name="pool")
         return self._pools[kind]
 
     def spatial(self, features):
         import keras
 
-        tokens = features[:, self.spec.family_facts.prefix_tokens:]
+        tokens = features[:, self.spec.prefix_tokens:]
         side = int(round(int(tokens.shape[1]) ** 0.5))
         return keras.ops.reshape(tokens, (-1, side, side, int(tokens.shape[-1])))
 
@@ -152,19 +194,23 @@ def _local_spec(folder: str) -> HubSpec:
                           f"fine-tunes yet (it knows {known})")
     settings = config.get("config", {})
     metadata = _read_json(folder, "metadata.json") if os.path.isfile(os.path.join(folder, "metadata.json")) else {}
-    side = int(settings["image_shape"][0])
-    blocks = int(settings["num_layers"])
-    return _spec(folder, folder, class_name, int(metadata.get("parameter_count", 0)), side, blocks)
+    patch = settings.get("patch_size", 1)
+    return _spec(folder, folder, class_name, int(metadata.get("parameter_count", 0)), int(settings["image_shape"][0]),
+                 int(settings["num_layers"]), FAMILIES[class_name].prefix_tokens(settings),
+                 int(patch[0] if isinstance(patch, (list, tuple)) else patch))
 
 
-def _spec(name: str, preset: str, class_name: str, params: int, side: int, blocks: int) -> HubSpec:
+def _spec(name: str, preset: str, class_name: str, params: int, side: int, blocks: int, prefix: int,
+          patch: int | None = None) -> HubSpec:
     family = FAMILIES[class_name]
     groups = ("stem", *(f"block_{i + 1}" for i in range(blocks)), "top")
-    return HubSpec(name=name, family=family.name, source=SOURCE, default_size=side, min_size=side, params=params,
-                   group_names=groups, any_size=False, preset=preset, class_name=class_name)
+    patch = patch or PATCH.get(class_name, 1)
+    return HubSpec(name=name, family=family.name, source=SOURCE, default_size=side,
+                   min_size=patch if family.any_size else side, params=params, group_names=groups,
+                   any_size=family.any_size, preset=preset, class_name=class_name, prefix_tokens=prefix, patch=patch)
 
 
-SPECS = {name: _spec(name, name, cls, params, side, blocks) for name, (cls, params, side, blocks) in PRESETS.items()}
+SPECS = {name: _spec(name, name, *facts) for name, facts in PRESETS.items()}
 
 
 def _read_json(folder: str, name: str) -> dict:
@@ -185,12 +231,13 @@ def require_keras_hub():
     return keras_hub
 
 
-def _from_preset(spec: HubSpec, weights: str):
+def _from_preset(spec: HubSpec, weights: str, image_size: int):
     keras_hub = require_keras_hub()
     from tltool.models.weights import is_network_error
 
+    resized = {"image_shape": (image_size, image_size, 3)} if image_size != spec.default_size else {}
     try:
-        model = keras_hub.models.Backbone.from_preset(spec.preset, load_weights=weights == "imagenet")
+        model = keras_hub.models.Backbone.from_preset(spec.preset, load_weights=weights == "imagenet", **resized)
     except Exception as e:  # kagglehub and huggingface_hub raise their own kinds on a failed download
         if os.path.isdir(spec.preset) or not (is_network_error(e) or "kaggle" in repr(e).lower()):
             raise
