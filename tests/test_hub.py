@@ -178,3 +178,15 @@ def test_dinov2_takes_any_multiple_of_its_patch_with_its_position_embeddings_int
     assert tuple(spec.build(48, "pretrained").forward(np.zeros((1, 48, 48, 3), "float32")).shape) == (1, 36 + 3, 32)
     result = run_cli("fit", tiny_data, "-b", spec.name, "--image-size", 50, "--out", tmp_path / "run")
     assert result.exit_code != 0 and "--image-size 50: " in result.output and "give a multiple of 8" in result.output
+
+
+def test_a_folder_that_is_no_preset_or_an_unknown_family_is_one_clear_error(tmp_path):
+    from tltool.errors import TltoolError
+    from tltool.models.registry import get_backbone
+
+    with pytest.raises(TltoolError, match="no keras-hub preset directory there"):
+        get_backbone(str(tmp_path / "missing"))
+    (tmp_path / "swin").mkdir()
+    (tmp_path / "swin" / "config.json").write_text(json.dumps({"class_name": "SwinTransformerBackbone", "config": {}}))
+    with pytest.raises(TltoolError, match="a keras-hub SwinTransformerBackbone is not a backbone tltool fine-tunes yet"):
+        get_backbone(str(tmp_path / "swin"))

@@ -147,7 +147,7 @@ def _part(model, path: str):
     """A part of a keras-hub backbone by its `Family` path."""
     first, *rest = path.split(".")
     part = getattr(model, first, None)
-    if part is None or not hasattr(part, "weights") and not isinstance(part, list):
+    if part is None:  # a layer the backbone keeps no attribute for
         part = model.get_layer(first)
     for name in rest:
         part = getattr(part, name)
@@ -179,9 +179,17 @@ class TransformerBackbone(Backbone):
 
 
 def lookup(name: str) -> HubSpec | None:
-    """The spec for a local preset directory or a known preset name; None for anything else."""
-    if os.path.isfile(os.path.join(os.path.expanduser(name), "config.json")):
-        return _local_spec(os.path.abspath(os.path.expanduser(name)))
+    """The spec for a local preset directory or a known preset name; None for anything else.
+
+    Raises:
+        TltoolError: a path that is no preset directory.
+    """
+    folder = os.path.expanduser(name)
+    if os.path.isfile(os.path.join(folder, "config.json")):
+        return _local_spec(os.path.abspath(folder))
+    if os.sep in name or os.path.isdir(folder):
+        raise TltoolError(f"--backbone {name}: no keras-hub preset directory there (it holds config.json, "
+                          "metadata.json and model.weights.h5); give a registry name or such a folder")
     return SPECS.get(name)
 
 
