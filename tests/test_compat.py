@@ -124,3 +124,17 @@ def test_adapted_normalization_becomes_variables():
     normalization_as_variables([layer])
     assert isinstance(layer.mean, tf.Variable)
     np.testing.assert_allclose(layer(np.ones((1, 3), "float32")).numpy(), before, atol=1e-6)
+
+
+def test_the_frozen_function_has_only_the_image_as_input_and_the_tf2onnx_shim_applies():
+    import keras
+    import tensorflow as tf
+
+    from tltool.compat import frozen_function, tf2onnx_numpy_shim
+
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2)])
+    frozen = frozen_function(model, [tf.TensorSpec([None, 4], tf.float32)])
+    assert len(frozen.inputs) == 1 and not frozen.graph.variables
+    x = np.ones((3, 4), "float32")
+    np.testing.assert_allclose(frozen(tf.constant(x))[0].numpy(), np.asarray(model(x)), atol=1e-6)
+    tf2onnx_numpy_shim()
