@@ -17,7 +17,13 @@ TINY = {  # 3 blocks at 32 px with patches of 8: 16 patch tokens of width 32
     "deit": ("DeiTBackbone", {**SHAPE, "patch_size": (8, 8), "intermediate_dim": 64}),
     "dinov2": ("DINOV2Backbone", {**SHAPE, "patch_size": 8, "intermediate_dim": 64, "num_register_tokens": 2,
                                   "position_embedding_shape": (32, 32, 3)}),
+    # 3 stages: 8x8 patches of 4 px, merged to 4x4, then 2x2 tokens of width 64
+    "swin": ("SwinTransformerBackbone", {"image_shape": (32, 32, 3), "embed_dim": 16, "depths": [1, 1, 1],
+                                         "num_heads": [2, 2, 2], "window_size": 2, "patch_size": 4}),
 }
+# family -> (tokens before the patch tokens, patch tokens, width, what a group is called)
+EXPECTED = {"vit": (1, 16, 32, "block"), "deit": (2, 16, 32, "block"), "dinov2": (3, 16, 32, "block"),
+            "swin": (0, 4, 64, "stage")}
 
 
 def tiny_preset(tmp_path_factory, family: str) -> str:
@@ -46,22 +52,28 @@ def family_preset(request, tmp_path_factory):
 def test_the_preset_table_matches_keras_hubs_own_metadata():
     from keras_hub.src.models.deit.deit_presets import backbone_presets as deit
     from keras_hub.src.models.dinov2.dinov2_presets import backbone_presets as dinov2
+    from keras_hub.src.models.swin_transformer.swin_transformer_presets import backbone_presets as swin
     from keras_hub.src.models.vit.vit_presets import backbone_presets as vit
 
     from tltool.models.hub import PRESETS
 
-    published = {**vit, **deit, **dinov2}
+    published = {**vit, **deit, **dinov2, **swin}
     assert set(PRESETS) == set(published)
     for name, (cls, params, side, blocks, prefix) in PRESETS.items():
         assert params == published[name]["metadata"]["params"], name
-        assert cls == {"vit": "ViTBackbone", "deit": "DeiTBackbone", "dinov2": "DINOV2Backbone"}[name.split("_")[0]]
+        assert cls == {"vit": "ViTBackbone", "deit": "DeiTBackbone", "dinov2": "DINOV2Backbone",
+                       "swin": "SwinTransformerBackbone"}[name.split("_")[0]]
         size = name.split("_")[-1] if cls == "DINOV2Backbone" else name.split("_")[1]
-        assert blocks == {"tiny": 12, "small": 12, "base": 12, "large": 24, "huge": 32, "giant": 40}[size], name
-        assert side == 224 if cls == "DINOV2Backbone" else f"_{side}_" in name
-        assert prefix == {"ViTBackbone": 1, "DeiTBackbone": 2}.get(cls, 5 if "registers" in name else 1), name
+        depth = 4 if cls == "SwinTransformerBackbone" else {"tiny": 12, "small": 12, "base": 12, "large": 24,
+                                                            "huge": 32, "giant": 40}[size]
+        assert blocks == depth, name
+        assert side == 224 if cls == "DINOV2Backbone" else name.endswith(f"_{side}") or f"_{side}_" in name
+        expected = {"ViTBackbone": 1, "DeiTBackbone": 2, "SwinTransformerBackbone": 0}
+        assert prefix == expected.get(cls, 5 if "registers" in name else 1), name
 
 
 def test_a_local_preset_builds_with_a_group_per_block_and_its_own_normalisation(family_preset):
+    from tltool.errors import TltoolError
     from tltool.models.freeze import apply_plan, resolve_plan
     from tltool.models.hub import _part
     from tltool.models.registry import get_backbone
@@ -70,7 +82,8 @@ def test_a_local_preset_builds_with_a_group_per_block_and_its_own_normalisation(
     family, preset = family_preset
     spec = get_backbone(preset)
     assert spec.source == "keras-hub" and spec.family == family and spec.any_size == (family == "dinov2")
-    assert spec.group_names == ("stem", "block_1", "block_2", "block_3", "top")
+    prefix, patches, width, group = EXPECTED[family]
+    assert spec.group_names == ("stem", f"{group}_1", f"{group}_2", f"{group}_3", "top")
     pretrained, random = spec.build(32, "pretrained"), spec.build(32, "none")
     assert [g.name for g in pretrained.groups] == list(spec.group_names)
     facts = spec.family_facts
@@ -83,20 +96,24 @@ def test_a_local_preset_builds_with_a_group_per_block_and_its_own_normalisation(
     apply_plan(pretrained, resolve_plan(pretrained, LastGroups(last_groups=2)))
     trainable = {id(w) for w in pretrained.model.trainable_weights}
     assert trainable == {id(w) for w in blocks[2].weights + norm.weights}  # the last block and the final norm
-    tokens = pretrained.forward(pixels)
-    prefix = {"vit": 1, "deit": 2, "dinov2": 3}[family]  # class, distillation and 2 register tokens
-    assert spec.prefix_tokens == prefix and tuple(tokens.shape) == (1, 16 + prefix, 32)
-    own = 64 if facts.pooling == "token+avg" else 32  # DINOv2: class token and patch mean, concatenated
+    tokens = pretrained.forward(pixels)  # class, distillation and 2 register tokens first; Swin has none
+    assert spec.prefix_tokens == prefix and tuple(tokens.shape) == (1, patches + prefix, width)
+    own = 2 * width if facts.pooling == "token+avg" else width  # DINOv2: class token and patch mean, concatenated
     assert tuple(pretrained.pooling("auto")(tokens).shape) == (1, own)
-    assert tuple(pretrained.pooling("token")(tokens).shape) == (1, 32)
-    assert tuple(pretrained.spatial(tokens).shape) == (1, 4, 4, 32)  # the 16 patch tokens, without the others
+    side = int(patches ** 0.5)
+    assert tuple(pretrained.spatial(tokens).shape) == (1, side, side, width)  # the patch tokens, without the others
+    if prefix:
+        assert tuple(pretrained.pooling("token")(tokens).shape) == (1, width)
+    else:
+        with pytest.raises(TltoolError, match="head.pooling token: .* has no class token; give avg or max"):
+            pretrained.pooling("token")
     # One training step of a classifier on it: the last block moves, the first does not.
     import keras
 
     from tltool.models.classifier import build_classifier
     from tltool.recipe.schema import Augment, Head
 
-    clf = build_classifier(pretrained, 3, 32, Head(pooling="token"), Augment(flip="none"))
+    clf = build_classifier(pretrained, 3, 32, Head(pooling="token" if prefix else "avg"), Augment(flip="none"))
     clf.model.compile(keras.optimizers.Adam(1e-2), "categorical_crossentropy")
     first, last = (np.asarray(blocks[i].weights[0]).copy() for i in (0, 2))
     images = np.random.default_rng(0).uniform(0, 255, (4, 32, 32, 3)).astype("float32")
@@ -122,7 +139,7 @@ def test_plan_prints_every_block_of_a_local_preset(vit_preset):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("family", ["vit", "dinov2"])
+@pytest.mark.parametrize("family", ["vit", "dinov2", "swin"])
 def test_a_transformer_fits_exports_and_predicts_from_the_command_line(family, tmp_path_factory, tiny_data, tmp_path):
     import tensorflow as tf
 
@@ -186,7 +203,7 @@ def test_a_folder_that_is_no_preset_or_an_unknown_family_is_one_clear_error(tmp_
 
     with pytest.raises(TltoolError, match="no keras-hub preset directory there"):
         get_backbone(str(tmp_path / "missing"))
-    (tmp_path / "swin").mkdir()
-    (tmp_path / "swin" / "config.json").write_text(json.dumps({"class_name": "SwinTransformerBackbone", "config": {}}))
-    with pytest.raises(TltoolError, match="a keras-hub SwinTransformerBackbone is not a backbone tltool fine-tunes yet"):
-        get_backbone(str(tmp_path / "swin"))
+    (tmp_path / "sam").mkdir()
+    (tmp_path / "sam" / "config.json").write_text(json.dumps({"class_name": "SAMBackbone", "config": {}}))
+    with pytest.raises(TltoolError, match="a keras-hub SAMBackbone is not a backbone tltool fine-tunes yet"):
+        get_backbone(str(tmp_path / "sam"))

@@ -1,4 +1,4 @@
-"""keras-hub presets as backbones: the second backbone source (transformers first: ViT, DeiT, DINOv2).
+"""keras-hub presets as backbones: the second backbone source (transformers first: ViT, DeiT, DINOv2, Swin).
 
 `--backbone` takes a **local preset directory** (``config.json``,
 ``metadata.json`` and ``model.weights.h5``, as keras-hub's
@@ -49,9 +49,15 @@ class Family:
     offset: tuple[float, float, float]
     prefix: str = "1"  # tokens before the patch tokens: a number, or "1+registers" (DINOv2)
     any_size: bool = False  # whether its position embeddings are interpolated to any multiple of the patch
+    group: str = "block"  # what each of `blocks` is called: block_1, block_2, ... (Swin: stage_1, ...)
+    count: str = "num_layers"  # the config key that gives the number of blocks (a number, or a list per block)
 
     def prefix_tokens(self, config: dict) -> int:
         return 1 + int(config.get("num_register_tokens", 0)) if self.prefix == "1+registers" else int(self.prefix)
+
+    def blocks_in(self, config: dict) -> int:
+        value = config[self.count]
+        return len(value) if isinstance(value, (list, tuple)) else int(value)
 
 
 _IMAGENET_SCALE = tuple(1 / (255 * s) for s in (0.229, 0.224, 0.225))
@@ -69,6 +75,10 @@ FAMILIES = {
     "DINOV2Backbone": Family("dinov2", stem="embeddings", blocks="encoder.layers", norm="layernorm",
                              pooling="token+avg", scale=_IMAGENET_SCALE, offset=_IMAGENET_OFFSET,
                              prefix="1+registers", any_size=True),
+    # Swin: no class token; its stages (each a run of shifted-window blocks, then a patch merge) are the groups.
+    "SwinTransformerBackbone": Family("swin", stem="patch_embedding", blocks="stages", norm="norm", pooling="avg",
+                                      scale=_IMAGENET_SCALE, offset=_IMAGENET_OFFSET, prefix="0", group="stage",
+                                      count="depths"),
 }
 
 # Presets keras-hub publishes for the families above: name -> (class, parameters, image side, blocks, prefix
@@ -97,6 +107,12 @@ PRESETS = {
     "dinov2_with_registers_base": ("DINOV2Backbone", 87_635_712, 224, 12, 5),
     "dinov2_with_registers_large": ("DINOV2Backbone", 305_775_616, 224, 24, 5),
     "dinov2_with_registers_giant": ("DINOV2Backbone", 1_138_591_232, 224, 40, 5),
+    "swin_tiny_patch4_window7_224": ("SwinTransformerBackbone", 27_519_354, 224, 4, 0),
+    "swin_small_patch4_window7_224": ("SwinTransformerBackbone", 48_837_258, 224, 4, 0),
+    "swin_base_patch4_window7_224": ("SwinTransformerBackbone", 86_743_224, 224, 4, 0),
+    "swin_base_patch4_window12_384": ("SwinTransformerBackbone", 86_878_584, 384, 4, 0),
+    "swin_large_patch4_window7_224": ("SwinTransformerBackbone", 194_995_476, 224, 4, 0),
+    "swin_large_patch4_window12_384": ("SwinTransformerBackbone", 195_198_516, 384, 4, 0),
 }
 PATCH = {"DINOV2Backbone": 14}  # the patch side of the published presets, where any size is allowed
 
@@ -123,7 +139,7 @@ class HubSpec(BackboneSpec):
         family = self.family_facts
         blocks = list(_part(model, family.blocks))
         groups = [FreezeGroup("stem", [_part(model, family.stem)]),
-                  *[FreezeGroup(f"block_{i + 1}", [block]) for i, block in enumerate(blocks)],
+                  *[FreezeGroup(f"{family.group}_{i + 1}", [block]) for i, block in enumerate(blocks)],
                   FreezeGroup("top", [_part(model, family.norm)])]
         scale, offset = _normalisation(self)
         return TransformerBackbone(self, model, _scale_offset(scale, offset), groups)
@@ -162,10 +178,13 @@ class TransformerBackbone(Backbone):
         return self.model({"images": inputs} if isinstance(self.model.input, dict) else inputs)
 
     def pooling(self, kind: str = "auto"):
+        family = self.spec.family_facts
+        if "token" in (family.pooling if kind == "auto" else kind) and not self.spec.prefix_tokens:
+            raise TltoolError(f"head.pooling {kind}: {self.spec.name} ({family.name}) has no class token; "
+                              "give avg or max")
         if kind not in self._pools:
             from tltool.models.layers import TokenPooling
 
-            family = self.spec.family_facts
             self._pools[kind] = TokenPooling(family.pooling if kind == "auto" else kind, self.spec.prefix_tokens,
                                              name="pool")
         return self._pools[kind]
@@ -203,15 +222,16 @@ def _local_spec(folder: str) -> HubSpec:
     settings = config.get("config", {})
     metadata = _read_json(folder, "metadata.json") if os.path.isfile(os.path.join(folder, "metadata.json")) else {}
     patch = settings.get("patch_size", 1)
+    family = FAMILIES[class_name]
     return _spec(folder, folder, class_name, int(metadata.get("parameter_count", 0)), int(settings["image_shape"][0]),
-                 int(settings["num_layers"]), FAMILIES[class_name].prefix_tokens(settings),
+                 family.blocks_in(settings), family.prefix_tokens(settings),
                  int(patch[0] if isinstance(patch, (list, tuple)) else patch))
 
 
 def _spec(name: str, preset: str, class_name: str, params: int, side: int, blocks: int, prefix: int,
           patch: int | None = None) -> HubSpec:
     family = FAMILIES[class_name]
-    groups = ("stem", *(f"block_{i + 1}" for i in range(blocks)), "top")
+    groups = ("stem", *(f"{family.group}_{i + 1}" for i in range(blocks)), "top")
     patch = patch or PATCH.get(class_name, 1)
     return HubSpec(name=name, family=family.name, source=SOURCE, default_size=side,
                    min_size=patch if family.any_size else side, params=params, group_names=groups,
