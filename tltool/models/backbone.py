@@ -103,8 +103,10 @@ class Backbone:
         """The last spatial feature map (N, h, w, C) from the model's output."""
         return features
 
-    def pooling(self, kind: str = "avg"):
-        """The layer from the model's output to one vector per image (made once per kind, then shared)."""
+    def pooling(self, kind: str = "auto"):
+        """The layer from the model's output to one vector per image (made once per kind, then shared);
+        ``auto`` is the backbone's own (a feature map's: avg)."""
+        kind = "avg" if kind == "auto" else kind
         if kind not in ("avg", "max"):
             from tltool.errors import TltoolError
 
