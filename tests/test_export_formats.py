@@ -63,7 +63,7 @@ def test_files_carry_what_it_takes_to_use_them(exported):
     folder, _ = exported
     meta = {p.key: json.loads(p.value) for p in onnx.load(str(folder / "m.onnx")).metadata_props}["tltool"]
     assert meta["classes"] == ["apple", "leaf", "sky"] and meta["image_size"] == 32 and meta["aspect"] == "stretch"
-    assert meta["input_contract"] == 1 and meta["input"]["shape"] == [None, 32, 32, 3]
+    assert meta["input_contract"] == 2 and meta["input"]["shape"] == [None, 32, 32, 3]
     sidecar = json.load(open(folder / "m8.tflite.json"))
     assert sidecar["format"] == "litert-int8" and sidecar["input"]["dtype"] == "uint8"
 

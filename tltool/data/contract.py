@@ -45,7 +45,7 @@ import functools
 
 import numpy as np
 
-VERSION = 1
+VERSION = 2  # 2: transparent GIF and WebP composited on white (1 painted GIF transparency black)
 TF_FORMATS = ("JPEG", "PNG", "GIF", "BMP", "WEBP")
 _EXIF_SCAN_BYTES = 65536 + 16  # an APP1 segment holds at most 64 KiB
 
