@@ -74,9 +74,13 @@ def test_backbones_command_lists_every_entry_without_importing_tensorflow():
             "print('TF-LOADED' if 'tensorflow' in sys.modules else 'TF-ABSENT')")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert "TF-ABSENT" in out
-    for name in REGISTRY:
+    from tltool.models.hub import SPECS as HUB
+
+    for name in [*REGISTRY, *HUB]:
         assert re.search(rf"^{name}\s", out, re.M), name
     assert "stem stage1 stage2 stage3 stage4" in out
+    assert re.search(r"^vit_base_patch16_224_imagenet\s+keras-hub\s+vit\s+224\s+no\s+85\.8M\s+stem block_1", out, re.M)
+    assert re.search(r"^dinov2_small\s+keras-hub\s+dinov2\s+224\s+yes\s", out, re.M)
 
 
 def test_a_built_backbone_gives_its_groups_spatial_map_and_pooled_features():

@@ -47,9 +47,10 @@ def _rates(phase) -> str:
 
 
 def backbones_text(specs) -> str:
-    rows = [[s.name, s.source, s.family, s.default_size, f"{s.params / 1e6:.1f}M", _short_groups(s.group_names)]
-            for s in specs]
-    return table(rows, ["name", "source", "family", "size", "params", "groups (input -> output)"], "lllrrl")
+    rows = [[s.name, s.source, s.family, s.default_size, "yes" if s.any_size else "no", f"{s.params / 1e6:.1f}M",
+             _short_groups(s.group_names)] for s in specs]
+    return table(rows, ["name", "source", "family", "size", "other sizes", "params", "groups (input -> output)"],
+                 "lllrlrl")
 
 
 def _short_groups(names) -> str:
