@@ -207,3 +207,29 @@ def test_a_folder_that_is_no_preset_or_an_unknown_family_is_one_clear_error(tmp_
     (tmp_path / "sam" / "config.json").write_text(json.dumps({"class_name": "SAMBackbone", "config": {}}))
     with pytest.raises(TltoolError, match="a keras-hub SAMBackbone is not a backbone tltool fine-tunes yet"):
         get_backbone(str(tmp_path / "sam"))
+
+
+@pytest.mark.slow
+def test_a_run_killed_after_its_preset_folder_went_away_resumes_from_its_copy(vit_preset, tiny_data, tmp_path):
+    import shutil
+    import signal
+    import subprocess
+    import sys
+
+    preset = shutil.copytree(vit_preset, tmp_path / "preset")
+    run = tmp_path / "run"
+    env = {**os.environ, "TLTOOL_PAUSE_AT": "export", "TF_CPP_MIN_LOG_LEVEL": "3"}
+    process = subprocess.Popen([sys.executable, "-m", "tltool", "fit", tiny_data, "-b", str(preset), "--image-size", "32",
+                                "--recipe", "linear-probe", "--epochs", "1", "--out", str(run)],
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+    for line in process.stdout:
+        if "paused at export" in line:
+            process.send_signal(signal.SIGKILL)
+            break
+    process.wait(timeout=120)
+    assert process.returncode == -signal.SIGKILL and not (run / "model.keras").exists()
+    shutil.rmtree(preset)  # the preset folder is gone; the run kept its config
+    result = run_cli("fit", "--resume", run)
+    assert result.exit_code == 0, result.output
+    assert f"{preset} is gone: the backbone is built from the run's copy of its config" in result.output
+    assert (run / "model.keras").is_file() and (run / "saved_model" / "saved_model.pb").is_file()

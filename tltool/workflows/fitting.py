@@ -178,7 +178,7 @@ def _session(data: str, recipe: Recipe, out: str, overwrite: bool, split_from: s
     from tltool.training.session import Session
     from tltool.training.setup import prepare
 
-    spec = get_backbone(recipe.backbone)
+    spec = get_backbone(recipe.backbone if resumed is None else _kept_backbone(recipe.backbone, Run(out)))
     source = weights_source(recipe.weights)
     if resumed is not None and recipe.strategy == "multi-worker":
         raise TltoolError("--resume: a multi-worker run cannot be resumed (the other workers keep no "
@@ -223,6 +223,16 @@ def _session(data: str, recipe: Recipe, out: str, overwrite: bool, split_from: s
                 shutil.rmtree(session.run.cache_dir, ignore_errors=True)  # decoded images, features
             if worker:
                 shutil.rmtree(out, ignore_errors=True)
+
+
+def _kept_backbone(name: str, run: Run) -> str:
+    """What a resumed run builds its backbone from: `name`, or the run's copy of a preset folder that is gone
+    (the weights come from the run's checkpoint; the copy holds the config)."""
+    kept = run.file("backbone")
+    if os.sep in name and not os.path.exists(name) and os.path.isfile(os.path.join(kept, "config.json")):
+        say(f"{name} is gone: the backbone is built from the run's copy of its config ({kept})")
+        return kept
+    return name
 
 
 @contextmanager
