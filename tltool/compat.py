@@ -26,9 +26,6 @@ the versions, instead of silently doing something else.
 - `outbound_layers`: `Layer._outbound_nodes`, which layer a convolution feeds.
 - `watching_inputs`: replacing a layer instance's `call`, to see every
   convolution's inputs in one eager pass.
-- `normalization_as_variables`: `Normalization.adapt_mean` and its
-  `mean`/`variance`, which tf2onnx would turn into graph inputs.
-
 - `tf2onnx_numpy_shim`: `keras.src.export.tf2onnx_lib.patch_tf2onnx`, which
   Keras' ONNX export applies before tf2onnx; tltool calls tf2onnx itself.
 - `random_state`: Keras' global seed attributes and TensorFlow's global seed,
@@ -260,7 +257,7 @@ def seed_generators(layers) -> list:
     return found
 
 
-# ---------------------------------------------------------------- LiteRT int8
+# ---------------------------------------------------------------- converters (LiteRT int8, ONNX)
 
 
 def frozen_function(model, signature: list):
@@ -342,23 +339,3 @@ def watching_inputs(layers, watch):
         for layer in layers:
             if "call" in vars(layer):
                 del layer.call
-
-
-# ---------------------------------------------------------------- ONNX
-
-
-def normalization_as_variables(layers) -> None:
-    """Make adapted Normalization layers (EfficientNet's first) hold their mean and variance as variables.
-
-    Keras keeps them as eager tensors, which tf2onnx turns into extra graph
-    inputs instead of constants; variables are frozen into the file like
-    every weight. `layers`: every layer of a model loaded to be exported.
-    """
-    import keras
-    import tensorflow as tf
-
-    for layer in layers:
-        if isinstance(layer, keras.layers.Normalization) and getattr(layer, "adapt_mean", None) is not None:
-            layer.mean = tf.Variable(np.asarray(_require(layer, "mean", "normalization_as_variables")),
-                                     trainable=False)
-            layer.variance = tf.Variable(np.asarray(layer.variance), trainable=False)

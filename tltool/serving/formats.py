@@ -151,7 +151,8 @@ def export_onnx(model, path: str, info: dict) -> str:
     """ONNX (tf2onnx, from the model's frozen function) with the model info in `metadata_props`.
 
     tf2onnx reads the frozen graph rather than Keras' export archive, which
-    turns constants a layer keeps (a ViT's position ids) into graph inputs.
+    turns tensors a layer keeps (a ViT's position ids, EfficientNet's adapted
+    Normalization mean and variance) into graph inputs.
     The graph's input is named ``image`` and its output ``probabilities``.
     """
     import warnings
@@ -159,10 +160,8 @@ def export_onnx(model, path: str, info: dict) -> str:
     import onnx
     import tf2onnx
 
-    from tltool.compat import frozen_function, normalization_as_variables, tf2onnx_numpy_shim
-    from tltool.models.freeze import every_layer
+    from tltool.compat import frozen_function, tf2onnx_numpy_shim
 
-    normalization_as_variables(every_layer(model))
     frozen = frozen_function(model, signature(info))
     with atomic_path(path) as tmp, native_output_hidden(), warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*np.object", category=FutureWarning)  # inside tf2onnx

@@ -241,7 +241,7 @@ class Session:
                 say(f"early stopping: {stopping.monitor} has not improved for {stopping.patience} epochs")
                 break
             started = time.perf_counter()
-            logs, _ = self.fit_epoch(model, index, epoch, use_cache)
+            logs = self.fit_epoch(model, index, epoch, use_cache)
             self._record(index, epoch, logs, started, model.optimizer, stopping)
         best = state.files.get("phase_best")
         if stopping and stopping.restore_best and best and best["epoch"] != state.files["latest"]["epoch"]:
@@ -251,14 +251,13 @@ class Session:
             say(f"phase {phase.name!r}: restored its best epoch, {best['epoch']} "
                 f"({stopping.monitor} {state.stopping['best']:.4f})")
 
-    def fit_epoch(self, model, index: int, epoch: int, use_cache: bool) -> tuple[dict, float]:
-        """Train one epoch of phase `index` on `model` (compiled by `compile_phase`); (logs, seconds)."""
+    def fit_epoch(self, model, index: int, epoch: int, use_cache: bool) -> dict:
+        """Train one epoch of phase `index` on `model` (compiled by `compile_phase`); its logs."""
         from tltool.console import interactive
         from tltool.training.callbacks import StopOnInterrupt
 
         reseed(self, index, epoch)
         train, val = self.epoch_data(index, epoch, use_cache)
-        start = time.perf_counter()
         with warnings.catch_warnings(), self.dist.lost_worker():
             # Skipping unreadable files makes the validation set's length
             # unknown, and Keras then warns at the end of its pass; nothing is wrong.
@@ -266,7 +265,7 @@ class Session:
             result = model.fit(train, validation_data=val, epochs=1, steps_per_epoch=self.steps_per_epoch,
                                class_weight=self.weights, shuffle=False, verbose=1 if interactive() else 0,
                                callbacks=[StopOnInterrupt(lambda: self.stop_requested, self.state.epoch)])
-        return {k: float(v[-1]) for k, v in result.history.items()}, time.perf_counter() - start
+        return {k: float(v[-1]) for k, v in result.history.items()}
 
     def _record(self, index: int, epoch: int, logs: dict, started: float, optimizer, stopping) -> None:
         """History row, early-stopping and best-epoch bookkeeping, and the checkpoint of one finished epoch.
