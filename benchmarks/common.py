@@ -13,6 +13,7 @@ import shutil
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -94,18 +95,34 @@ def run_stage(script: str, stage: str, args: dict) -> dict:
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
-def timed_command(cmd: list[str], env: dict | None = None) -> tuple[float, float, str]:
-    """Run a command as a user would: (seconds from its start to its exit, its peak RSS in MiB, its output)."""
+@dataclass
+class Timed:
+    """A command timed as a user waits for it, from its process start."""
+
+    seconds: float  # to its exit
+    peak_mb: float  # its peak RSS
+    output: str  # stdout and stderr
+    marks: dict[str, float]  # seconds to the first output line holding each mark
+
+
+def timed_command(cmd: list[str], env: dict | None = None, marks: dict[str, str] | None = None) -> Timed:
+    """Run a command as a user would, reading its output line by line to time each of `marks` (name -> text)."""
     start = time.perf_counter()
     process = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                                env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", **(env or {})})
-    output = process.stdout.read()
+    seen, lines = {}, []
+    for line in process.stdout:
+        lines.append(line)
+        for name, mark in (marks or {}).items():
+            if name not in seen and mark in line:
+                seen[name] = time.perf_counter() - start
     _, status, usage = os.wait4(process.pid, 0)
     seconds = time.perf_counter() - start
     process.returncode = os.waitstatus_to_exitcode(status)
+    output = "".join(lines)
     if process.returncode != 0:
         raise RuntimeError(f"{' '.join(cmd[:4])}...: exit {process.returncode}\n{output[-3000:]}")
-    return seconds, usage.ru_maxrss / 1024, output
+    return Timed(seconds, usage.ru_maxrss / 1024, output, seen)
 
 
 def tltool_command() -> str:

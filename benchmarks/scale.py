@@ -25,9 +25,7 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
-import subprocess
 import sys
-import time
 
 import numpy as np
 
@@ -55,40 +53,26 @@ def generate(folder: str, n: int) -> str:
     return folder
 
 
-def timed(cmd: list[str], env: dict, marks: dict[str, str]) -> dict:
-    """Run `cmd`; seconds from its start to the first output line containing each mark, to exit, and its peak RSS."""
-    start = time.perf_counter()
-    process = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
-    seen, lines = {}, []
-    for line in process.stdout:
-        lines.append(line)
-        for name, mark in marks.items():
-            if name not in seen and mark in line:
-                seen[name] = time.perf_counter() - start
-    _, status, usage = os.wait4(process.pid, 0)
-    process.returncode = os.waitstatus_to_exitcode(status)
-    if process.returncode != 0:
-        raise RuntimeError(f"{' '.join(cmd)}: exit {process.returncode}\n{''.join(lines)[-3000:]}")
-    return {**seen, "total": time.perf_counter() - start, "peak_mb": usage.ru_maxrss / 1024}
+def measure(folder: str, cache: str):
+    """(`tltool inspect`, `tltool fit`) on `folder`, each a `common.Timed`."""
+    from common import timed_command, tltool_command
 
-
-def measure(folder: str, cache: str) -> dict:
-    tltool = shutil.which("tltool") or os.path.join(os.path.dirname(sys.executable), "tltool")
+    tltool = tltool_command()
     check_cache = os.path.join(os.path.dirname(folder), f".check-cache-{os.path.basename(folder)}")
     shutil.rmtree(check_cache, ignore_errors=True)  # a cold file-check cache for inspect
-    env = {**os.environ, "TLTOOL_CACHE_DIR": check_cache, "TF_CPP_MIN_LOG_LEVEL": "3"}
-    inspected = timed([tltool, "inspect", folder], env, {})
+    env = {"TLTOOL_CACHE_DIR": check_cache}
+    inspected = timed_command([tltool, "inspect", folder], env)
     recipe = "linear-probe"
     if cache != "auto":
         recipe = os.path.join(os.path.dirname(folder), f"linear-probe-{cache}.yaml")
         with open(os.path.join(HERE, "..", "recipes", "linear-probe.yaml")) as source, open(recipe, "w") as f:
             f.write(source.read() + f"data: {{cache: {cache}}}\n")
     run = os.path.join(os.path.dirname(folder), "run-" + os.path.basename(folder))
-    fitted = timed([tltool, "fit", folder, "--recipe", recipe, "--epochs", "1", "--image-size", "32",
-                    "-b", "mobilenetv2", "--weights", "none", "--batch-size", "128", "--out", run, "--overwrite"],
-                   env, {"phase": "phase 1/1", "epoch": "epoch 1 ("})
+    fitted = timed_command([tltool, "fit", folder, "--recipe", recipe, "--epochs", "1", "--image-size", "32",
+                            "-b", "mobilenetv2", "--weights", "none", "--batch-size", "128", "--out", run,
+                            "--overwrite"], env, {"phase": "phase 1/1", "epoch": "epoch 1 ("})
     shutil.rmtree(run, ignore_errors=True)
-    return {"inspect": inspected, "fit": fitted}
+    return inspected, fitted
 
 
 def main() -> None:
@@ -102,10 +86,10 @@ def main() -> None:
     rows = []
     for n in map(int, args.sizes.split(",")):
         folder = generate(os.path.join(args.work, f"jpegs-{n}"), n)
-        r = measure(folder, args.cache)
-        inspect, fit = r["inspect"], r["fit"]
-        rows.append([f"{n:,}", f"{inspect['total']:.1f}", f"{n / inspect['total']:,.0f}", f"{inspect['peak_mb']:,.0f}",
-                     f"{fit['phase']:.1f}", f"{fit['epoch']:.1f}", f"{fit['total']:.1f}", f"{fit['peak_mb']:,.0f}"])
+        inspect, fit = measure(folder, args.cache)
+        rows.append([f"{n:,}", f"{inspect.seconds:.1f}", f"{n / inspect.seconds:,.0f}", f"{inspect.peak_mb:,.0f}",
+                     f"{fit.marks['phase']:.1f}", f"{fit.marks['epoch']:.1f}", f"{fit.seconds:.1f}",
+                     f"{fit.peak_mb:,.0f}"])
         print(rows[-1], file=sys.stderr, flush=True)
     print(markdown_table(["images", "inspect, cold (s)", "files/s", "inspect peak MB", "fit: to phase line (s)",
                           "fit: to epoch line (s)", "fit: whole command (s)", "fit peak MB"], rows))

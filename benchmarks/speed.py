@@ -91,13 +91,13 @@ def _fit_phase(args, name, phase, views=1, **extra):
     out = os.path.join(args["work"], f"run-{name}")
     shutil.rmtree(out, ignore_errors=True)
     recipe = _recipe(os.path.join(args["work"], f"{name}.yaml"), phase, views, **extra)
-    command, rss, output = timed_command([tltool_command(), "fit", args["data"], "--recipe", recipe, "-b", BACKBONE,
+    run = timed_command([tltool_command(), "fit", args["data"], "--recipe", recipe, "-b", BACKBONE,
                                           "--weights", args["weights"], "--image-size", str(args["size"]),
                                           "--out", out])
     history = pd.read_csv(os.path.join(out, "history.csv"))
-    cached = re.search(r"cached \d+ features .* in ([\d.]+) s", output)
+    cached = re.search(r"cached \d+ features .* in ([\d.]+) s", run.output)
     metrics = json.load(open(os.path.join(out, "metrics.json")))
-    return out, history, (float(cached.group(1)) if cached else 0.0), metrics, command, rss
+    return out, history, (float(cached.group(1)) if cached else 0.0), metrics, run.seconds, run.peak_mb
 
 
 def stage_head(args):
@@ -269,21 +269,21 @@ def parity(work: str, weights: str) -> list[list]:
         f.write(PARITY_RECIPE)
     out = os.path.join(work, "run-parity")
     shutil.rmtree(out, ignore_errors=True)
-    ours_s, _, _ = timed_command([tltool, "fit", digits, "--recipe", recipe, "-b", BACKBONE, "--weights", weights,
+    ours = timed_command([tltool, "fit", digits, "--recipe", recipe, "-b", BACKBONE, "--weights", weights,
                                    "--image-size", "96", "--out", out])
     history = pd.read_csv(os.path.join(out, "history.csv"))
-    keras_s, _, printed = timed_command([sys.executable, "-c", PLAIN_KERAS, digits, weights, "96"],
+    keras = timed_command([sys.executable, "-c", PLAIN_KERAS, digits, weights, "96"],
                                          env={"PYTHONPATH": os.path.join(HERE, "..")})
-    plain = json.loads(printed.strip().splitlines()[-1])
+    plain = json.loads(keras.output.strip().splitlines()[-1])
 
     def spread(values):
         return f"first {values[0]:.1f} s, then {min(values[1:]):.1f}-{max(values[1:]):.1f} s"
 
     return [[f"5 epochs training every layer (BatchNorm frozen), 96 px, {plain['images']} digits: tltool fit",
              spread(history["seconds"].tolist()), f"val acc {history['val_accuracy'].iloc[-1]:.3f}",
-             f"whole command {ours_s:.0f} s", ""],
+             f"whole command {ours.seconds:.0f} s", ""],
             ["the same in plain Keras fit on in-memory pixels", spread(plain["seconds"]),
-             f"val acc {plain['val_accuracy']:.3f}", f"whole command {keras_s:.0f} s", ""]]
+             f"val acc {plain['val_accuracy']:.3f}", f"whole command {keras.seconds:.0f} s", ""]]
 
 
 STAGES = {"pretrain": stage_pretrain, "head": stage_head, "finetune": stage_finetune,
