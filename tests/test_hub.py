@@ -12,29 +12,47 @@ pytest.importorskip("keras_hub", reason="keras-hub needs Python >= 3.11")
 
 
 SHAPE = {"image_shape": (32, 32, 3), "num_layers": 3, "num_heads": 2, "hidden_dim": 32}
+VISION = {**SHAPE, "patch_size": 8, "intermediate_dim": 64}
+TEXT = {"vocabulary_size": 64, "embedding_dim": 32, "hidden_dim": 32, "num_layers": 1, "num_heads": 2,
+        "intermediate_dim": 64}
 TINY = {  # 3 blocks at 32 px with patches of 8: 16 patch tokens of width 32
     "vit": ("ViTBackbone", {**SHAPE, "patch_size": (8, 8), "mlp_dim": 64}),
     "deit": ("DeiTBackbone", {**SHAPE, "patch_size": (8, 8), "intermediate_dim": 64}),
-    "dinov2": ("DINOV2Backbone", {**SHAPE, "patch_size": 8, "intermediate_dim": 64, "num_register_tokens": 2,
-                                  "position_embedding_shape": (32, 32, 3)}),
+    "dinov2": ("DINOV2Backbone", {**VISION, "num_register_tokens": 2, "position_embedding_shape": (32, 32, 3)}),
+    "dinov3": ("DINOV3Backbone", {**VISION, "num_register_tokens": 2}),
     # 3 stages: 8x8 patches of 4 px, merged to 4x4, then 2x2 tokens of width 64
     "swin": ("SwinTransformerBackbone", {"image_shape": (32, 32, 3), "embed_dim": 16, "depths": [1, 1, 1],
                                          "num_heads": [2, 2, 2], "window_size": 2, "patch_size": 4}),
+    # image-text models, saved whole: tltool keeps the vision encoder
+    "siglip": ("SigLIPBackbone", {}),
+    "clip": ("CLIPBackbone", {"projection_dim": 16}),
+    "metaclip2": ("MetaCLIP2Backbone", {"projection_dim": 16}),
 }
 # family -> (tokens before the patch tokens, patch tokens, width, what a group is called)
 EXPECTED = {"vit": (1, 16, 32, "block"), "deit": (2, 16, 32, "block"), "dinov2": (3, 16, 32, "block"),
-            "swin": (0, 4, 64, "stage")}
+            "dinov3": (3, 16, 32, "block"), "swin": (0, 4, 64, "stage"), "siglip": (0, 16, 32, "block"),
+            "clip": (1, 16, 32, "block"), "metaclip2": (1, 16, 32, "block")}
+ANY_SIZE = {"dinov2", "dinov3"}
+
+
+def tiny_backbone(family: str):
+    import keras_hub
+
+    cls, kwargs = TINY[family]
+    if cls in ("SigLIPBackbone", "CLIPBackbone", "MetaCLIP2Backbone"):
+        prefix = cls.removesuffix("Backbone")
+        vision, text = (getattr(keras_hub.models, f"{prefix}{part}Encoder") for part in ("Vision", "Text"))
+        return getattr(keras_hub.models, cls)(vision(**VISION), text(**TEXT), **kwargs)
+    return getattr(keras_hub.models, cls)(**kwargs)
 
 
 def tiny_preset(tmp_path_factory, family: str) -> str:
     """A tiny random backbone of `family`, saved as keras-hub saves a preset."""
     def save(folder):
         import keras
-        import keras_hub
 
         keras.utils.set_random_seed(0)
-        cls, kwargs = TINY[family]
-        getattr(keras_hub.models, cls)(**kwargs).save_to_preset(str(folder))
+        tiny_backbone(family).save_to_preset(str(folder))
 
     return shared(tmp_path_factory, f"{family}_preset", save)
 
@@ -50,62 +68,68 @@ def family_preset(request, tmp_path_factory):
 
 
 def test_the_preset_table_matches_keras_hubs_own_metadata():
-    from keras_hub.src.models.deit.deit_presets import backbone_presets as deit
-    from keras_hub.src.models.dinov2.dinov2_presets import backbone_presets as dinov2
-    from keras_hub.src.models.swin_transformer.swin_transformer_presets import backbone_presets as swin
-    from keras_hub.src.models.vit.vit_presets import backbone_presets as vit
+    import re
 
-    from tltool.models.hub import PRESETS
+    import keras_hub
 
-    published = {**vit, **deit, **dinov2, **swin}
+    from tltool.models.hub import FAMILIES, PRESETS
+
+    # Every preset keras-hub publishes for a family tltool knows, with its class and parameter count.
+    published = {name: (cls, facts["metadata"]["params"]) for cls in FAMILIES
+                 for name, facts in getattr(keras_hub.models, cls).presets.items()}
     assert set(PRESETS) == set(published)
-    for name, (cls, params, side, blocks, prefix) in PRESETS.items():
-        assert params == published[name]["metadata"]["params"], name
-        assert cls == {"vit": "ViTBackbone", "deit": "DeiTBackbone", "dinov2": "DINOV2Backbone",
-                       "swin": "SwinTransformerBackbone"}[name.split("_")[0]]
-        size = name.split("_")[-1] if cls == "DINOV2Backbone" else name.split("_")[1]
-        depth = 4 if cls == "SwinTransformerBackbone" else {"tiny": 12, "small": 12, "base": 12, "large": 24,
-                                                            "huge": 32, "giant": 40}[size]
-        assert blocks == depth, name
-        assert side == 224 if cls == "DINOV2Backbone" else name.endswith(f"_{side}") or f"_{side}_" in name
-        expected = {"ViTBackbone": 1, "DeiTBackbone": 2, "SwinTransformerBackbone": 0}
-        assert prefix == expected.get(cls, 5 if "registers" in name else 1), name
+    depth = {"tiny": 12, "small": 12, "base": 12, "b": 12, "large": 24, "l": 24, "huge": 32, "h": 32, "giant": 40,
+             "g": 40, "7b": 40, "bigg": 48, "so400m": 27, "900m": 27}  # 900m: MedSigLIP has the so400m vision tower
+    prefix = {"ViTBackbone": 1, "DeiTBackbone": 2, "SwinTransformerBackbone": 0, "SigLIPBackbone": 0,
+              "CLIPBackbone": 1, "MetaCLIP2Backbone": 1, "DINOV3Backbone": 5}  # DINOv3: class + 4 register tokens
+    for name, (cls, params, side, blocks, tokens) in PRESETS.items():
+        assert (cls, params) == published[name], name
+        words = name.split("_")
+        assert blocks == (4 if cls == "SwinTransformerBackbone" else depth[next(w for w in words if w in depth)]), name
+        assert side == int((re.findall(r"_(\d{3})(?=_|$)", name) or ["224"])[-1]), name
+        assert tokens == prefix.get(cls, 5 if "registers" in name else 1), name
 
 
 def test_a_local_preset_builds_with_a_group_per_block_and_its_own_normalisation(family_preset):
     from tltool.errors import TltoolError
     from tltool.models.freeze import apply_plan, resolve_plan
-    from tltool.models.hub import _part
     from tltool.models.registry import get_backbone
     from tltool.recipe.schema import LastGroups
 
     family, preset = family_preset
     spec = get_backbone(preset)
-    assert spec.source == "keras-hub" and spec.family == family and spec.any_size == (family == "dinov2")
+    assert spec.source == "keras-hub" and spec.family == family and spec.any_size == (family in ANY_SIZE)
     prefix, patches, width, group = EXPECTED[family]
     assert spec.group_names == ("stem", f"{group}_1", f"{group}_2", f"{group}_3", "top")
     pretrained, random = spec.build(32, "pretrained"), spec.build(32, "none")
     assert [g.name for g in pretrained.groups] == list(spec.group_names)
     facts = spec.family_facts
-    blocks, norm = _part(pretrained.model, facts.blocks), _part(pretrained.model, facts.norm)
-    assert pretrained.groups[3].layers == [blocks[2]] and pretrained.groups[4].layers == [norm]
+    blocks = [group.layers[0] for group in pretrained.groups[1:4]]  # found inside the nested encoder
+    inside = {id(w) for w in pretrained.model.weights}
+    assert len({id(b) for b in blocks}) == 3 and all(b.weights and {id(w) for w in b.weights} <= inside
+                                                     for b in blocks)
+    top = pretrained.groups[4].layers  # the final norm; SigLIP's attention-pooling head too
+    assert [type(layer).__name__ for layer in top if layer is not pretrained.own_pool] == ["LayerNormalization"]
+    assert (pretrained.own_pool in top) == (family == "siglip")
     assert not all(np.allclose(a, b) for a, b in zip(pretrained.model.get_weights(), random.model.get_weights()))
     pixels = np.full((1, 32, 32, 3), 255.0, "float32")
-    expected = 255 * np.array(facts.scale) + np.array(facts.offset)  # ViT: x / 127.5 - 1; else ImageNet mean/std
+    expected = 255 * np.array(facts.scale) + np.array(facts.offset)  # ViT/SigLIP: x / 127.5 - 1; else mean/std
     np.testing.assert_allclose(np.asarray(pretrained.preprocess(pixels))[0, 0, 0], expected, atol=1e-5)
+    apply_plan(pretrained, resolve_plan(pretrained, "none"))
+    assert not pretrained.model.trainable_weights and not pretrained.pooling().trainable_weights
     apply_plan(pretrained, resolve_plan(pretrained, LastGroups(last_groups=2)))
-    trainable = {id(w) for w in pretrained.model.trainable_weights}
-    assert trainable == {id(w) for w in blocks[2].weights + norm.weights}  # the last block and the final norm
-    tokens = pretrained.forward(pixels)  # class, distillation and 2 register tokens first; Swin has none
+    trainable = {id(w) for w in pretrained.model.trainable_weights + pretrained.pooling().trainable_weights}
+    assert trainable == {id(w) for w in blocks[2].weights + [w for layer in top for w in layer.weights]}
+    tokens = pretrained.forward(pixels)  # class, distillation and 2 register tokens first; Swin, SigLIP have none
     assert spec.prefix_tokens == prefix and tuple(tokens.shape) == (1, patches + prefix, width)
-    own = 2 * width if facts.pooling == "token+avg" else width  # DINOv2: class token and patch mean, concatenated
+    own = 2 * width if facts.pooling == "token+avg" else width  # DINOv2/v3: class token and patch mean
     assert tuple(pretrained.pooling("auto")(tokens).shape) == (1, own)
     side = int(patches ** 0.5)
     assert tuple(pretrained.spatial(tokens).shape) == (1, side, side, width)  # the patch tokens, without the others
     if prefix:
         assert tuple(pretrained.pooling("token")(tokens).shape) == (1, width)
     else:
-        with pytest.raises(TltoolError, match="head.pooling token: .* has no class token; give avg or max"):
+        with pytest.raises(TltoolError, match="head.pooling token: .* has no class token; give auto, avg or max"):
             pretrained.pooling("token")
     # One training step of a classifier on it: the last block moves, the first does not.
     import keras
@@ -113,7 +137,7 @@ def test_a_local_preset_builds_with_a_group_per_block_and_its_own_normalisation(
     from tltool.models.classifier import build_classifier
     from tltool.recipe.schema import Augment, Head
 
-    clf = build_classifier(pretrained, 3, 32, Head(pooling="token" if prefix else "avg"), Augment(flip="none"))
+    clf = build_classifier(pretrained, 3, 32, Head(pooling="auto"), Augment(flip="none"))
     clf.model.compile(keras.optimizers.Adam(1e-2), "categorical_crossentropy")
     first, last = (np.asarray(blocks[i].weights[0]).copy() for i in (0, 2))
     images = np.random.default_rng(0).uniform(0, 255, (4, 32, 32, 3)).astype("float32")
@@ -139,7 +163,7 @@ def test_plan_prints_every_block_of_a_local_preset(vit_preset):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("family", ["vit", "dinov2", "swin"])
+@pytest.mark.parametrize("family", ["vit", "swin", "siglip"])
 def test_a_transformer_fits_exports_and_predicts_from_the_command_line(family, tmp_path_factory, tiny_data, tmp_path):
     import tensorflow as tf
 

@@ -12,7 +12,8 @@ from tltool.console import say, table
 
 def plan_text(plan, layers: bool = False) -> str:
     spec, sizes, head = plan.spec, plan.head, plan.head_params
-    lines = [f"{spec.name}: {spec.params:,} backbone parameters in {len(spec.group_names)} groups; "
+    built = sum(params for *_, params in plan.layers)  # the network tltool keeps (no text tower)
+    lines = [f"{spec.name}: {built:,} backbone parameters in {len(spec.group_names)} groups; "
              f"recipe {plan.recipe}"]
     if len(sizes) > 2:
         lines.append(f"head: dense layers {' -> '.join(map(str, sizes))} = {head:,} parameters (always trains)")
@@ -47,10 +48,14 @@ def _rates(phase) -> str:
 
 
 def backbones_text(specs) -> str:
-    rows = [[s.name, s.source, s.family, s.default_size, "yes" if s.any_size else "no", f"{s.params / 1e6:.1f}M",
+    rows = [[s.name, s.source, s.family, s.default_size, "yes" if s.any_size else "no",
+             f"{s.params / 1e6:.1f}M" + ("*" if s.describe().get("parameters_include_text_tower") else ""),
              _short_groups(s.group_names)] for s in specs]
-    return table(rows, ["name", "source", "family", "size", "other sizes", "params", "groups (input -> output)"],
+    text = table(rows, ["name", "source", "family", "size", "other sizes", "params", "groups (input -> output)"],
                  "lllrlrl")
+    if any(row[5].endswith("*") for row in rows):
+        text += "\n* the whole image-text model's parameters; tltool keeps its vision encoder and drops the text tower"
+    return text
 
 
 def _short_groups(names) -> str:

@@ -110,7 +110,8 @@ class Backbone:
         if kind not in ("avg", "max"):
             from tltool.errors import TltoolError
 
-            raise TltoolError(f"head.pooling {kind}: {self.spec.name} has no class token; give avg or max")
+            raise TltoolError(f"head.pooling {kind}: {self.spec.name} gives a feature map, with no tokens to pool "
+                              "that way; give auto, avg or max")
         if kind not in self._pools:
             import keras
 

@@ -150,6 +150,8 @@ def apply_plan(backbone: Backbone, plan: FreezePlan) -> None:
     model = backbone.model
     if not plan.trains_backbone:
         model.trainable = False
+        for _, layer in backbone.units:  # a unit may sit outside the network: SigLIP's attention-pooling head
+            layer.trainable = False
         return
     model.trainable = True
     for i, (_, layer) in enumerate(backbone.units):

@@ -1,4 +1,4 @@
-"""keras-hub presets as backbones: the second backbone source (transformers first: ViT, DeiT, DINOv2, Swin).
+"""keras-hub presets as backbones: the second backbone source (ViT, DeiT, DINOv2/v3, Swin, SigLIP, CLIP, MetaCLIP 2).
 
 `--backbone` takes a **local preset directory** (``config.json``,
 ``metadata.json`` and ``model.weights.h5``, as keras-hub's
@@ -12,8 +12,12 @@ A family (`FAMILIES`, keyed by the keras-hub class) says where the freeze
 groups are inside the network: the patch embedding is ``stem``, each
 transformer block its own group (``block_1`` ...), the final norm ``top``;
 which pooling is its own; and the normalisation its presets use when the
-preset folder keeps no image converter. The normalisation goes into the
-model graph (`ScaleOffset`), so exports take plain 0-255 pixels.
+preset keeps no image converter. The normalisation goes into the model
+graph (`ScaleOffset`), so exports take plain 0-255 pixels.
+
+Image-text models (SigLIP, CLIP, MetaCLIP 2) are accepted as whole-model
+presets: tltool keeps their vision encoder (`Family.tower`) and drops the
+text tower; a preset of the vision encoder alone works too.
 
 Listing `SPECS` imports neither keras-hub nor TensorFlow; keras-hub is
 imported only when one of its backbones is built or a run of one is loaded.
@@ -24,9 +28,11 @@ from __future__ import annotations
 import json
 import os
 from dataclasses import dataclass
+from typing import Any
 
 from tltool.errors import TltoolError, UnavailableError
 from tltool.models.backbone import Backbone, BackboneSpec, FreezeGroup
+from tltool.models.hub_presets import PATCH, PRESETS, TEXT_TOWER
 
 SOURCE = "keras-hub"
 EXTRA = "pip install 'tltool[hub]' (keras-hub >= 0.32, Python >= 3.11)"
@@ -36,21 +42,28 @@ EXTRA = "pip install 'tltool[hub]' (keras-hub >= 0.32, Python >= 3.11)"
 class Family:
     """Where a keras-hub family keeps its parts, and its defaults.
 
-    `stem`, `blocks` and `norm` are paths from the backbone: the first part a
-    layer name (or an attribute of the model), then attributes.
+    `stem`, `blocks` and `norm` are paths from the vision network (the
+    `tower` of an image-text model, else the backbone): the first part a
+    layer name (or an attribute), then attributes; `stem` and `norm` may
+    name several parts, comma-separated.
     """
 
     name: str
-    stem: str  # the patch embedding layer
+    stem: str  # the patch embedding (and what runs before the first block)
     blocks: str  # the list of transformer blocks
-    norm: str  # the final norm
-    pooling: str  # its own pooling (`TokenPooling` kind)
+    norm: str  # the final norm (and, for SigLIP, its attention-pooling head)
+    pooling: str  # its own pooling: a `TokenPooling` kind, or "attention" (the `head` layer)
     scale: tuple[float, float, float]  # normalisation of 0-255 pixels: x * scale + offset
     offset: tuple[float, float, float]
-    prefix: str = "1"  # tokens before the patch tokens: a number, or "1+registers" (DINOv2)
+    prefix: str = "1"  # tokens before the patch tokens: a number, or "1+registers" (DINOv2/v3)
     any_size: bool = False  # whether its position embeddings are interpolated to any multiple of the patch
     group: str = "block"  # what each of `blocks` is called: block_1, block_2, ... (Swin: stage_1, ...)
     count: str = "num_layers"  # the config key that gives the number of blocks (a number, or a list per block)
+    tower: str = ""  # an image-text model's attribute holding its vision encoder
+    tokens: str = ""  # the layer whose output are the tokens, where the network's own output is pooled (SigLIP)
+    after: str = ""  # a layer of the whole model that the tokens go through after the tower (MetaCLIP 2's norm)
+    head: str = ""  # the family's own pooling layer ("attention" pooling), a path from the tower
+    merges: bool = False  # whether each block after the first halves the token grid (Swin's patch merging)
 
     def prefix_tokens(self, config: dict) -> int:
         return 1 + int(config.get("num_register_tokens", 0)) if self.prefix == "1+registers" else int(self.prefix)
@@ -62,6 +75,9 @@ class Family:
 
 _IMAGENET_SCALE = tuple(1 / (255 * s) for s in (0.229, 0.224, 0.225))
 _IMAGENET_OFFSET = tuple(-m / s for m, s in zip((0.485, 0.456, 0.406), (0.229, 0.224, 0.225)))
+_CLIP_MEAN, _CLIP_STD = (0.48145466, 0.4578275, 0.40821073), (0.26862954, 0.26130258, 0.27577711)
+_CLIP_SCALE = tuple(1 / (255 * s) for s in _CLIP_STD)
+_CLIP_OFFSET = tuple(-m / s for m, s in zip(_CLIP_MEAN, _CLIP_STD))
 
 FAMILIES = {
     "ViTBackbone": Family("vit", stem="vit_patching_and_embedding", blocks="vit_encoder.encoder_layers",
@@ -78,43 +94,26 @@ FAMILIES = {
     # Swin: no class token; its stages (each a run of shifted-window blocks, then a patch merge) are the groups.
     "SwinTransformerBackbone": Family("swin", stem="patch_embedding", blocks="stages", norm="norm", pooling="avg",
                                       scale=_IMAGENET_SCALE, offset=_IMAGENET_OFFSET, prefix="0", group="stage",
-                                      count="depths"),
+                                      count="depths", merges=True),
+    # DINOv3: rotary position embeddings, so any multiple of the patch; 4 register tokens.
+    "DINOV3Backbone": Family("dinov3", stem="embeddings,rope_embedding", blocks="encoder.layers", norm="layernorm",
+                             pooling="token+avg", scale=_IMAGENET_SCALE, offset=_IMAGENET_OFFSET,
+                             prefix="1+registers", any_size=True),
+    # SigLIP: no class token; its own pooling is the attention-pooling head after the final norm, which
+    # trains with `top`.
+    "SigLIPBackbone": Family("siglip", stem="embedding", blocks="encoder_layers", norm="post_layer_norm,head",
+                             pooling="attention", scale=(1 / 127.5,) * 3, offset=(-1.0,) * 3, prefix="0",
+                             tower="vision_encoder", tokens="post_layer_norm", head="head"),
+    # CLIP: the class token after the encoder's final norm (the projection to the text space is dropped).
+    "CLIPBackbone": Family("clip", stem="embedding,pre_layer_norm", blocks="encoder_layers", norm="layer_norm",
+                           pooling="token", scale=_CLIP_SCALE, offset=_CLIP_OFFSET, tower="vision_encoder"),
+    # MetaCLIP 2: as CLIP, but the final norm is the whole model's, applied after the vision encoder.
+    "MetaCLIP2Backbone": Family("metaclip2", stem="embedding,pre_layer_norm", blocks="encoder_layers", norm="",
+                                pooling="token", scale=_CLIP_SCALE, offset=_CLIP_OFFSET, tower="vision_encoder",
+                                after="vision_post_layer_norm"),
 }
-
-# Presets keras-hub publishes for the families above: name -> (class, parameters, image side, blocks, prefix
-# tokens), from keras-hub 0.32's preset metadata (tests/test_hub.py checks the table against it).
-PRESETS = {
-    "vit_base_patch16_224_imagenet": ("ViTBackbone", 85_798_656, 224, 12, 1),
-    "vit_base_patch16_384_imagenet": ("ViTBackbone", 86_090_496, 384, 12, 1),
-    "vit_large_patch16_224_imagenet": ("ViTBackbone", 303_301_632, 224, 24, 1),
-    "vit_large_patch16_384_imagenet": ("ViTBackbone", 303_690_752, 384, 24, 1),
-    "vit_base_patch32_384_imagenet": ("ViTBackbone", 87_528_192, 384, 12, 1),
-    "vit_large_patch32_384_imagenet": ("ViTBackbone", 305_607_680, 384, 24, 1),
-    "vit_base_patch16_224_imagenet21k": ("ViTBackbone", 85_798_656, 224, 12, 1),
-    "vit_base_patch32_224_imagenet21k": ("ViTBackbone", 87_455_232, 224, 12, 1),
-    "vit_huge_patch14_224_imagenet21k": ("ViTBackbone", 630_764_800, 224, 32, 1),
-    "vit_large_patch16_224_imagenet21k": ("ViTBackbone", 303_301_632, 224, 24, 1),
-    "vit_large_patch32_224_imagenet21k": ("ViTBackbone", 305_510_400, 224, 24, 1),
-    "deit_tiny_distilled_patch16_224_imagenet": ("DeiTBackbone", 5_524_800, 224, 12, 2),
-    "deit_small_distilled_patch16_224_imagenet": ("DeiTBackbone", 21_666_432, 224, 12, 2),
-    "deit_base_distilled_patch16_224_imagenet": ("DeiTBackbone", 85_800_192, 224, 12, 2),
-    "deit_base_distilled_patch16_384_imagenet": ("DeiTBackbone", 86_092_032, 384, 12, 2),
-    "dinov2_small": ("DINOV2Backbone", 22_582_656, 224, 12, 1),
-    "dinov2_base": ("DINOV2Backbone", 87_632_640, 224, 12, 1),
-    "dinov2_large": ("DINOV2Backbone", 305_771_520, 224, 24, 1),
-    "dinov2_giant": ("DINOV2Backbone", 1_138_585_088, 224, 40, 1),
-    "dinov2_with_registers_small": ("DINOV2Backbone", 22_584_192, 224, 12, 5),
-    "dinov2_with_registers_base": ("DINOV2Backbone", 87_635_712, 224, 12, 5),
-    "dinov2_with_registers_large": ("DINOV2Backbone", 305_775_616, 224, 24, 5),
-    "dinov2_with_registers_giant": ("DINOV2Backbone", 1_138_591_232, 224, 40, 5),
-    "swin_tiny_patch4_window7_224": ("SwinTransformerBackbone", 27_519_354, 224, 4, 0),
-    "swin_small_patch4_window7_224": ("SwinTransformerBackbone", 48_837_258, 224, 4, 0),
-    "swin_base_patch4_window7_224": ("SwinTransformerBackbone", 86_743_224, 224, 4, 0),
-    "swin_base_patch4_window12_384": ("SwinTransformerBackbone", 86_878_584, 384, 4, 0),
-    "swin_large_patch4_window7_224": ("SwinTransformerBackbone", 194_995_476, 224, 4, 0),
-    "swin_large_patch4_window12_384": ("SwinTransformerBackbone", 195_198_516, 384, 4, 0),
-}
-PATCH = {"DINOV2Backbone": 14}  # the patch side of the published presets, where any size is allowed
+# A preset of an image-text model's vision encoder alone is the same family.
+FAMILIES.update({"SigLIPVisionEncoder": FAMILIES["SigLIPBackbone"], "CLIPVisionEncoder": FAMILIES["CLIPBackbone"]})
 
 
 @dataclass(frozen=True)
@@ -134,15 +133,21 @@ class HubSpec(BackboneSpec):
         from tltool.models.weights import weights_source
 
         self._check_size(image_size)
-        model = _from_preset(self, weights_source(weights), image_size)
-        model.name = "backbone"
+        whole = _from_preset(self, weights_source(weights), image_size)
         family = self.family_facts
-        blocks = list(_part(model, family.blocks))
-        groups = [FreezeGroup("stem", [_part(model, family.stem)]),
-                  *[FreezeGroup(f"{family.group}_{i + 1}", [block]) for i, block in enumerate(blocks)],
-                  FreezeGroup("top", [_part(model, family.norm)])]
+        tower = getattr(whole, family.tower, None) or whole  # a vision encoder preset is its own tower
+        model = _token_model(whole, tower, family)
+        model.name = "backbone"
+        for weight in model.weights:  # DINOv2/v3's mask token is for masked-image pretraining: no classifier uses it
+            if weight.name == "mask_token":
+                weight.trainable = False
+        groups = [FreezeGroup("stem", _parts(tower, family.stem)),
+                  *[FreezeGroup(f"{family.group}_{i + 1}", [block])
+                    for i, block in enumerate(_part(tower, family.blocks))],
+                  FreezeGroup("top", _parts(tower, family.norm) + _parts(whole, family.after))]
         scale, offset = _normalisation(self)
-        return TransformerBackbone(self, model, _scale_offset(scale, offset), groups)
+        return TransformerBackbone(self, model, _scale_offset(scale, offset), groups,
+                                   own_pool=_part(tower, family.head) if family.head else None)
 
     def _check_size(self, image_size: int) -> None:
         if not self.any_size and image_size != self.default_size:
@@ -152,11 +157,32 @@ class HubSpec(BackboneSpec):
             raise TltoolError(f"--image-size {image_size}: {self.name} cuts images into {self.patch} px patches; "
                               f"give a multiple of {self.patch} (e.g. {image_size - image_size % self.patch or self.patch})")
 
+    def describe(self) -> dict:
+        row = super().describe()
+        return {**row, "parameters_include_text_tower": True} if self.class_name in TEXT_TOWER else row
+
     def kept_files(self) -> list[str]:
         if not os.path.isdir(self.preset):
             return []
         names = ("config.json", "metadata.json", "image_converter.json", "preprocessor.json")
         return [os.path.join(self.preset, n) for n in names if os.path.isfile(os.path.join(self.preset, n))]
+
+
+def _token_model(whole, tower, family: Family):
+    """The vision network from preprocessed pixels to its tokens (N, T, D)."""
+    import keras
+
+    if family.tokens:  # the network pools itself: stop at the tokens
+        return keras.Model(tower.input, _part(tower, family.tokens).output)
+    if family.after:
+        name, spec = next(iter(tower.input.items()))
+        images = keras.Input(spec.shape[1:], name=name)
+        return keras.Model({name: images}, _part(whole, family.after)(tower({name: images})))
+    return tower
+
+
+def _parts(model, paths: str) -> list:
+    return [_part(model, path) for path in paths.split(",") if path]
 
 
 def _part(model, path: str):
@@ -170,30 +196,43 @@ def _part(model, path: str):
     return part
 
 
+@dataclass
 class TransformerBackbone(Backbone):
-    """A backbone whose output is tokens (N, T, D): pooled by `TokenPooling`, mapped to a grid for explanations."""
+    """A backbone whose output is tokens (N, T, D): pooled by `TokenPooling` (or the family's own pooling layer,
+    `own_pool`), mapped to a grid for explanations."""
+
+    own_pool: Any = None
 
     def forward(self, pixels):
         inputs = self.preprocess(pixels)
-        return self.model({"images": inputs} if isinstance(self.model.input, dict) else inputs)
+        names = self.model.input  # a dict for keras-hub backbones: "images", or DINOv3's "pixel_values"
+        return self.model({next(iter(names)): inputs} if isinstance(names, dict) else inputs)
 
     def pooling(self, kind: str = "auto"):
         family = self.spec.family_facts
-        if "token" in (family.pooling if kind == "auto" else kind) and not self.spec.prefix_tokens:
+        chosen = family.pooling if kind == "auto" else kind
+        if chosen == "attention":
+            if self.own_pool is None:
+                raise TltoolError(f"head.pooling attention: {self.spec.name} ({family.name}) has no attention-pooling "
+                                  "head; give auto, avg or max")
+            return self.own_pool
+        if "token" in chosen and not self.spec.prefix_tokens:
             raise TltoolError(f"head.pooling {kind}: {self.spec.name} ({family.name}) has no class token; "
-                              "give avg or max")
-        if kind not in self._pools:
+                              "give auto, avg or max")
+        if chosen not in self._pools:
             from tltool.models.layers import TokenPooling
 
-            self._pools[kind] = TokenPooling(family.pooling if kind == "auto" else kind, self.spec.prefix_tokens,
-                                             name="pool")
-        return self._pools[kind]
+            self._pools[chosen] = TokenPooling(chosen, self.spec.prefix_tokens, name="pool")
+        return self._pools[chosen]
 
     def spatial(self, features):
+        import math
+
         import keras
 
         tokens = features[:, self.spec.prefix_tokens:]
-        side = int(round(int(tokens.shape[1]) ** 0.5))
+        # isqrt: keras-hub's SigLIP declares one token more than it makes (n * n + 1), which isqrt ignores
+        side = math.isqrt(int(tokens.shape[1]))
         return keras.ops.reshape(tokens, (-1, side, side, int(tokens.shape[-1])))
 
 
@@ -220,6 +259,9 @@ def _local_spec(folder: str) -> HubSpec:
         raise TltoolError(f"--backbone {folder}: a keras-hub {class_name or 'preset'} is not a backbone tltool "
                           f"fine-tunes yet (it knows {known})")
     settings = config.get("config", {})
+    tower = FAMILIES[class_name].tower
+    if tower in settings:  # a whole image-text model: the vision encoder's settings
+        settings = settings[tower].get("config", {})
     metadata = _read_json(folder, "metadata.json") if os.path.isfile(os.path.join(folder, "metadata.json")) else {}
     patch = settings.get("patch_size", 1)
     family = FAMILIES[class_name]
@@ -289,7 +331,20 @@ def _normalisation(spec: HubSpec) -> tuple[list[float], list[float]]:
                 converter = converter.get("image_converter", {}).get("config", converter)
                 if converter.get("scale") is not None:
                     return _per_channel(converter["scale"]), _per_channel(converter.get("offset") or 0.0)
+    else:
+        converter = _published_converter(spec.preset)
+        if converter is not None and converter.scale is not None:
+            return _per_channel(converter.scale), _per_channel(converter.offset or 0.0)
     return list(family.scale), list(family.offset)
+
+
+def _published_converter(preset: str):
+    """A published preset's image converter (downloaded with its backbone), or None where it has none."""
+    keras_hub = require_keras_hub()
+    try:
+        return keras_hub.layers.ImageConverter.from_preset(preset)
+    except Exception:  # no converter in the preset: the family's normalisation is the fallback
+        return None
 
 
 def _per_channel(value) -> list[float]:

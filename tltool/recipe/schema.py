@@ -36,10 +36,11 @@ class _Strict(BaseModel):
 class Head(_Strict):
     """The new classifier on top of the backbone."""
 
-    pooling: Literal["auto", "avg", "max", "token", "token+avg"] = Field(
+    pooling: Literal["auto", "avg", "max", "token", "token+avg", "attention"] = Field(
         "auto", description="one vector per image from the backbone's output: auto (the backbone's own: avg for a "
-        "feature map, the class token for ViT/DeiT, token+avg for DINOv2), avg or max (over the feature map or "
-        "the patch tokens), token (a transformer's class token), token+avg (both, concatenated)")
+        "feature map, the class token for ViT/DeiT/CLIP, token+avg for DINOv2/v3, attention for SigLIP), avg or max "
+        "(over the feature map or the patch tokens), token (a transformer's class token), token+avg (both, "
+        "concatenated), attention (SigLIP's attention-pooling head)")
     dropout: float = Field(0.2, ge=0, lt=1, description="dropout before each dense layer")
     hidden_units: list[Annotated[int, Field(gt=0)]] = Field(
         default_factory=list, description="sizes of optional hidden dense layers"

@@ -202,9 +202,16 @@ def _quantizer(calibrated: bytes):
 
     from tltool.compat import quantize_calibrated
 
-    def quantize(keep_float: list[str], io: str = "float") -> bytes:
+    def quantize(keep_float: list[str], io: str = "float") -> bytes | None:
+        """The int8 flatbuffer with `keep_float` layers in float; None where the quantizer cannot mix them
+        (it refuses a concatenation of float and int8 inputs, as in DINOv3's embeddings)."""
         with native_output_hidden():
-            return quantize_calibrated(calibrated, tf.uint8 if io == "uint8" else tf.float32, keep_float)
+            try:
+                return quantize_calibrated(calibrated, tf.uint8 if io == "uint8" else tf.float32, keep_float)
+            except RuntimeError:
+                if not keep_float:
+                    raise
+                return None
 
     return quantize
 
@@ -219,7 +226,7 @@ def _fallback(quantize, layers: list[str], pixels, reference, full_probs, agreem
         for name in ranked:
             bar.update()
             flatbuffer = quantize([*chosen, name])
-            if len(flatbuffer) > budget:
+            if flatbuffer is None or len(flatbuffer) > budget:
                 continue
             chosen.append(name)
             probs = _run(flatbuffer, pixels)
@@ -248,7 +255,7 @@ def _ranked(quantize, layers: list[str], probe, probe_reference) -> list[str]:
         def damage(names):
             alone = quantize([other for other in layers if other not in names])
             bar.update()
-            return _distance(_run(alone, probe), probe_reference)
+            return -1.0 if alone is None else _distance(_run(alone, probe), probe_reference)
 
         if runs:
             worst = sorted(runs, key=lambda run: damage(set(run)), reverse=True)[:WORST_RUNS]

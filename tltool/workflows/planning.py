@@ -72,7 +72,8 @@ def plan(backbone: str | None = None, recipe: str | None = None, classes: int = 
     if image_size is not None:
         check_image_size(spec, image_size)
     built = spec.build(image_size or check_size(spec), "none")
-    width = built.model.output.shape[-1]
+    pool = built.pooling(loaded.head.pooling)  # SigLIP's attention-pooling head has weights of its own
+    width = pool.compute_output_shape(tuple(built.model.output.shape))[-1]
     sizes = [width, *loaded.head.hidden_units, classes]
     head = sum(a * b + b for a, b in zip(sizes, sizes[1:]))
     phases = []
@@ -82,7 +83,8 @@ def plan(backbone: str | None = None, recipe: str | None = None, classes: int = 
         rate = phase.optimizer.learning_rate
         phases.append(PhasePlan(
             phase.name, phase.epochs, describe_groups(p.groups), p.batchnorm,
-            count_params(built.model.trainable_weights) + head, count_params(built.model.non_trainable_weights),
+            count_params(built.model.trainable_weights + pool.trainable_weights) + head,
+            count_params(built.model.non_trainable_weights + pool.non_trainable_weights),
             phase.optimizer.name, "auto" if rate == "auto" else group_rates(rate, p.training_groups),
             isinstance(rate, RateRange)))
     layers = [(i, group, layer.name, type(layer).__name__, count_params(layer.weights))
