@@ -286,3 +286,26 @@ def test_onnx_of_an_efficientnet_takes_the_image_only(tmp_path):
     assert [i.name for i in session.get_inputs()] == ["image"]
     pixels = np.random.default_rng(0).uniform(0, 255, (2, 32, 32, 3)).astype("float32")
     np.testing.assert_allclose(session.run(None, {"image": pixels})[0], np.asarray(model(pixels)), atol=1e-5)
+
+
+def test_a_format_without_an_operator_the_model_uses_is_refused_in_one_line_naming_it(tmp_path):
+    import keras
+    import tensorflow as tf
+
+    from tltool.errors import TltoolError
+    from tltool.serving.formats import export_litert, export_onnx, model_info
+    from tltool.tasks import get_task
+
+    class Igamma(keras.layers.Layer):  # an op that neither ONNX nor LiteRT's built-ins have
+        def call(self, x):
+            return tf.math.igamma(x + 1.0, x + 2.0)
+
+    image = keras.Input((8, 8, 3))
+    model = keras.Model(image, keras.layers.Dense(2, activation="softmax")(
+        keras.layers.GlobalAveragePooling2D()(Igamma()(image))))
+    info = model_info(["a", "b"], 8, "stretch", "test", get_task())
+    for export, fmt, name in ((export_onnx, "onnx", "model.onnx"), (export_litert, "litert", "model.tflite")):
+        path = tmp_path / name
+        with pytest.raises(TltoolError, match=f"^--format {fmt}: the model uses the TensorFlow op Igamma, which "):
+            export(model, str(path), info)
+        assert not path.exists()  # nothing half-written

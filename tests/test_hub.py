@@ -33,12 +33,48 @@ EXPECTED = {"vit": (1, 16, 32, "block"), "deit": (2, 16, 32, "block"), "dinov2":
             "dinov3": (3, 16, 32, "block"), "swin": (0, 4, 64, "stage"), "siglip": (0, 16, 32, "block"),
             "clip": (1, 16, 32, "block"), "metaclip2": (1, 16, 32, "block")}
 ANY_SIZE = {"dinov2", "dinov3"}
+# keras-hub's CNNs: 2 stages (Xception: 3 blocks) at 32 px, with the groups tltool finds in them
+CNN = {
+    "resnet": ("ResNetBackbone", {"input_conv_filters": [64], "input_conv_kernel_sizes": [3],
+                                  "stackwise_num_filters": [64, 16], "stackwise_num_blocks": [1, 1],
+                                  "stackwise_num_strides": [1, 2], "block_type": "basic_block"}),
+    "efficientnet": ("EfficientNetBackbone", {
+        "stackwise_kernel_sizes": [3, 3], "stackwise_num_repeats": [1, 1], "stackwise_input_filters": [8, 8],
+        "stackwise_output_filters": [8, 16], "stackwise_expansion_ratios": [1, 4],
+        "stackwise_squeeze_and_excite_ratios": [0.0, 0.25], "stackwise_strides": [1, 2],
+        "stackwise_block_types": ["fused", "unfused"], "stackwise_force_input_filters": [0, 0],
+        "stackwise_nores_option": [False, False], "width_coefficient": 1.0, "depth_coefficient": 1.0}),
+    "mobilenet": ("MobileNetBackbone", {  # 2 stacks between its first depthwise block and its last conv
+        "stackwise_expansion": [[16], [24]], "stackwise_num_blocks": [1, 1], "stackwise_num_filters": [[8], [16]],
+        "stackwise_kernel_size": [[3], [3]], "stackwise_num_strides": [[2], [2]], "stackwise_se_ratio": [[None], [0.25]],
+        "stackwise_activation": [["relu"], ["hard_swish"], ["hard_swish"]], "stackwise_padding": [[1], [1]],
+        "output_num_filters": 32, "input_num_filters": 8, "depthwise_filters": 8, "depthwise_stride": 2,
+        "depthwise_residual": False, "squeeze_and_excite": 0.5, "last_layer_filter": 32, "image_shape": (32, 32, 3)}),
+    "cspnet": ("CSPNetBackbone", {"stem_filters": 8, "stem_kernel_size": 3, "stem_strides": 1, "stackwise_strides": 2,
+                                  "stackwise_depth": [1, 1], "stackwise_num_filters": [8, 16], "down_growth": True,
+                                  "bottle_ratio": (0.5, 1.0), "block_ratio": (1.0, 0.5), "expand_ratio": (2.0, 1.0),
+                                  "block_type": "dark_block", "stage_type": "csp", "stem_padding": "same"}),
+    "hgnetv2": ("HGNetV2Backbone", {"embedding_size": 16, "stem_channels": [3, 8, 16], "hidden_act": "relu",
+                                    "use_learnable_affine_block": False, "image_shape": (32, 32, 3), "depths": [1, 1],
+                                    "hidden_sizes": [16, 32], "apply_downsample": [False, True],
+                                    "stackwise_stage_filters": [[16, 8, 16, 1, 1, 3], [16, 8, 32, 1, 1, 3]],
+                                    "use_lightweight_conv_block": [False, False]}),
+    "densenet": ("DenseNetBackbone", {"stackwise_num_repeats": [1, 1], "growth_rate": 4}),
+    "vgg": ("VGGBackbone", {"stackwise_num_repeats": [1, 1], "stackwise_num_filters": [8, 16]}),
+    "xception": ("XceptionBackbone", {"stackwise_conv_filters": [[8, 16], [16, 16], [16, 32]],
+                                      "stackwise_pooling": [True, False, False]}),
+    "mit": ("MiTBackbone", {"layerwise_depths": [1, 1], "image_shape": (32, 32, 3), "hidden_dims": [8, 16],
+                            "num_layers": 2, "layerwise_num_heads": [1, 2], "layerwise_sr_ratios": [4, 2],
+                            "max_drop_path_rate": 0.0, "layerwise_patch_sizes": [7, 3], "layerwise_strides": [4, 2]}),
+}
+CNN_GROUPS = {"mobilenet": ("stem", "stage_1", "stage_2", "stage_3", "stage_4"), "vgg": ("block_1", "block_2"),
+              "xception": ("block_1", "block_2", "block_3"), "mit": ("stage_1", "stage_2")}
 
 
 def tiny_backbone(family: str):
     import keras_hub
 
-    cls, kwargs = TINY[family]
+    cls, kwargs = TINY[family] if family in TINY else CNN[family]
     if cls in ("SigLIPBackbone", "CLIPBackbone", "MetaCLIP2Backbone"):
         prefix = cls.removesuffix("Backbone")
         vision, text = (getattr(keras_hub.models, f"{prefix}{part}Encoder") for part in ("Vision", "Text"))
@@ -67,6 +103,11 @@ def family_preset(request, tmp_path_factory):
     return request.param, tiny_preset(tmp_path_factory, request.param)
 
 
+@pytest.fixture(params=sorted(CNN))
+def cnn_preset(request, tmp_path_factory):
+    return request.param, tiny_preset(tmp_path_factory, request.param)
+
+
 def test_the_preset_table_matches_keras_hubs_own_metadata():
     import re
 
@@ -82,10 +123,19 @@ def test_the_preset_table_matches_keras_hubs_own_metadata():
              "g": 40, "7b": 40, "bigg": 48, "so400m": 27, "900m": 27}  # 900m: MedSigLIP has the so400m vision tower
     prefix = {"ViTBackbone": 1, "DeiTBackbone": 2, "SwinTransformerBackbone": 0, "SigLIPBackbone": 0,
               "CLIPBackbone": 1, "MetaCLIP2Backbone": 1, "DINOV3Backbone": 5}  # DINOv3: class + 4 register tokens
+    stages = {"ResNetBackbone": 4, "HGNetV2Backbone": 4, "DenseNetBackbone": 4, "MiTBackbone": 4, "VGGBackbone": 5,
+              "XceptionBackbone": 14, "SwinTransformerBackbone": 4}
     for name, (cls, params, side, blocks, tokens) in PRESETS.items():
         assert (cls, params) == published[name], name
+        if cls in FAMILIES and hasattr(FAMILIES[cls], "stage"):  # a CNN: its stages, no tokens
+            rule = {"EfficientNetBackbone": 6 if re.search(r"efficientnet2|_e[lms]_", name) else 7,
+                    "MobileNetBackbone": 6 if "small" in name else 7,  # 4 or 5 stacks, its first and last blocks
+                    "CSPNetBackbone": 5 if "darknet" in name else 4}
+            assert blocks == rule.get(cls, stages.get(cls)) and tokens == 0, name
+            assert side == int((re.findall(r"_r?(\d{3,4})(?=_|$)", name) or ["224"])[-1]), name
+            continue
         words = name.split("_")
-        assert blocks == (4 if cls == "SwinTransformerBackbone" else depth[next(w for w in words if w in depth)]), name
+        assert blocks == stages.get(cls) or blocks == depth[next(w for w in words if w in depth)], name
         assert side == int((re.findall(r"_(\d{3})(?=_|$)", name) or ["224"])[-1]), name
         assert tokens == prefix.get(cls, 5 if "registers" in name else 1), name
 
@@ -145,6 +195,41 @@ def test_a_local_preset_builds_with_a_group_per_block_and_its_own_normalisation(
     assert np.isfinite(loss)
     assert np.array_equal(np.asarray(blocks[0].weights[0]), first)
     assert not np.array_equal(np.asarray(blocks[2].weights[0]), last)
+
+
+def test_a_keras_hub_cnn_builds_with_a_group_per_stage_and_trains_its_last_one(cnn_preset):
+    import keras
+
+    from tltool.models.classifier import build_classifier
+    from tltool.models.freeze import apply_plan, resolve_plan
+    from tltool.models.registry import get_backbone
+    from tltool.recipe.schema import Augment, Head, LastGroups
+
+    family, preset = cnn_preset
+    spec = get_backbone(preset)
+    assert spec.source == "keras-hub" and spec.family == family and spec.any_size and spec.min_size == 32
+    assert spec.group_names == CNN_GROUPS.get(family, ("stem", "stage_1", "stage_2"))
+    pretrained, random = spec.build(32, "pretrained"), spec.build(32, "none")
+    assert [g.name for g in pretrained.groups] == list(spec.group_names)
+    assert not all(np.allclose(a, b) for a, b in zip(pretrained.model.get_weights(), random.model.get_weights()))
+    owned = [id(w) for group in pretrained.groups for layer in group.layers for w in layer.weights]
+    assert sorted(owned) == sorted(id(w) for w in pretrained.model.weights)  # every weight in exactly one group
+    pixels = np.random.default_rng(0).uniform(0, 255, (4, 32, 32, 3)).astype("float32")
+    features = pretrained.forward(pixels)
+    assert len(features.shape) == 4 and pretrained.spatial(features) is features  # the last stage's feature map
+    apply_plan(pretrained, resolve_plan(pretrained, LastGroups(last_groups=1)))
+    last = pretrained.groups[-1].layers
+    assert {id(w) for w in pretrained.model.trainable_weights} == {id(w) for layer in last
+                                                                    for w in layer.trainable_weights}
+    clf = build_classifier(pretrained, 3, 32, Head(), Augment(flip="none"))
+    clf.model.compile(keras.optimizers.Adam(1e-2), "categorical_crossentropy")
+    first = [np.asarray(w).copy() for layer in pretrained.groups[0].layers for w in layer.weights]
+    moved = [np.asarray(w).copy() for layer in last for w in layer.trainable_weights]
+    assert np.isfinite(clf.model.train_on_batch(pixels, keras.utils.to_categorical([0, 1, 2, 0], 3)))
+    assert all(np.array_equal(a, np.asarray(w)) for a, w in
+               zip(first, [w for layer in pretrained.groups[0].layers for w in layer.weights]))
+    assert not all(np.array_equal(a, np.asarray(w)) for a, w in
+                   zip(moved, [w for layer in last for w in layer.trainable_weights]))
 
 
 def test_a_local_preset_at_another_size_is_one_clear_error(vit_preset, tiny_data, tmp_path):

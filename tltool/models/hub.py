@@ -27,14 +27,17 @@ from __future__ import annotations
 
 import json
 import os
+import warnings
 from dataclasses import dataclass
 from typing import Any
 
 from tltool.errors import TltoolError, UnavailableError
 from tltool.models.backbone import Backbone, BackboneSpec, FreezeGroup
+from tltool.models.hub_cnn import CONV_FAMILIES, IMAGENET_OFFSET, IMAGENET_SCALE, ConvFamily, conv_backbone
 from tltool.models.hub_presets import PATCH, PRESETS, TEXT_TOWER
 
 SOURCE = "keras-hub"
+MIN_CNN_SIZE = 32  # five stride-2 stages leave a 1x1 map
 EXTRA = "pip install 'tltool[hub]' (keras-hub >= 0.32, Python >= 3.11)"
 
 
@@ -72,9 +75,10 @@ class Family:
         value = config[self.count]
         return len(value) if isinstance(value, (list, tuple)) else int(value)
 
+    def group_names(self, blocks: int) -> tuple[str, ...]:
+        return ("stem", *(f"{self.group}_{i + 1}" for i in range(blocks)), "top")
 
-_IMAGENET_SCALE = tuple(1 / (255 * s) for s in (0.229, 0.224, 0.225))
-_IMAGENET_OFFSET = tuple(-m / s for m, s in zip((0.485, 0.456, 0.406), (0.229, 0.224, 0.225)))
+
 _CLIP_MEAN, _CLIP_STD = (0.48145466, 0.4578275, 0.40821073), (0.26862954, 0.26130258, 0.27577711)
 _CLIP_SCALE = tuple(1 / (255 * s) for s in _CLIP_STD)
 _CLIP_OFFSET = tuple(-m / s for m, s in zip(_CLIP_MEAN, _CLIP_STD))
@@ -84,20 +88,20 @@ FAMILIES = {
                           norm="vit_encoder.layer_norm", pooling="token", scale=(1 / 127.5,) * 3, offset=(-1.0,) * 3),
     # DeiT: a ViT with a distillation token after the class token.
     "DeiTBackbone": Family("deit", stem="deit_patching_and_embedding", blocks="deit_encoder.encoder_layers",
-                           norm="deit_encoder.layer_norm", pooling="token", scale=_IMAGENET_SCALE,
-                           offset=_IMAGENET_OFFSET, prefix="2"),
+                           norm="deit_encoder.layer_norm", pooling="token", scale=IMAGENET_SCALE,
+                           offset=IMAGENET_OFFSET, prefix="2"),
     # DINOv2: register tokens after the class token; position embeddings interpolated (bicubic, in keras-hub)
     # to the input size; its linear evaluation reads the class token and the patch mean together.
     "DINOV2Backbone": Family("dinov2", stem="embeddings", blocks="encoder.layers", norm="layernorm",
-                             pooling="token+avg", scale=_IMAGENET_SCALE, offset=_IMAGENET_OFFSET,
+                             pooling="token+avg", scale=IMAGENET_SCALE, offset=IMAGENET_OFFSET,
                              prefix="1+registers", any_size=True),
     # Swin: no class token; its stages (each a run of shifted-window blocks, then a patch merge) are the groups.
     "SwinTransformerBackbone": Family("swin", stem="patch_embedding", blocks="stages", norm="norm", pooling="avg",
-                                      scale=_IMAGENET_SCALE, offset=_IMAGENET_OFFSET, prefix="0", group="stage",
+                                      scale=IMAGENET_SCALE, offset=IMAGENET_OFFSET, prefix="0", group="stage",
                                       count="depths", merges=True),
     # DINOv3: rotary position embeddings, so any multiple of the patch; 4 register tokens.
     "DINOV3Backbone": Family("dinov3", stem="embeddings,rope_embedding", blocks="encoder.layers", norm="layernorm",
-                             pooling="token+avg", scale=_IMAGENET_SCALE, offset=_IMAGENET_OFFSET,
+                             pooling="token+avg", scale=IMAGENET_SCALE, offset=IMAGENET_OFFSET,
                              prefix="1+registers", any_size=True),
     # SigLIP: no class token; its own pooling is the attention-pooling head after the final norm, which
     # trains with `top`.
@@ -114,6 +118,7 @@ FAMILIES = {
 }
 # A preset of an image-text model's vision encoder alone is the same family.
 FAMILIES.update({"SigLIPVisionEncoder": FAMILIES["SigLIPBackbone"], "CLIPVisionEncoder": FAMILIES["CLIPBackbone"]})
+FAMILIES.update(CONV_FAMILIES)
 
 
 @dataclass(frozen=True)
@@ -126,7 +131,7 @@ class HubSpec(BackboneSpec):
     patch: int = 1  # input sides must be a multiple of it
 
     @property
-    def family_facts(self) -> Family:
+    def family_facts(self) -> Family | ConvFamily:
         return FAMILIES[self.class_name]
 
     def build(self, image_size: int, weights: str = "imagenet") -> Backbone:
@@ -135,6 +140,8 @@ class HubSpec(BackboneSpec):
         self._check_size(image_size)
         whole = _from_preset(self, weights_source(weights), image_size)
         family = self.family_facts
+        if isinstance(family, ConvFamily):
+            return conv_backbone(self, whole, _scale_offset(*_normalisation(self)))
         tower = getattr(whole, family.tower, None) or whole  # a vision encoder preset is its own tower
         model = _token_model(whole, tower, family)
         model.name = "backbone"
@@ -265,7 +272,8 @@ def _local_spec(folder: str) -> HubSpec:
     metadata = _read_json(folder, "metadata.json") if os.path.isfile(os.path.join(folder, "metadata.json")) else {}
     patch = settings.get("patch_size", 1)
     family = FAMILIES[class_name]
-    return _spec(folder, folder, class_name, int(metadata.get("parameter_count", 0)), int(settings["image_shape"][0]),
+    shape = settings.get("image_shape") or settings.get("input_shape") or (None,)
+    return _spec(folder, folder, class_name, int(metadata.get("parameter_count", 0)), int(shape[0] or 224),
                  family.blocks_in(settings), family.prefix_tokens(settings),
                  int(patch[0] if isinstance(patch, (list, tuple)) else patch))
 
@@ -273,10 +281,10 @@ def _local_spec(folder: str) -> HubSpec:
 def _spec(name: str, preset: str, class_name: str, params: int, side: int, blocks: int, prefix: int,
           patch: int | None = None) -> HubSpec:
     family = FAMILIES[class_name]
-    groups = ("stem", *(f"{family.group}_{i + 1}" for i in range(blocks)), "top")
     patch = patch or PATCH.get(class_name, 1)
+    smallest = (MIN_CNN_SIZE if isinstance(family, ConvFamily) else patch) if family.any_size else side
     return HubSpec(name=name, family=family.name, source=SOURCE, default_size=side,
-                   min_size=patch if family.any_size else side, params=params, group_names=groups,
+                   min_size=smallest, params=params, group_names=family.group_names(blocks),
                    any_size=family.any_size, preset=preset, class_name=class_name, prefix_tokens=prefix, patch=patch)
 
 
@@ -307,7 +315,9 @@ def _from_preset(spec: HubSpec, weights: str, image_size: int):
 
     resized = {"image_shape": (image_size, image_size, 3)} if image_size != spec.default_size else {}
     try:
-        model = keras_hub.models.Backbone.from_preset(spec.preset, load_weights=weights == "imagenet", **resized)
+        with warnings.catch_warnings():  # Keras warns of functional internals it skips; every weight loads
+            warnings.filterwarnings("ignore", message="Skipping nested container")
+            model = keras_hub.models.Backbone.from_preset(spec.preset, load_weights=weights == "imagenet", **resized)
     except Exception as e:  # kagglehub and huggingface_hub raise their own kinds on a failed download
         if os.path.isdir(spec.preset) or not (is_network_error(e) or "kaggle" in repr(e).lower()):
             raise

@@ -30,12 +30,15 @@ more accuracy than allowed fails with exit code 4; its file is kept.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import re
 
 import numpy as np
 
 from tltool.console import native_output_hidden
+from tltool.errors import TltoolError
 from tltool.files import atomic_path, write_json
 from tltool.runs.run import classes_json
 
@@ -175,6 +178,10 @@ def export_onnx(model, path: str, info: dict) -> str:
         _rename(proto, proto.graph.input[0].name, "image")
         _rename(proto, proto.graph.output[0].name, "probabilities")
         _erfc_as_erf(proto)
+        missing = sorted({node.op_type for node in proto.graph.node if not onnx.defs.has(node.op_type, node.domain)})
+        if missing:
+            raise TltoolError(f"--format onnx: the model uses the TensorFlow op {', '.join(missing)}, which ONNX has "
+                              "no operator for; export to savedmodel, keras or litert instead")
         entry = proto.metadata_props.add()
         entry.key, entry.value = "tltool", json.dumps(tier_c(info))
         onnx.save(proto, tmp)
@@ -225,10 +232,23 @@ def export_litert(model, path: str, info: dict, kind: str = "litert") -> str:
         options = {"optimizations": [tf.lite.Optimize.DEFAULT],
                    "target_spec": {"supported_ops": [tf.lite.OpsSet.TFLITE_BUILTINS],
                                    "supported_types": [tf.float16]}}
-    with atomic_path(path) as tmp, native_output_hidden():
+    with atomic_path(path) as tmp, native_output_hidden(), litert_ops_named(kind):
         model.export(tmp, format="litert", verbose=False, input_signature=signature(info), **options)
     write_json(path + ".json", {**tier_c(info), "format": kind})
     return path
+
+
+@contextlib.contextmanager
+def litert_ops_named(kind: str):
+    """A conversion that fails on operators LiteRT's built-ins lack becomes one line naming them."""
+    try:
+        yield
+    except Exception as e:
+        missing = sorted(set(re.findall(r"'tf\.(\w+)' op is neither a custom op nor a flex op", str(e))))
+        if not missing:
+            raise
+        raise TltoolError(f"--format {kind}: the model uses the TensorFlow op {', '.join(missing)}, which LiteRT's "
+                          "built-in operators cannot run; export to savedmodel, keras or onnx instead") from None
 
 
 def signature(info: dict) -> list:
@@ -268,8 +288,9 @@ def export_litert_int8(model, path: str, info: dict, calibration: list[str], int
 
     size, aspect = info["image_size"], info["aspect"]
     pixels = np.stack([prepare_file(p, size, aspect) for p in calibration[:COMPARED_IMAGES]]).astype(np.float32)
-    result = int8_model(model, signature(info), pixels, _representative(calibration, size, aspect, pixels),
-                        int8_io, float_layers)
+    with litert_ops_named("litert-int8"):
+        result = int8_model(model, signature(info), pixels, _representative(calibration, size, aspect, pixels),
+                            int8_io, float_layers)
     with atomic_path(path) as tmp, open(tmp, "wb") as f:
         f.write(result.flatbuffer)
     described = tier_c(info)
