@@ -68,6 +68,7 @@ FORWARD_ONLY = {"metaclip2"}
 def measure(args: dict) -> dict:
     import keras
 
+    from tltool.errors import TltoolError
     from tltool.models.classifier import build_classifier
     from tltool.models.registry import get_backbone
     from tltool.recipe.schema import Augment, Head
@@ -85,7 +86,10 @@ def measure(args: dict) -> dict:
             labels = keras.utils.to_categorical(np.arange(batch) % 10, 10)
             clf.model.compile(keras.optimizers.Adam(1e-4), "categorical_crossentropy")
             row["train"] = _rate(lambda: clf.model.train_on_batch(pixels, labels), batch, batches)
-            row.update(_file_sizes(clf.inference, pixels[:4], folder))
+            try:
+                row.update(_file_sizes(clf.inference, pixels[:4], folder))
+            except TltoolError as e:  # a format that cannot hold the family (Swin's tf.Roll in LiteRT)
+                row["refused"] = str(e).split(": the model uses the TensorFlow op ")[-1].split(",")[0]
     row["peak_mb"] = peak_rss_mb()
     return row
 
@@ -140,6 +144,8 @@ def main() -> None:
                                               "work": ns.work})
         train = f"{row['train']:.1f}" if "train" in row else "-"
         files = (f"{row['fp32_mb']:.1f} MB", f"{row['int8_mb']:.1f} MB") if "fp32_mb" in row else ("-", "-")
+        if "refused" in row:
+            files = (f"refused ({row['refused']})",) * 2
         print(f"| {family} | {row['preset']} | {row['parameters'] / 1e6:.1f}M | {row['forward']:.1f} | {train} "
               f"| {files[0]} | {files[1]} | {row['peak_mb']:,.0f} MB |", flush=True)
 

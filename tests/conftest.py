@@ -39,6 +39,36 @@ def make_dataset(root, per_class=8, classes=COLOURS, exts=(".png", ".jpg")):
     return str(root)
 
 
+SHAPES = {"square": (220, 40, 40), "disc": (40, 200, 60), "bar": (50, 70, 230)}
+
+
+def make_multilabel(root, images=48, seed=0):
+    """Coloured shapes on grey, each image holding 0-3 of them (every combination equally often), as a
+    ``path,labels`` CSV with space-separated labels; returns the CSV's path."""
+    from PIL import ImageDraw
+
+    rng = np.random.default_rng(seed)
+    os.makedirs(root, exist_ok=True)
+    rows = ["path,labels"]
+    names = list(SHAPES)
+    for i in range(images):
+        held = [n for bit, n in enumerate(names) if (i >> bit) & 1]
+        canvas = Image.fromarray(np.clip(128 + rng.normal(0, 12, (32, 32, 3)), 0, 255).astype(np.uint8))
+        draw = ImageDraw.Draw(canvas)
+        for n in held:
+            x, y = (int(v) for v in rng.integers(2, 18, 2))
+            if n == "disc":
+                draw.ellipse([x, y, x + 12, y + 12], fill=SHAPES[n])
+            else:  # a square, or a bar: a flat rectangle
+                draw.rectangle([x, y + 4 * (n == "bar"), x + 12, y + 12 - 4 * (n == "bar")], fill=SHAPES[n])
+        name = f"img_{i:03d}.png"
+        canvas.save(os.path.join(root, name))
+        rows.append(f"{name},{' '.join(held)}")
+    with open(os.path.join(root, "labels.csv"), "w") as f:
+        f.write("\n".join(rows) + "\n")
+    return os.path.join(str(root), "labels.csv")
+
+
 def shared(tmp_path_factory, name, make):
     """`make(folder)` once for the whole test session, even across xdist workers (which wait for it)."""
     root = tmp_path_factory.getbasetemp()
@@ -56,6 +86,12 @@ def shared(tmp_path_factory, name, make):
 def tiny_data(tmp_path_factory):
     """3 classes x 8 images of 32x32, PNG and JPEG."""
     return shared(tmp_path_factory, "tiny", make_dataset)
+
+
+@pytest.fixture(scope="session")
+def multilabel_csv(tmp_path_factory):
+    """48 images of 32x32, each with 0-3 of 3 shapes: labels.csv (path,labels)."""
+    return os.path.join(shared(tmp_path_factory, "multilabel", make_multilabel), "labels.csv")
 
 
 @pytest.fixture(scope="session")
@@ -85,6 +121,22 @@ def new_session(recipe: dict, data: str, folder: str):
     recipe = recipe_from_dict(recipe)
     setup = prepare(recipe, get_backbone(recipe.backbone), load_dataset(data, progress=False), get_task())
     return Session(setup, Run.create(folder))
+
+
+def killed_at(point: str, *args) -> int:
+    """Run `python -m tltool ARGS` with TLTOOL_PAUSE_AT=`point` and SIGKILL it there; its return code."""
+    import signal
+    import subprocess
+    import sys
+
+    env = {**os.environ, "TLTOOL_PAUSE_AT": point, "TF_CPP_MIN_LOG_LEVEL": "3"}
+    process = subprocess.Popen([sys.executable, "-m", "tltool", *[str(a) for a in args]], stdout=subprocess.PIPE,
+                               stderr=subprocess.STDOUT, text=True, env=env)
+    for line in process.stdout:
+        if f"paused at {point.split('@')[0]}" in line:
+            process.send_signal(signal.SIGKILL)
+            break
+    return process.wait(timeout=120)
 
 
 def run_cli(*args):

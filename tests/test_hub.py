@@ -6,7 +6,7 @@ import os
 import numpy as np
 import pytest
 
-from conftest import run_cli, shared
+from conftest import killed_at, run_cli, shared
 
 pytest.importorskip("keras_hub", reason="keras-hub needs Python >= 3.11")
 
@@ -322,21 +322,12 @@ def test_a_folder_that_is_no_preset_or_an_unknown_family_is_one_clear_error(tmp_
 def test_a_run_killed_after_its_preset_folder_went_away_resumes_from_its_copy(vit_preset, tiny_data, tmp_path):
     import shutil
     import signal
-    import subprocess
-    import sys
 
     preset = shutil.copytree(vit_preset, tmp_path / "preset")
     run = tmp_path / "run"
-    env = {**os.environ, "TLTOOL_PAUSE_AT": "export", "TF_CPP_MIN_LOG_LEVEL": "3"}
-    process = subprocess.Popen([sys.executable, "-m", "tltool", "fit", tiny_data, "-b", str(preset), "--image-size", "32",
-                                "--recipe", "linear-probe", "--epochs", "1", "--out", str(run)],
-                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
-    for line in process.stdout:
-        if "paused at export" in line:
-            process.send_signal(signal.SIGKILL)
-            break
-    process.wait(timeout=120)
-    assert process.returncode == -signal.SIGKILL and not (run / "model.keras").exists()
+    code = killed_at("export", "fit", tiny_data, "-b", preset, "--image-size", 32, "--recipe", "linear-probe",
+                     "--epochs", 1, "--out", run)
+    assert code == -signal.SIGKILL and not (run / "model.keras").exists()
     shutil.rmtree(preset)  # the preset folder is gone; the run kept its config
     result = run_cli("fit", "--resume", run)
     assert result.exit_code == 0, result.output

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections import Counter
 from dataclasses import dataclass, field
 
@@ -21,6 +22,8 @@ class Dataset:
     infos: dict[str, ImageInfo]
     hidden: int = 0
     split_given: bool = False  # the layout (split folders, a CSV's split column) named the splits
+    multi_label: bool = False  # several labels per image (a CSV's labels or one-hot columns)
+    source: str = ""  # what was given: the folder, or the CSV file (`root` is then its folder)
     warnings: list[str] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
 
@@ -28,12 +31,16 @@ class Dataset:
         return [s for s in self.samples if s.split == name]
 
     def counts(self) -> dict[str, Counter]:
-        """split -> Counter(label -> number of usable images)."""
+        """split -> Counter(label -> number of usable images that hold it)."""
         result = {name: Counter() for name in splitting.SPLITS}
         for s in self.samples:
             if s.split:
-                result[s.split][s.label] += 1
+                result[s.split].update(s.labels)
         return result
+
+    def images(self) -> dict[str, int]:
+        """split -> number of usable images (with several labels per image, not the sum of `counts`)."""
+        return {name: sum(1 for s in self.samples if s.split == name) for name in splitting.SPLITS}
 
     def require_usable(self) -> None:
         """Raise DatasetError naming every problem, if there is any."""
@@ -61,7 +68,8 @@ def load_dataset(
         progress: show a progress bar while checking files.
     """
     found = scan(path, progress=progress)
-    ds = Dataset(found.root, found.layout, [], found.samples, found.skipped, found.infos, found.hidden)
+    ds = Dataset(found.root, found.layout, [], found.samples, found.skipped, found.infos, found.hidden,
+                 multi_label=found.multi_label, source=os.path.abspath(os.path.expanduser(path)))
     ds.classes = _classes(found)
     ds.split_given = any(s.split for s in ds.samples)
     if split_from:
@@ -72,9 +80,8 @@ def load_dataset(
             for s in ds.samples:
                 if s.split == "train":
                     s.split = None
-        ds.warnings += splitting.stratified(
-            ds.samples, 0.0 if has_val else val_split, 0.0 if has_test else test_split, seed
-        )
+        split = splitting.iterative if ds.multi_label else splitting.stratified
+        ds.warnings += split(ds.samples, 0.0 if has_val else val_split, 0.0 if has_test else test_split, seed)
     ds.problems = _problems(ds, found)
     return ds
 
@@ -94,9 +101,9 @@ def _classes(found) -> list[str]:
 def _problems(ds: Dataset, found) -> list[str]:
     problems = []
     known = set(ds.classes)
-    strays = sorted({s.label for s in ds.samples if s.split and s.label not in known})
+    strays = sorted({label for s in ds.samples if s.split for label in s.labels if label not in known})
     for label in strays:
-        where = sorted({s.split for s in ds.samples if s.label == label})
+        where = sorted({s.split for s in ds.samples if label in s.labels})
         problems.append(
             f"class {label!r} is in {'/'.join(where)} but not in train; add training images for it or remove it"
         )
@@ -110,7 +117,9 @@ def _problems(ds: Dataset, found) -> list[str]:
                 "add images or remove the folder"
             problems.append(f"class {label!r} has no usable training images{detail}; {fix}")
     usable = [c for c in ds.classes if train[c] > 0]
-    if len(usable) < 2:
+    if ds.multi_label and not usable:
+        problems.append(f"{ds.root}: no training image holds a label; a multi-label CSV needs at least one")
+    elif len(usable) < 2 and not ds.multi_label:  # multi-label: one class against its negatives is a task
         problems.append(
             f"{ds.root} has {len(usable)} class(es) with usable images; a classifier needs at least 2 "
             "(one sub-folder of images per class)"

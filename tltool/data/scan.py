@@ -8,6 +8,11 @@ Layouts:
   ``validation/``) and ``test/``: pre-split.
 - ``DATA.csv`` with columns ``path,label`` and optionally ``split``; paths are
   relative to the CSV's folder.
+- ``DATA.csv`` with several labels per image (multi-label): a ``labels``
+  column holding zero or more class names, separated by whitespace, or by
+  ``;`` or ``|`` when a cell of the file holds one; or one-hot columns
+  (``path,cat,dog,...`` with 0/1). An empty ``labels`` is a negative image.
+  A sample's ``label`` is then the tuple of its class names.
 
 Hidden files and folders (a leading dot, ``__MACOSX``, ``Thumbs.db``,
 ``desktop.ini``) are ignored and counted. Files directly in the root (or in a
@@ -32,8 +37,13 @@ _JUNK = {"__macosx", "thumbs.db", "desktop.ini"}
 class Sample:
     path: str  # absolute
     rel: str  # relative to the dataset root, with forward slashes
-    label: str
+    label: str | tuple[str, ...]  # a class name; the tuple of its class names when several labels apply
     split: str | None = None  # from the layout or CSV; None until a split assigns one
+
+    @property
+    def labels(self) -> tuple[str, ...]:
+        """Every class the image holds: one for a single label, zero or more for multi-label data."""
+        return self.label if isinstance(self.label, tuple) else (self.label,)
 
 
 @dataclass
@@ -52,6 +62,7 @@ class Scan:
     infos: dict[str, ImageInfo]
     class_folders: dict[str, list[str]] = field(default_factory=dict)  # split -> class names seen
     hidden: int = 0
+    multi_label: bool = False  # a CSV with a labels column or one-hot columns
 
 
 def is_hidden(name: str) -> bool:
@@ -139,15 +150,11 @@ def _from_csv(csv_path: str) -> Scan:
         table = pd.read_csv(csv_path, dtype=str, keep_default_na=False)
     except (OSError, UnicodeDecodeError, pd.errors.ParserError, pd.errors.EmptyDataError) as e:
         raise DatasetError(f"{csv_path}: cannot read as CSV ({e})") from None
-    missing = {"path", "label"} - set(table.columns)
-    if missing:
-        raise DatasetError(
-            f"{csv_path}: missing column(s) {', '.join(sorted(missing))}; "
-            "a CSV dataset needs the columns path,label (and optionally split)"
-        )
+    labels = _label_column(csv_path, table)
     base = os.path.dirname(csv_path)
-    result = Scan(base, "csv", [], [], {})
-    for row in table.itertuples(index=False):
+    result = Scan(base, "csv", [], [], {}, multi_label=not isinstance(labels, str))
+    names = labels if isinstance(labels, str) else None
+    for i, row in enumerate(table.itertuples(index=False)):
         split = None
         if "split" in table.columns and row.split:
             split = SPLIT_FOLDERS.get(row.split.strip().lower())
@@ -157,11 +164,49 @@ def _from_csv(csv_path: str) -> Scan:
                 )
         rel = row.path.replace("\\", "/")
         full = rel if os.path.isabs(rel) else os.path.join(base, rel)
-        label = unicodedata.normalize("NFC", row.label)
+        label = unicodedata.normalize("NFC", getattr(row, names)) if names else labels[i]
         result.samples.append(Sample(os.path.normpath(full), rel, label, split))
         if split in (None, "train"):  # the classes, as the file names them, before any file is checked
-            result.class_folders.setdefault("all", []).append(label)
+            result.class_folders.setdefault("all", []).extend((label,) if names else label)
     return result
+
+
+def split_labels(cells: list[str]) -> list[tuple[str, ...]]:
+    """A labels column's cells as sorted tuples of class names: split at whitespace, or at ``;`` or ``|``
+    throughout when a cell holds one."""
+    cells = [unicodedata.normalize("NFC", cell) for cell in cells]
+    separator = next((c for c in (";", "|") if any(c in cell for cell in cells)), None)
+    return [tuple(sorted({name.strip() for name in (cell.split(separator) if separator else cell.split())
+                          if name.strip()})) for cell in cells]
+
+
+def join_labels(labels: tuple[str, ...], names) -> str:
+    """One labels cell that `split_labels` reads back: spaces between the names, ``;`` where a name has one."""
+    return ("; " if any(any(c.isspace() for c in name) for name in names) else " ").join(labels)
+
+
+def _label_column(csv_path: str, table) -> str | list[tuple[str, ...]]:
+    """``"label"`` for one label per image; else each row's labels, from a labels column or one-hot columns.
+
+    Raises:
+        DatasetError: no label column, or one-hot columns that hold other values than 0 and 1.
+    """
+    if "path" not in table.columns:
+        raise DatasetError(f"{csv_path}: missing column(s) path; a CSV dataset needs the columns path,label (or "
+                           "path,labels for several labels per image) and optionally split")
+    if "label" in table.columns:
+        return "label"
+    if "labels" in table.columns:
+        return split_labels(list(table["labels"]))
+    columns = [c for c in table.columns if c not in ("path", "split")]
+    odd = [c for c in columns if not table[c].str.strip().isin(["0", "1"]).all()]
+    if not columns or odd:
+        where = f" (column {odd[0]!r} holds values other than 0 and 1)" if odd else ""
+        raise DatasetError(f"{csv_path}: no label column{where}; a CSV dataset needs path,label, path,labels "
+                           "(several per image) or one-hot columns path,<class>,... of 0/1")
+    hot = table[columns].apply(lambda col: col.str.strip() == "1")
+    names = [unicodedata.normalize("NFC", c) for c in columns]
+    return [tuple(n for n, on in zip(names, row) if on) for row in hot.itertuples(index=False)]
 
 
 def _checked(found: Scan, progress: bool) -> Scan:

@@ -6,7 +6,7 @@ from collections import defaultdict
 
 import numpy as np
 
-from tltool.data.scan import Sample
+from tltool.data.scan import Sample, join_labels
 
 SPLITS = ("train", "val", "test")
 
@@ -39,6 +39,73 @@ def stratified(samples: list[Sample], val: float, test: float, seed: int) -> lis
         for rank, i in enumerate(order):
             members[i].split = "val" if rank < n_val else "test" if rank < n_val + n_test else "train"
     return warnings
+
+
+def iterative(samples: list[Sample], val: float, test: float, seed: int) -> list[str]:
+    """Give every multi-label sample without a split one, by iterative stratification.
+
+    Sechidis, Tsoumakas and Vlahavas, "On the Stratification of Multi-Label
+    Data" (ECML PKDD 2011): the label with the fewest unassigned images goes
+    first, and each of its images joins the split that most lacks that label
+    (ties: the split that lacks most images, then a seeded draw); a label
+    wants its share of each split as a class does in `stratified`, so one with
+    two images gives validation one. Rare
+    labels are thus spread before common ones use up the splits, where a
+    random split often leaves a rare label out of validation. Images without
+    a label fill the splits that lack most images.
+
+    Returns:
+        warnings naming labels with too few images to reach every split asked for.
+    """
+    todo = sorted((s for s in samples if s.split is None), key=lambda s: s.rel)
+    ratios = {"train": 1.0 - val - test, "val": val, "test": test}
+    names = [name for name, r in ratios.items() if r > 0]
+    rng = np.random.default_rng(seed)
+    wanted = {name: ratios[name] * len(todo) for name in names}
+    per_label: dict[str, dict[str, float]] = defaultdict(dict)
+    holding: dict[str, list[Sample]] = defaultdict(list)
+    for sample in todo:
+        for label in sample.labels:
+            holding[label].append(sample)
+    for label, members in holding.items():  # as a single label's class: 2 images give validation one
+        n_val, n_test = _counts(len(members), val, test)
+        per_label[label] = {"train": len(members) - n_val - n_test, "val": n_val, "test": n_test}
+    left = set(range(len(todo)))
+    position = {id(sample): i for i, sample in enumerate(todo)}
+    while left:
+        counts = {label: sum(1 for m in members if position[id(m)] in left) for label, members in holding.items()}
+        counts = {label: n for label, n in counts.items() if n}
+        if not counts:
+            break
+        label = min(sorted(counts), key=counts.get)
+        for member in holding[label]:
+            if position[id(member)] not in left:
+                continue
+            chosen = _most_lacking(names, per_label[label], wanted, rng)
+            member.split = chosen
+            left.discard(position[id(member)])
+            wanted[chosen] -= 1
+            for other in member.labels:
+                per_label[other][chosen] -= 1
+    for i in sorted(left):  # images without a label
+        chosen = _most_lacking(names, wanted, wanted, rng)
+        todo[i].split = chosen
+        wanted[chosen] -= 1
+    warnings = []
+    for label, members in sorted(holding.items()):
+        missing = [name for name in names if name != "train" and not any(m.split == name for m in members)]
+        if missing:
+            warnings.append(f"label {label!r} has {len(members)} image(s), too few to split: none in "
+                            f"{' or '.join(missing)}")
+    return warnings
+
+
+def _most_lacking(names: list[str], lacking: dict[str, float], wanted: dict[str, float], rng) -> str:
+    best = max(lacking[name] for name in names)
+    tied = [name for name in names if lacking[name] == best]
+    most = max(wanted[name] for name in tied)
+    tied = [name for name in tied if wanted[name] == most]
+    return tied[int(rng.integers(len(tied)))] if len(tied) > 1 else tied[0]
 
 
 def _counts(n: int, val: float, test: float) -> tuple[int, int]:
@@ -84,4 +151,8 @@ def from_index(samples: list[Sample], run) -> list[str]:
 
 
 def index_rows(samples: list[Sample]) -> list[dict]:
-    return [{"path": s.rel, "label": s.label, "split": s.split} for s in samples if s.split]
+    """data/index.csv's rows: path, label, split; for multi-label data path, labels (as a CSV dataset gives
+    them, `scan.join_labels`), split."""
+    names = {label for s in samples for label in s.labels}
+    return [{"path": s.rel, "labels": join_labels(s.labels, names), "split": s.split} if isinstance(s.label, tuple)
+            else {"path": s.rel, "label": s.label, "split": s.split} for s in samples if s.split]

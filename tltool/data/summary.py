@@ -65,7 +65,8 @@ def summarise(ds: Dataset) -> dict:
         "problems": ds.problems,
         "warnings": ds.warnings + duplicate_warnings(ds),
         "classes": per_class,
-        "images": {s: sum(counts[s].values()) for s in SPLITS},
+        "images": ds.images(),
+        "multi_label": _multi_label(ds) if ds.multi_label else None,
         "imbalance": _imbalance(present),
         "sizes": _sizes(widths, heights),
         "formats": dict(Counter(i.format for i in infos).most_common()),
@@ -75,6 +76,16 @@ def summarise(ds: Dataset) -> dict:
         "skipped_reasons": dict(Counter(s.reason for s in ds.skipped).most_common()),
         "hidden_ignored": ds.hidden,
     }
+
+
+def _multi_label(ds: Dataset, pairs: int = 10) -> dict:
+    """Label cardinality, images without a label, and the labels that most often appear together."""
+    used = [s for s in ds.samples if s.split]
+    together = Counter((a, b) for s in used for i, a in enumerate(s.labels) for b in s.labels[i + 1:])
+    return {"label_cardinality": round(float(np.mean([len(s.labels) for s in used])), 3) if used else 0.0,
+            "images_without_labels": sum(1 for s in used if not s.labels),
+            "most_labels_on_an_image": max((len(s.labels) for s in used), default=0),
+            "co_occurrence": [[a, b, n] for (a, b), n in together.most_common(pairs)]}
 
 
 def _imbalance(train: dict[str, int]) -> dict | None:
@@ -108,6 +119,14 @@ def format_summary(summary: dict, show_all: bool = False) -> str:
     lines.append(table(shown, ["class", "train", "val", "test", "total"]))
     if len(shown) < len(rows):
         lines.append(f"... {len(rows) - len(shown)} more classes (--all shows every class)")
+    multi = summary.get("multi_label")
+    if multi:
+        lines.append(f"\nseveral labels per image: {multi['label_cardinality']} labels per image on average "
+                     f"(at most {multi['most_labels_on_an_image']}), {multi['images_without_labels']} image(s) "
+                     "without a label (negatives); counts above are images that hold each label")
+        if multi["co_occurrence"]:
+            lines.append("labels that appear together most: "
+                         + ", ".join(f"{a} + {b} {n}" for a, b, n in multi["co_occurrence"]))
     if summary["imbalance"]:
         imb = summary["imbalance"]
         lines.append(f"\nimbalance: largest/smallest training class = {imb['ratio']} "

@@ -112,11 +112,13 @@ def per_class_f1_png(per_class: pd.DataFrame, path: str) -> None:
 
 
 def curves_png(history: pd.DataFrame, path: str) -> None:
-    """Loss and accuracy per epoch across phases, phase boundaries marked."""
+    """Loss and the task's metric (accuracy, or mean average precision) per epoch across phases, phase
+    boundaries marked."""
     fig = _figure(figsize=(12, 4.5), constrained_layout=True)
     axes = fig.subplots(1, 2)
     epochs = history["epoch"].to_numpy()
-    for ax, metric in zip(axes, ("loss", "accuracy")):
+    second = "accuracy" if "accuracy" in history or "mean_average_precision" not in history else "mean_average_precision"
+    for ax, metric in zip(axes, ("loss", second)):
         for column, style in ((metric, "-"), (f"val_{metric}", "--")):
             if column in history:
                 ax.plot(epochs, history[column], style, marker="o", markersize=3,
@@ -148,6 +150,17 @@ def _mark_exported(ax, history: pd.DataFrame, metric: str) -> None:
 
 def misclassified_png(rows: pd.DataFrame, root: str | None, path: str, limit: int = 16) -> int:
     """A gallery of the most confident mistakes; returns how many are shown."""
+    return _gallery(rows, root, path, limit, "Most confident mistakes",
+                    lambda row: f"true: {row['true']}\npredicted: {row['predicted']} ({row['confidence']:.2f})")
+
+
+def labels_gallery_png(rows: pd.DataFrame, root: str | None, path: str, limit: int = 16) -> int:
+    """A gallery of the images with the most wrong labels (multi-label), with true and predicted labels."""
+    return _gallery(rows, root, path, limit, "Images with the most wrong labels",
+                    lambda row: f"true: {row['true'] or '-'}\npredicted: {row['predicted'] or '-'}")
+
+
+def _gallery(rows: pd.DataFrame, root: str | None, path: str, limit: int, title: str, caption) -> int:
     import os
 
     from tltool.data.images import ImageError, load_image
@@ -166,10 +179,36 @@ def misclassified_png(rows: pd.DataFrame, root: str | None, path: str, limit: in
             ax.imshow(load_image(file, (128, 128)))
         except ImageError as e:
             ax.text(0.5, 0.5, f"cannot show:\n{e}", ha="center", va="center", fontsize=8)
-        ax.set_title(f"true: {row['true']}\npredicted: {row['predicted']} ({row['confidence']:.2f})", fontsize=8)
+        ax.set_title(caption(row), fontsize=8)
     if shown.empty:
         axes.flat[0].text(0.5, 0.5, "no mistakes", ha="center", va="center")
-    fig.suptitle("Most confident mistakes")
+    fig.suptitle(title)
     fig.tight_layout()
     _save(fig, path)
     return len(shown)
+
+
+def precision_recall_png(evaluation, classes: list[str], path: str) -> None:
+    """Precision-recall curves of `classes` (multi-label), each with a dot at its threshold."""
+    from sklearn.metrics import precision_recall_curve
+
+    fig = _figure(figsize=(6, 5), constrained_layout=True)
+    ax = fig.subplots()
+    for name in classes:
+        c = evaluation.classes.index(name)
+        y, p = evaluation.targets[:, c], evaluation.probs[:, c]
+        if not y.any():
+            continue
+        precision, recall, thresholds = precision_recall_curve(y, p)
+        line, = ax.plot(recall, precision, label=f"{name} (AP {evaluation.per_class['average_precision'][c]:.2f})")
+        at = min(np.searchsorted(thresholds, evaluation.thresholds[c]), len(thresholds) - 1)
+        ax.plot(recall[at], precision[at], "o", color=line.get_color())
+    ax.set_xlabel("recall")
+    ax.set_ylabel("precision")
+    ax.set_xlim(0, 1.02)
+    ax.set_ylim(0, 1.02)
+    ax.set_title("Precision-recall, worst classes")
+    if ax.lines:
+        ax.legend(fontsize=8, loc="lower left")
+    ax.grid(alpha=0.3)
+    _save(fig, path)

@@ -118,3 +118,14 @@ class Backbone:
             layer = keras.layers.GlobalAveragePooling2D if kind == "avg" else keras.layers.GlobalMaxPooling2D
             self._pools[kind] = layer(name="pool")
         return self._pools[kind]
+
+
+def find_part(model, path: str):
+    """A part of a network by its path: a layer name (or an attribute of the model), then attributes (`encoder.layers`)."""
+    first, *rest = path.split(".")
+    part = getattr(model, first, None)
+    if part is None:  # a layer the backbone keeps no attribute for
+        part = model.get_layer(first)
+    for name in rest:
+        part = getattr(part, name)
+    return part

@@ -32,7 +32,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from tltool.errors import TltoolError, UnavailableError
-from tltool.models.backbone import Backbone, BackboneSpec, FreezeGroup
+from tltool.models.backbone import Backbone, BackboneSpec, FreezeGroup, find_part
 from tltool.models.hub_cnn import CONV_FAMILIES, IMAGENET_OFFSET, IMAGENET_SCALE, ConvFamily, conv_backbone
 from tltool.models.hub_presets import PATCH, PRESETS, TEXT_TOWER
 
@@ -150,11 +150,11 @@ class HubSpec(BackboneSpec):
                 weight.trainable = False
         groups = [FreezeGroup("stem", _parts(tower, family.stem)),
                   *[FreezeGroup(f"{family.group}_{i + 1}", [block])
-                    for i, block in enumerate(_part(tower, family.blocks))],
+                    for i, block in enumerate(find_part(tower, family.blocks))],
                   FreezeGroup("top", _parts(tower, family.norm) + _parts(whole, family.after))]
         scale, offset = _normalisation(self)
         return TransformerBackbone(self, model, _scale_offset(scale, offset), groups,
-                                   own_pool=_part(tower, family.head) if family.head else None)
+                                   own_pool=find_part(tower, family.head) if family.head else None)
 
     def _check_size(self, image_size: int) -> None:
         if not self.any_size and image_size != self.default_size:
@@ -180,27 +180,16 @@ def _token_model(whole, tower, family: Family):
     import keras
 
     if family.tokens:  # the network pools itself: stop at the tokens
-        return keras.Model(tower.input, _part(tower, family.tokens).output)
+        return keras.Model(tower.input, find_part(tower, family.tokens).output)
     if family.after:
         name, spec = next(iter(tower.input.items()))
         images = keras.Input(spec.shape[1:], name=name)
-        return keras.Model({name: images}, _part(whole, family.after)(tower({name: images})))
+        return keras.Model({name: images}, find_part(whole, family.after)(tower({name: images})))
     return tower
 
 
 def _parts(model, paths: str) -> list:
-    return [_part(model, path) for path in paths.split(",") if path]
-
-
-def _part(model, path: str):
-    """A part of a keras-hub backbone by its `Family` path."""
-    first, *rest = path.split(".")
-    part = getattr(model, first, None)
-    if part is None:  # a layer the backbone keeps no attribute for
-        part = model.get_layer(first)
-    for name in rest:
-        part = getattr(part, name)
-    return part
+    return [find_part(model, path) for path in paths.split(",") if path]
 
 
 @dataclass

@@ -19,7 +19,7 @@ import re
 from dataclasses import dataclass
 
 from tltool.errors import TltoolError
-from tltool.models.backbone import Backbone, FreezeGroup
+from tltool.models.backbone import Backbone, FreezeGroup, find_part
 
 IMAGENET_SCALE = tuple(1 / (255 * s) for s in (0.229, 0.224, 0.225))
 IMAGENET_OFFSET = tuple(-m / s for m, s in zip((0.485, 0.456, 0.406), (0.229, 0.224, 0.225)))
@@ -94,9 +94,7 @@ def _named_groups(model, family: ConvFamily) -> list[FreezeGroup]:
 
 
 def _nested_groups(model, family: ConvFamily) -> list[FreezeGroup]:
-    from tltool.models.hub import _part
-
-    stages = list(_part(model, family.nested))
-    holder = _part(model, family.nested.split(".")[0])
+    stages = list(find_part(model, family.nested))
+    holder = find_part(model, family.nested.split(".")[0])
     stem = [layer for layer in model.layers if layer is not holder]
     return [FreezeGroup("stem", stem), *[FreezeGroup(f"{family.group}_{i + 1}", [s]) for i, s in enumerate(stages)]]

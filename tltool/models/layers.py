@@ -104,3 +104,47 @@ class TokenPooling(keras.layers.Layer):
 
     def get_config(self):
         return {**super().get_config(), "kind": self.kind, "prefix": self.prefix}
+
+
+@keras.saving.register_keras_serializable(package="tltool")
+class ClassTemperature(keras.layers.Layer):
+    """Independent per-class probabilities -> sigmoid(logit(p) / T_c): multi-label calibration, in float32.
+
+    A temperature per class, as `tltool.evaluation.multilabel.fit_temperatures`
+    fitted them; each class's ranking of images never changes.
+    """
+
+    def __init__(self, temperatures, **kwargs):
+        super().__init__(dtype="float32", **{k: v for k, v in kwargs.items() if k != "dtype"})
+        self.temperatures = [float(t) for t in temperatures]
+
+    def call(self, probs):
+        p = keras.ops.clip(keras.ops.cast(probs, "float32"), 1e-7, 1 - 1e-7)
+        logits = keras.ops.log(p) - keras.ops.log(1 - p)  # not log1p: ONNX has no such operator
+        return keras.ops.sigmoid(logits / keras.ops.array(self.temperatures, "float32"))
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def get_config(self):
+        return {**super().get_config(), "temperatures": self.temperatures}
+
+
+@keras.saving.register_keras_serializable(package="tltool")
+class PositiveWeightedCrossentropy(keras.losses.Loss):
+    """Binary cross-entropy whose positive terms of class c weigh `weights[c]` (multi-label class weighting)."""
+
+    def __init__(self, weights, label_smoothing: float = 0.0, name: str = "weighted_binary_crossentropy", **kwargs):
+        super().__init__(name=name, **kwargs)
+        self.weights, self.label_smoothing = [float(w) for w in weights], float(label_smoothing)
+
+    def call(self, y_true, y_pred):
+        y_true = keras.ops.cast(y_true, "float32")
+        y_true = y_true * (1 - self.label_smoothing) + 0.5 * self.label_smoothing
+        p = keras.ops.clip(keras.ops.cast(y_pred, "float32"), 1e-7, 1 - 1e-7)
+        weights = keras.ops.array(self.weights, "float32")
+        terms = weights * y_true * keras.ops.log(p) + (1 - y_true) * keras.ops.log(1 - p)
+        return -keras.ops.mean(terms, axis=-1)
+
+    def get_config(self):
+        return {**super().get_config(), "weights": self.weights, "label_smoothing": self.label_smoothing}

@@ -248,7 +248,8 @@ class Phase(_Strict):
 
 
 class EarlyStopping(_Strict):
-    monitor: Literal["val_loss", "val_accuracy"] = "val_loss"
+    monitor: Literal["val_loss", "val_accuracy", "val_mean_average_precision"] = Field(
+        "val_loss", description="val_loss, val_accuracy (single-label) or val_mean_average_precision (multi-label)")
     patience: int = Field(3, ge=1)
     min_delta: float = Field(0.0, ge=0)
     restore_best: bool = True
@@ -268,6 +269,9 @@ class Recipe(_Strict):
 
     name: str = "custom"
     description: str = ""
+    task: Literal["auto", "single-label", "multi-label"] = Field(
+        "auto", description="auto: multi-label when the dataset is a CSV with a labels column or one-hot columns, "
+        "else single-label (one class per image)")
     backbone: str | None = Field(None, description="registry name; --backbone overrides")
     weights: str = Field("imagenet", description="imagenet, none, or a path to a weights file")
     image_size: int | None = Field(None, ge=16, le=2048, description="null = the backbone's default size")

@@ -1,7 +1,7 @@
 """The run directory as one object: the only code that knows where a run keeps each of its files.
 
     runs/<name>/
-      .tltool-run  recipe.yaml  classes.json  class_weights.json  history.csv
+      .tltool-run  recipe.yaml  classes.json  class_weights.json  history.csv  decision.json (multi-label)
       data/index.csv  data/skipped.csv
       checkpoints/  model.keras  saved_model/
       metrics.json  per_class.csv  confusion_matrix.csv  ...  report.md
@@ -32,7 +32,8 @@ OUTPUTS = (
     "checkpoints", "cache", "model.keras", "saved_model", "export", "lr_find*.csv", "lr_find*.png",
     "metrics.json", "per_class.csv", "confusion_matrix.csv", "predictions.csv", "misclassified.csv",
     "most_confused.csv", "confusion_matrix.png", "curves.png", "per_class_f1.png", "misclassified.png",
-    "report.md", "report.html", "evaluations", "backbone",
+    "report.md", "report.html", "evaluations", "backbone", "decision.json", "pair_errors.csv",
+    "precision_recall.png", "most_wrong.png",
 )
 
 
@@ -179,8 +180,14 @@ class Run:
 
     @property
     def dataset(self) -> str | None:
-        """The dataset the run trained on, as it recorded it."""
+        """The dataset the run trained on, as it recorded it: a folder, or a CSV file."""
         return self.provenance.get("dataset")
+
+    @property
+    def dataset_root(self) -> str | None:
+        """The folder data/index.csv's paths are relative to (a CSV dataset's folder)."""
+        given = self.dataset
+        return os.path.dirname(given) if given and given.lower().endswith(".csv") else given
 
     def keep_backbone_files(self, paths: list[str]) -> None:
         """Copy the files a backbone was built from (a keras-hub preset's config) into backbone/."""
@@ -210,8 +217,20 @@ class Run:
     def write_class_weights(self, weights: dict[str, float]) -> None:
         write_json(self.file("class_weights.json"), weights)
 
+    @property
+    def decision(self) -> dict | None:
+        """decision.json: what the task tuned on the validation split (multi-label: a threshold per class)."""
+        path = self.file("decision.json")
+        if not os.path.isfile(path):
+            return None
+        with open(path, encoding="utf-8") as f:
+            return json.load(f)
+
+    def write_decision(self, decision: dict) -> None:
+        write_json(self.file("decision.json"), decision)
+
     def read_index(self):
-        """data/index.csv: path (relative to the dataset), label, split, sha1."""
+        """data/index.csv: path (relative to the dataset), label (multi-label: labels), split, sha1."""
         import pandas as pd
 
         path = self.file(INDEX)
@@ -226,10 +245,14 @@ class Run:
 
     def split_files(self) -> dict:
         """The run's images by split, as (absolute path, label); {} when the dataset or index is gone."""
-        root = self.dataset
+        root = self.dataset_root
         if not root or not os.path.isfile(self.file(INDEX)):
             return {}
+        from tltool.data.scan import split_labels
+
         index = self.read_index()
+        if "labels" in index.columns:  # multi-label: each image's tuple of class names
+            index["label"] = split_labels(list(index["labels"]))
         found = {"root": root}
         for split in ("train", "val", "test"):
             rows = index[index["split"] == split]

@@ -65,7 +65,6 @@ def check(trained, path: str, fmt: str, samples: dict, max_accuracy_drop: float,
     reference = run_batches(trained.forward, pixels)
     probs = run_batches(exported.forward, pixels)
     figures = task.compare(probs, reference, targets)
-    accuracy, base, lost = figures["accuracy"], figures["keras_accuracy"], figures["images_lost"]
     report = {
         "format": fmt, "file": os.path.abspath(path), "bytes": file_size(path), "split": split, "images": len(rows),
         **figures,
@@ -73,17 +72,15 @@ def check(trained, path: str, fmt: str, samples: dict, max_accuracy_drop: float,
                                  "batch_32": latency(exported.forward, pixels, 32)},
         "max_accuracy_drop": max_accuracy_drop, **(notes or {}),
     }
-    report["passed"] = not (100 * (base - accuracy) > max_accuracy_drop and lost >= 2)
+    failure = task.comparison_failure(figures, max_accuracy_drop)
+    report["passed"] = failure is None
     _write_report(os.path.dirname(os.path.abspath(path)), fmt, report)
     timing = report["latency_ms_per_image"]
-    say(f"{fmt}: {report['bytes'] / 2**20:,.1f} MB; on {len(rows)} {split} images: top-1 agrees with Keras on "
-        f"{100 * report['top1_agreement']:.1f}%, max probability difference {report['max_probability_difference']:.1e}; "
-        f"accuracy {100 * accuracy:.2f}% ({100 * report['accuracy_change']:+.2f} points); "
+    say(f"{fmt}: {report['bytes'] / 2**20:,.1f} MB; on {len(rows)} {split} images: "
+        f"{task.describe_comparison(figures)}; "
         f"{timing['batch_1']:.2f} ms/image at batch 1, {timing['batch_32']:.2f} at batch 32")
-    if not report["passed"]:
-        raise ExportCheckFailed(f"{path}: accuracy {100 * accuracy:.2f}% is {100 * (base - accuracy):.2f} points "
-                                f"below the Keras model's ({lost} images), more than --max-accuracy-drop "
-                                f"{max_accuracy_drop}; the file is kept for inspection")
+    if failure:
+        raise ExportCheckFailed(f"{path}: {failure}; the file is kept for inspection")
     return report
 
 

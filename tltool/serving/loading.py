@@ -30,6 +30,7 @@ class TrainedModel:
     forward: Callable  # float32 (N, S, S, 3) pixels -> (N, C) probabilities
     keras_model: object | None = None  # the keras.Model, when loaded from a .keras file
     task: str | None = None  # the task's name, as the file records it (None: from before tasks, single-label)
+    decision: dict | None = None  # what the task decides by (multi-label: {"thresholds": [...]}), as recorded
 
     @property
     def run(self) -> Run | None:
@@ -90,7 +91,7 @@ def _exported(path: str) -> TrainedModel:
     forward.numpy_only = True  # a runtime outside TensorFlow: give it arrays, never trace it
     kind = "onnx" if path.endswith(".onnx") else "litert"
     return TrainedModel(path, kind, list(info["classes"]), int(info["image_size"]), info["aspect"],
-                        _run_above(os.path.dirname(path)), forward, task=info.get("task"))
+                        _run_above(os.path.dirname(path)), forward, task=info.get("task"), decision=_decision(info))
 
 
 def _keras(path: str, run_dir: str | None) -> TrainedModel:
@@ -110,17 +111,19 @@ def _keras(path: str, run_dir: str | None) -> TrainedModel:
     if os.path.isfile(path + ".json"):  # written by `tltool export`
         with open(path + ".json", encoding="utf-8") as f:
             info = json.load(f)
-        classes, aspect, task = list(info["classes"]), info["aspect"], info.get("task")
+        classes, aspect, task, decision = list(info["classes"]), info["aspect"], info.get("task"), _decision(info)
     elif os.path.isfile(beside.file("classes.json")):
         classes, recipe = beside.classes, beside.recipe
         aspect, task = (recipe.get("data") or {}).get("aspect", "stretch"), recipe.get("task")
+        decision = beside.decision
     else:
         raise TltoolError(f"{path}: no classes.json beside it; copy the run's classes.json next to the model")
     size = int(model.input_shape[1])
     _check_width(path, len(classes), int(model.output_shape[-1]))
     from tltool.models.classifier import forward_function
 
-    return TrainedModel(path, "keras", classes, size, aspect, run_dir, forward_function(model, size), model, task)
+    return TrainedModel(path, "keras", classes, size, aspect, run_dir, forward_function(model, size), model, task,
+                        decision)
 
 
 def _uses_keras_hub(path: str) -> bool:
@@ -144,7 +147,13 @@ def _savedmodel(path: str) -> TrainedModel:
     parent = os.path.dirname(path)
     run_dir = parent if Run.is_run(parent) else None
     return TrainedModel(path, "savedmodel", list(info["classes"]), int(info["image_size"]), info["aspect"],
-                        run_dir, lambda x: loaded.serve(x)["probabilities"], task=info.get("task"))
+                        run_dir, lambda x: loaded.serve(x)["probabilities"], task=info.get("task"),
+                        decision=_decision(info))
+
+
+def _decision(info: dict) -> dict | None:
+    """The decision an exported file's info carries (`Task.metadata`)."""
+    return {"thresholds": info["thresholds"]} if info.get("thresholds") else None
 
 
 def _check_width(path: str, classes: int, outputs: int) -> None:

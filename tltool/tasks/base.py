@@ -33,6 +33,8 @@ class Task(ABC):
     name: str = ""
     activation: str = "softmax"
     monitors: tuple[str, ...] = ("val_loss",)
+    weights_in_loss: bool = False  # class weights go into the loss, not Keras' class_weight (multi-hot targets)
+    several_labels: bool = False  # whether an image holds a tuple of labels (a multi-label CSV), not one
 
     # ------------------------------------------------------------ training
 
@@ -47,7 +49,8 @@ class Task(ABC):
         raise NotImplementedError
 
     @abstractmethod
-    def loss(self, recipe):
+    def loss(self, recipe, weights: dict[int, float] | None = None):
+        """The training loss; `weights` are `class_weights`' when `weights_in_loss`."""
         raise NotImplementedError
 
     @abstractmethod
@@ -76,6 +79,18 @@ class Task(ABC):
         """The model whose outputs go through `record`'s calibration (the same model without one)."""
         raise NotImplementedError
 
+    def decide(self, probs: np.ndarray, targets: np.ndarray) -> dict | None:
+        """A decision rule tuned on the (calibrated) validation outputs, e.g. per-class thresholds; None: fixed."""
+        return None
+
+    def decided(self, decision: dict | None) -> "Task":
+        """This task deciding by `decision` (what `decide` returned, or what a model file carries)."""
+        return self
+
+    def describe_decision(self, decision: dict, classes: list[str]) -> str:
+        """One line about what `decide` tuned, for the log."""
+        return str(decision)
+
     # ------------------------------------------------------------ evaluation
 
     @abstractmethod
@@ -101,6 +116,16 @@ class Task(ABC):
     @abstractmethod
     def compare(self, probs: np.ndarray, reference: np.ndarray, targets: np.ndarray) -> dict:
         """An exported file's outputs against the Keras model's: agreement and the headline figure of each."""
+        raise NotImplementedError
+
+    @abstractmethod
+    def describe_comparison(self, figures: dict) -> str:
+        """`compare`'s figures as the export check prints them."""
+        raise NotImplementedError
+
+    @abstractmethod
+    def comparison_failure(self, figures: dict, max_drop: float) -> str | None:
+        """Why the exported file fails its check (its headline figure dropped more than `max_drop` points), or None."""
         raise NotImplementedError
 
     # ------------------------------------------------------------ serving and predict

@@ -40,7 +40,7 @@ class SingleLabel(Task):
 
         return tf.one_hot(targets, num_classes)
 
-    def loss(self, recipe):
+    def loss(self, recipe, weights: dict[int, float] | None = None):
         import keras
 
         return keras.losses.CategoricalCrossentropy(label_smoothing=recipe.label_smoothing)
@@ -150,6 +150,18 @@ class SingleLabel(Task):
                 "max_probability_difference": float(np.abs(probs - reference).max()),
                 "accuracy": float(right.mean()), "keras_accuracy": float(base.mean()),
                 "accuracy_change": float(right.mean() - base.mean()), "images_lost": int(base.sum() - right.sum())}
+
+    def describe_comparison(self, figures: dict) -> str:
+        return (f"top-1 agrees with Keras on {100 * figures['top1_agreement']:.1f}%, max probability difference "
+                f"{figures['max_probability_difference']:.1e}; accuracy {100 * figures['accuracy']:.2f}% "
+                f"({100 * figures['accuracy_change']:+.2f} points)")
+
+    def comparison_failure(self, figures: dict, max_drop: float) -> str | None:
+        drop, lost = 100 * (figures["keras_accuracy"] - figures["accuracy"]), figures["images_lost"]
+        if drop > max_drop and lost >= 2:  # one image is noise on a small split
+            return (f"accuracy {100 * figures['accuracy']:.2f}% is {drop:.2f} points below the Keras model's "
+                    f"({lost} images), more than --max-accuracy-drop {max_drop}")
+        return None
 
     # ------------------------------------------------------------ serving and predict
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 import math
 import time
 import warnings
+from functools import partial
 
 import numpy as np
 
@@ -113,6 +114,10 @@ class Session:
             os.makedirs(os.path.dirname(val_cache), exist_ok=True)
         say(describe_cache(cache, len(train) + len(val), size, cache_dir))
         self.val_batches = to_batches(self.val_images, self._encode, self.batch) if val else None
+
+    @property
+    def keras_class_weight(self) -> dict | None:  # none where the task weighs classes in its loss (multi-label)
+        return None if self.task.weights_in_loss else self.weights
 
     def _encode(self, targets):
         return self.task.encode(targets, len(self.dataset.classes))
@@ -225,7 +230,7 @@ class Session:
             model.compile(
                 optimizer=make_optimizer(r.phases[index], self.steps_per_epoch, self._rate_factors(index, model),
                                          schedule),
-                loss=self.task.loss(r), metrics=self.task.metrics(), jit_compile=r.jit_compile,
+                loss=self.task.loss(r, self.weights), metrics=self.task.metrics(), jit_compile=r.jit_compile,
             )
 
     def _run_phase(self, index: int, use_cache: bool) -> None:
@@ -263,7 +268,7 @@ class Session:
             # unknown, and Keras then warns at the end of its pass; nothing is wrong.
             warnings.filterwarnings("ignore", message="Your input ran out of data")
             result = model.fit(train, validation_data=val, epochs=1, steps_per_epoch=self.steps_per_epoch,
-                               class_weight=self.weights, shuffle=False, verbose=1 if interactive() else 0,
+                               class_weight=self.keras_class_weight, shuffle=False, verbose=1 if interactive() else 0,
                                callbacks=[StopOnInterrupt(lambda: self.stop_requested, self.state.epoch)])
         return {k: float(v[-1]) for k, v in result.history.items()}
 
@@ -327,7 +332,7 @@ class Session:
         reseed(self, index, "lr-find")
         train, _ = self.epoch_data(index, "lr-find", use_cache)
         try:
-            return range_test(lambda schedule: self.compile_phase(model, index, schedule), model, train, self.weights)
+            return range_test(partial(self.compile_phase, model, index), model, train, self.keras_class_weight)
         finally:
             self.clf.model.set_weights(saved)
 
@@ -371,8 +376,7 @@ class Session:
 
         if self.val_images is None:
             return None
-        forward = forward_function(model, self.recipe.image_size)
-        probs, targets = [], []
+        forward, probs, targets = forward_function(model, self.recipe.image_size), [], []
         for images, target, _ in self.val_images.batch(self.batch):
             probs.append(np.asarray(forward(tf.cast(images, tf.float32))))
             targets.append(np.asarray(target))

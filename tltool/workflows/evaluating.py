@@ -40,18 +40,22 @@ def evaluate(model: str, data: str, out: str | None = None, split: str | None = 
         TltoolError: a bad path, a class the model does not know, no images.
     """
     trained = load_trained(model)
-    task = get_task(trained.task)
+    task = get_task(trained.task).decided(trained.decision)
     folder = out or _default_folder(trained, data, split)
     if os.path.exists(folder) and (not os.path.isdir(folder) or os.listdir(folder)):
         raise TltoolError(f"--out {folder}: exists and is not empty; an earlier evaluation is never overwritten")
     _warn_if_training_images(trained, data, split)
     samples, skipped = _samples(trained, data, split, split_from, progress)
     known = set(trained.classes)
-    unknown = sorted({s.label for s in samples} - known)
+    present = {label for s in samples for label in s.labels}
+    unknown = sorted(present - known)
     if unknown:
         raise TltoolError(f"{data} has classes the model does not know: {', '.join(unknown)}; "
                           f"model classes: {', '.join(trained.classes)}")
-    missing = sorted(known - {s.label for s in samples})
+    if any(isinstance(s.label, tuple) for s in samples) != task.several_labels:
+        raise TltoolError(f"{data} gives {'one class' if task.several_labels else 'several labels'} per image, "
+                          f"but the model is {task.name}; evaluate it on data laid out as it was trained")
+    missing = sorted(known - present)
     if missing:
         warn(f"{len(missing)} model class(es) have no images here: {', '.join(missing[:10])}")
     from tltool.data.tta import views

@@ -63,7 +63,7 @@ def export(model: str, fmt: str, out: str | None = None, calibration_images: int
         raise TltoolError(f"--format {fmt}: give one of {', '.join([*FORMATS, *ALIASES])}")
     _require_extra(fmt)
     trained = load_trained(model)
-    task = get_task(trained.task)
+    task = get_task(trained.task).decided(trained.decision)
     if trained.keras_model is None:
         raise TltoolError(f"{model}: a {trained.kind} is already exported; give its run directory or a .keras file")
     folder = trained.run.export_dir if trained.run else os.path.join(os.path.dirname(trained.source), "export")

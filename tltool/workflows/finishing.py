@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from tltool.console import say, warn
 from tltool.evaluation.report import ReportContext, describe_exported, write_report
 from tltool.serving.formats import export_saved_model, model_info, save_keras
+from tltool.tasks.base import Task
 
 
 @dataclass
@@ -31,8 +32,8 @@ def finish(session) -> Finished:
 
     exported = choose_exported_weights(session)
     calibration = calibrate(session)
-    task = session.task
-    model = task.calibrated(session.clf.inference, calibration)
+    model = session.task.calibrated(session.clf.inference, calibration)
+    task = session.task = decide(session, model)
     recipe, run = session.recipe, session.run
     info = model_info(session.dataset.classes, recipe.image_size, recipe.data.aspect, session.spec.name, task)
     forward = forward_function(model, recipe.image_size)  # one trace: the export and the evaluation share it
@@ -75,6 +76,21 @@ def calibrate(session) -> dict | None:
     if record:
         say(f"calibration: {session.task.describe_calibration(record)}")
     return record
+
+
+def decide(session, model):
+    """The task deciding by what it tunes on the calibrated model's validation outputs (multi-label: a threshold
+    per class), kept in the run's decision.json; the task unchanged where it tunes nothing."""
+    task = session.task
+    if type(task).decide is Task.decide:  # a fixed rule (argmax): no validation pass
+        return task
+    outputs = session.validation_outputs(model)
+    decision = task.decide(*outputs) if outputs is not None else None
+    if decision is None:
+        return task
+    session.run.write_decision(decision)
+    say(f"decision: {task.describe_decision(decision, session.dataset.classes)}")
+    return task.decided(decision)
 
 
 def evaluate_split(session, forward, exported: dict, calibration: dict | None):

@@ -28,7 +28,7 @@ from tltool.models.registry import get_backbone
 from tltool.models.weights import check_image_size, check_weights_file, weights_source
 from tltool.recipe import DEFAULT_RECIPE, Recipe, apply_overrides, load_recipe, recipe_from_dict
 from tltool.runs.run import Run, default_run_dir
-from tltool.tasks import get_task
+from tltool.tasks import task_for
 from tltool.workflows.finishing import Finished, finish
 
 DEFAULT_BACKBONE = "efficientnetb0"
@@ -196,6 +196,9 @@ def _session(data: str, recipe: Recipe, out: str, overwrite: bool, split_from: s
                            Run(split_from) if split_from else None, progress)
     report_dataset(dataset)
     dataset.require_usable()
+    task = task_for(recipe.task, dataset)
+    check_monitor(recipe, task)
+    recipe.task = task.name  # the run's recipe.yaml says which task it trained
     if resumed is not None:
         check_unchanged(dataset, Run(out))
     from tltool.console import load_tensorflow
@@ -205,7 +208,7 @@ def _session(data: str, recipe: Recipe, out: str, overwrite: bool, split_from: s
         session = None
         try:
             # A resumed run starts from its checkpoint; the original weights may be offline or gone.
-            setup = prepare(recipe, spec, dataset, get_task(), weights="none" if resumed is not None else None)
+            setup = prepare(recipe, spec, dataset, task, weights="none" if resumed is not None else None)
             run = Run(out) if resumed is not None else Run.create(out, overwrite)
             say(f"run directory: {run.path}")
             if resumed is None:
@@ -223,6 +226,18 @@ def _session(data: str, recipe: Recipe, out: str, overwrite: bool, split_from: s
                 shutil.rmtree(session.run.cache_dir, ignore_errors=True)  # decoded images, features
             if worker:
                 shutil.rmtree(out, ignore_errors=True)
+
+
+def check_monitor(recipe, task) -> None:
+    """The recipe's early-stopping monitor is one the task's training logs.
+
+    Raises:
+        TltoolError: e.g. val_accuracy for a multi-label run.
+    """
+    monitor = recipe.early_stopping.monitor if recipe.early_stopping else "val_loss"
+    if monitor not in task.monitors:
+        raise TltoolError(f"recipe {recipe.name}: early_stopping.monitor {monitor}: a {task.name} run logs "
+                          f"{' or '.join(task.monitors)}; give one of them")
 
 
 def _kept_backbone(name: str, run: Run) -> str:
@@ -253,9 +268,9 @@ def _caller_state_kept():
 
 
 def report_dataset(dataset: Dataset) -> None:
-    counts = dataset.counts()
-    sizes = ", ".join(f"{split} {sum(c.values())}" for split, c in counts.items() if c) or "0"
-    say(f"dataset {dataset.root}: {len(dataset.classes)} classes, {sizes} images ({dataset.layout} layout)")
+    sizes = ", ".join(f"{split} {n}" for split, n in dataset.images().items() if n) or "0"
+    kind = ", several labels per image" if dataset.multi_label else ""
+    say(f"dataset {dataset.root}: {len(dataset.classes)} classes, {sizes} images ({dataset.layout} layout{kind})")
     if dataset.skipped:
         warn(describe_skipped(dataset.skipped))
     if dataset.hidden:
@@ -271,7 +286,8 @@ def write_dataset_files(run: Run, dataset: Dataset) -> None:
 
     from tltool.data.split import index_rows
 
-    rows = pd.DataFrame(index_rows(dataset.samples), columns=["path", "label", "split"])
+    rows = pd.DataFrame(index_rows(dataset.samples),
+                        columns=["path", "labels" if dataset.multi_label else "label", "split"])
     by_rel = {s.rel: dataset.infos[s.path].sha1 for s in dataset.samples if s.path in dataset.infos}
     rows["sha1"] = rows["path"].map(by_rel)
     run.write_index(rows, pd.DataFrame([(s.rel, s.reason) for s in dataset.skipped], columns=["path", "reason"]))
@@ -303,7 +319,7 @@ def _provenance(dataset: Dataset, weights: str, split_from: str | None) -> dict:
     import tensorflow as tf
 
     return {
-        "dataset": dataset.root,
+        "dataset": dataset.source,  # a CSV dataset's file, which `fit --resume` reads again
         "split_from": os.path.abspath(split_from) if split_from else None,
         "weights_source": weights,
         "command": " ".join(["tltool", *sys.argv[1:]]) if sys.argv[0].endswith(("tltool", "__main__.py")) else None,

@@ -33,7 +33,7 @@ def predict(model: str, inputs: list[str], top_k: int = 3, batch_size: int = 32,
     from tltool.data.tta import views
 
     trained = load_trained(model)
-    task = get_task(trained.task)
+    task = get_task(trained.task).decided(trained.decision)
     names = views(tta, trained.flip)
     files, skipped = collect_inputs(inputs)
     probs, kept = trained.probabilities(files, batch_size, progress, names) if files else (np.zeros((0, 0)), [])
