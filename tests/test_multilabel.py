@@ -54,9 +54,11 @@ def test_the_task_follows_the_layout_and_a_mismatch_is_one_clear_error(tmp_path,
     from tltool.data.dataset import load_dataset
     from tltool.errors import TltoolError
     from tltool.tasks import task_for
+    from tltool.workflows.fitting import default_recipe_for
 
     folders, csv = load_dataset(tiny_data, progress=False), load_dataset(multilabel_csv, progress=False)
     assert task_for("auto", folders).name == "single-label" and task_for("auto", csv).name == "multi-label"
+    assert default_recipe_for(multilabel_csv) == "multi-label" and default_recipe_for(tiny_data) == "fine-tune"
     with pytest.raises(TltoolError, match="task: multi-label needs a CSV with a labels column"):
         task_for("multi-label", folders)
     with pytest.raises(TltoolError, match="task: single-label, but .* gives several labels per image"):

@@ -112,8 +112,8 @@ _CHOICES = {"aspect": ("stretch", "crop", "pad"), "precision": ("float32", "mixe
 TRAINING = (
     Option("backbone", "str | None", "Registry name, e.g. resnet50 (see `tltool backbones`). [default: efficientnetb0]",
            flags=("--backbone", "-b"), recipe=True),
-    Option("recipe", "str | Recipe | None", "Shipped recipe name or YAML path (or a Recipe). [default: fine-tune]",
-           flags=("--recipe", "-r")),
+    Option("recipe", "str | Recipe | None", "Shipped recipe name or YAML path (or a Recipe). [default: fine-tune; "
+           "multi-label for a CSV with several labels per image]", flags=("--recipe", "-r")),
     Option("weights", "str | None", "imagenet, none, or a .weights.h5/.h5 file for the backbone. [default: imagenet]",
            recipe=True),
     Option("batch_size", "int | None", "Images per batch.", click={"type": int}, recipe=True),

@@ -171,6 +171,19 @@ def _from_csv(csv_path: str) -> Scan:
     return result
 
 
+def csv_has_several_labels(path: str) -> bool:
+    """Whether `path` is a CSV dataset with several labels per image (a labels column or one-hot columns);
+    False for anything else, including a CSV that cannot be read (the scan reports that)."""
+    import pandas as pd
+
+    if not (os.path.isfile(path) and path.lower().endswith(".csv")):
+        return False
+    try:
+        return not isinstance(_label_column(path, pd.read_csv(path, dtype=str, keep_default_na=False)), str)
+    except (OSError, UnicodeDecodeError, ValueError, DatasetError):
+        return False
+
+
 def split_labels(cells: list[str]) -> list[tuple[str, ...]]:
     """A labels column's cells as sorted tuples of class names: split at whitespace, or at ``;`` or ``|``
     throughout when a cell holds one."""

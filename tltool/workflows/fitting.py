@@ -52,6 +52,17 @@ def resolve_recipe(recipe: str | Recipe | None = None, **overrides) -> Recipe:
     return resolved
 
 
+MULTI_LABEL_RECIPE = "multi-label"
+
+
+def default_recipe_for(data: str | None) -> str:
+    """The recipe a run takes when none is given: `multi-label` for a CSV with several labels per image, else
+    the default (`fine-tune`)."""
+    from tltool.data.scan import csv_has_several_labels
+
+    return MULTI_LABEL_RECIPE if data and csv_has_several_labels(data) else DEFAULT_RECIPE
+
+
 def fit(data: str | None, *, recipe: str | Recipe | None = None, out: str | None = None, overwrite: bool = False,
         split_from: str | None = None, progress: bool = True, resume: str | None = None,
         **overrides) -> tuple[Run, Finished | None]:
@@ -69,7 +80,7 @@ def fit(data: str | None, *, recipe: str | Recipe | None = None, out: str | None
     if resume:
         given = {"recipe": recipe, "out": out, "overwrite": overwrite or None, "split_from": split_from, **overrides}
         return resume_run(resume, data, progress, **given)
-    recipe = resolve_recipe(recipe, **overrides)
+    recipe = resolve_recipe(recipe or default_recipe_for(data), **overrides)
     with _session(data, recipe, out or default_run_dir(recipe.backbone), overwrite, split_from, progress) as session:
         finished = _train(session)
     return session.run, finished
@@ -146,7 +157,7 @@ def lr_find(data: str, *, phase: str | None = None, recipe: str | Recipe | None 
     Returns:
         (the `tltool.training.lr_find.Sweep`, the folder with lr_find.csv and lr_find.png).
     """
-    recipe = resolve_recipe(recipe, **overrides)
+    recipe = resolve_recipe(recipe or default_recipe_for(data), **overrides)
     names = [p.name for p in recipe.phases]
     if phase is not None and phase not in names:
         raise TltoolError(f"--phase {phase}: recipe {recipe.name!r} has no such phase{did_you_mean(phase, names)}; "
