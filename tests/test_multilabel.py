@@ -216,8 +216,8 @@ def test_a_multi_label_run_fits_evaluates_predicts_and_exports_from_the_command_
     assert predicted.exit_code == 0, predicted.output
     assert set(json.loads((tmp_path / "p.json").read_text())["predictions"][0]["labels"]) == set(names)
     # Every format carries the thresholds and is checked on its label decisions and mAP.
-    for fmt, file in (("onnx", "model.onnx"), ("litert", "model.tflite"), ("litert-int8", "model_int8.tflite"),
-                      ("keras", "model.keras")):
+    for fmt, file in (("onnx", "model.onnx"), ("litert", "model.tflite"), ("litert-fp16", "model_fp16.tflite"),
+                      ("litert-int8", "model_int8.tflite"), ("keras", "model.keras")):
         exported = run_cli("export", run, "--format", fmt)
         assert exported.exit_code == 0, exported.output
         report = json.loads((run / "export" / "export_report.json").read_text())[fmt]
