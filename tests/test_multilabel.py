@@ -70,6 +70,9 @@ def test_the_task_follows_the_layout_and_a_mismatch_is_one_clear_error(tmp_path,
     assert result.exit_code != 0 and not (tmp_path / "run").exists()
     assert "early_stopping.monitor val_accuracy: a multi-label run logs val_loss or val_mean_average_precision" \
         in result.output
+    recipe.write_text(recipe.read_text() + "task: multi-label\n")  # a recipe that says its task fails validation
+    checked = run_cli("recipes", "validate", recipe)
+    assert checked.exit_code != 0 and "early_stopping.monitor val_accuracy: a multi-label run logs" in checked.output
 
 
 def test_iterative_stratification_keeps_every_label_in_validation():

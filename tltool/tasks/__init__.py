@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from tltool.errors import TltoolError, did_you_mean
+from tltool.errors import RecipeError, TltoolError, did_you_mean
 from tltool.tasks.base import Task
 from tltool.tasks.multi_label import MultiLabel
 from tltool.tasks.single_label import SingleLabel
@@ -42,3 +42,15 @@ def task_for(name: str, dataset) -> Task:
         raise TltoolError(f"task: single-label, but {dataset.root}'s CSV gives several labels per image (a labels "
                           "column or one-hot columns); use task: multi-label (or auto)")
     return get_task(name)
+
+
+def check_monitor(recipe, task, source: str | None = None) -> None:
+    """The recipe's early-stopping monitor is one the task's training logs.
+
+    Raises:
+        RecipeError: e.g. val_accuracy for a multi-label run.
+    """
+    monitor = recipe.early_stopping.monitor if recipe.early_stopping else "val_loss"
+    if monitor not in task.monitors:
+        raise RecipeError(source or f"recipe {recipe.name}", [
+            f"early_stopping.monitor {monitor}: a {task.name} run logs {' or '.join(task.monitors)}; give one of them"])

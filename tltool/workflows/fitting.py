@@ -28,7 +28,7 @@ from tltool.models.registry import get_backbone
 from tltool.models.weights import check_image_size, check_weights_file, weights_source
 from tltool.recipe import DEFAULT_RECIPE, Recipe, apply_overrides, load_recipe, recipe_from_dict
 from tltool.runs.run import Run, default_run_dir
-from tltool.tasks import task_for
+from tltool.tasks import check_monitor, task_for
 from tltool.workflows.finishing import Finished, finish
 
 DEFAULT_BACKBONE = "efficientnetb0"
@@ -237,18 +237,6 @@ def _session(data: str, recipe: Recipe, out: str, overwrite: bool, split_from: s
                 shutil.rmtree(session.run.cache_dir, ignore_errors=True)  # decoded images, features
             if worker:
                 shutil.rmtree(out, ignore_errors=True)
-
-
-def check_monitor(recipe, task) -> None:
-    """The recipe's early-stopping monitor is one the task's training logs.
-
-    Raises:
-        TltoolError: e.g. val_accuracy for a multi-label run.
-    """
-    monitor = recipe.early_stopping.monitor if recipe.early_stopping else "val_loss"
-    if monitor not in task.monitors:
-        raise TltoolError(f"recipe {recipe.name}: early_stopping.monitor {monitor}: a {task.name} run logs "
-                          f"{' or '.join(task.monitors)}; give one of them")
 
 
 def _kept_backbone(name: str, run: Run) -> str:

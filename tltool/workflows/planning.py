@@ -21,6 +21,7 @@ from tltool.models.freeze import (
 from tltool.models.registry import all_backbones, get_backbone
 from tltool.recipe import load_recipe, resolve_recipe_path
 from tltool.recipe.schema import RateRange
+from tltool.tasks import check_monitor, get_task
 from tltool.training.setup import describe_groups
 
 
@@ -112,6 +113,8 @@ def validate_recipe(file: str, backbone: str | None = None) -> Validation:
     """
     recipe = load_recipe(file)
     path = resolve_recipe_path(file)
+    if recipe.task != "auto":  # the task is known without data: its monitors are too
+        check_monitor(recipe, get_task(recipe.task), path)
     name = backbone or recipe.backbone
     spec = get_backbone(name) if name else None
     if spec is not None:
