@@ -128,3 +128,17 @@ def test_the_frozen_function_has_only_the_image_as_input_and_the_tf2onnx_shim_ap
     x = np.ones((3, 4), "float32")
     np.testing.assert_allclose(frozen(tf.constant(x))[0].numpy(), np.asarray(model(x)), atol=1e-6)
     tf2onnx_numpy_shim()
+
+
+def test_siglip_declares_the_tokens_it_makes():
+    pytest.importorskip("keras_hub", reason="keras-hub needs Python >= 3.11")
+    import numpy as np
+
+    from tltool.models.hub import require_keras_hub
+
+    keras_hub = require_keras_hub()
+    encoder = keras_hub.models.SigLIPVisionEncoder(patch_size=8, hidden_dim=8, num_layers=1, num_heads=2,
+                                                   intermediate_dim=16, image_shape=(32, 32, 3))
+    tokens = encoder.post_layer_norm.output  # the graph's static shape
+    made = encoder.get_layer(encoder.embedding.name)(np.zeros((1, 32, 32, 3), "float32"))
+    assert tuple(tokens.shape) == (None, 16, 8) and tuple(made.shape) == (1, 16, 8)

@@ -28,6 +28,12 @@ the versions, instead of silently doing something else.
   convolution's inputs in one eager pass.
 - `tf2onnx_numpy_shim`: `keras.src.export.tf2onnx_lib.patch_tf2onnx`, which
   Keras' ONNX export applies before tf2onnx; tltool calls tf2onnx itself.
+- `siglip_token_count`: keras-hub's `SigLIPVisionEmbedding.compute_output_shape`
+  (in ``keras_hub.src``) declares (side / patch)^2 + 1 tokens, as if SigLIP had a
+  class token, and makes (side / patch)^2. The graph then carries a static
+  shape one token too long, and training a SigLIP model now and then aborted
+  inside TensorFlow; the fix declares what the layer makes (checked with
+  keras-hub 0.32.0), and stands down where keras-hub declares it right.
 - `random_state`: Keras' global seed attributes and TensorFlow's global seed,
   saved and put back so that `fit` leaves a caller's random state as it was;
   neither library has a getter for its global seed.
@@ -150,6 +156,29 @@ def patch_multi_worker() -> None:
 
 
 # ---------------------------------------------------------------- ONNX
+
+
+def siglip_token_count() -> None:
+    """Make SigLIP's vision embedding declare the tokens it makes (see the module docstring); idempotent."""
+    from keras_hub.src.models.siglip import siglip_layers
+
+    cls = _require(siglip_layers, "SigLIPVisionEmbedding", "siglip_token_count")
+    if getattr(cls, "_tltool_token_count", False):
+        return
+    original = cls.compute_output_shape
+    probe = cls(hidden_dim=4, patch_size=4, image_size=8)  # 4 patches
+    if original(probe, (None, 8, 8, 3))[1] != 5:  # keras-hub declares it right: nothing to fix
+        cls._tltool_token_count = True
+        return
+
+    def compute_output_shape(self, input_shape):
+        shape = list(original(self, input_shape))
+        if shape[1] is not None:
+            shape[1] -= 1
+        return shape
+
+    cls.compute_output_shape = compute_output_shape
+    cls._tltool_token_count = True
 
 
 def tf2onnx_numpy_shim() -> None:

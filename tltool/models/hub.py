@@ -227,7 +227,6 @@ class TransformerBackbone(Backbone):
         import keras
 
         tokens = features[:, self.spec.prefix_tokens:]
-        # isqrt: keras-hub's SigLIP declares one token more than it makes (n * n + 1), which isqrt ignores
         side = math.isqrt(int(tokens.shape[1]))
         return keras.ops.reshape(tokens, (-1, side, side, int(tokens.shape[-1])))
 
@@ -295,6 +294,9 @@ def require_keras_hub():
         import keras_hub
     except ImportError:
         raise TltoolError(f"keras-hub backbones need keras-hub: {EXTRA}") from None
+    from tltool.compat import siglip_token_count
+
+    siglip_token_count()  # before any SigLIP is built or loaded
     return keras_hub
 
 
