@@ -248,8 +248,9 @@ def test_plan_prints_every_block_of_a_local_preset(vit_preset):
 
 
 @pytest.mark.slow
-# SigLIP's command-line run aborted inside TensorFlow in 4 of about 14 test runs (never in 10 runs outside
-# pytest); it stays out of this test until that is found (issue 20). Its build and a training step are tested above.
+# SigLIP's command-line run aborted inside TensorFlow in 4 of about 14 runs under pytest's output capture (never
+# in 20 without it); it stays out of this test until that is found (issue 20). Its build and a training step are
+# tested above.
 @pytest.mark.parametrize("family", ["vit", "swin", "dinov2"])
 def test_a_transformer_fits_exports_and_predicts_from_the_command_line(family, tmp_path_factory, tiny_data, tmp_path):
     import tensorflow as tf
