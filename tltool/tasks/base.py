@@ -23,6 +23,8 @@ from abc import ABC, abstractmethod
 
 import numpy as np
 
+from tltool.errors import TltoolError, did_you_mean
+
 
 class Task(ABC):
     """The interface; `tltool.tasks.single_label.SingleLabel` is the reference implementation.
@@ -158,3 +160,17 @@ class Task(ABC):
     def csv_rows(self, rows):
         """`predict --output X.csv`'s table."""
         raise NotImplementedError
+
+
+def mapped_class_weights(recipe, dataset) -> dict[int, float]:
+    """A recipe's `class_weight` mapping (class name -> weight; 1 for classes it leaves out), by class index.
+
+    Raises:
+        TltoolError: a class the dataset does not have.
+    """
+    unknown = [name for name in recipe.class_weight if name not in dataset.classes]
+    if unknown:
+        raise TltoolError(
+            f"class_weight: no class {unknown[0]!r} in the dataset{did_you_mean(unknown[0], dataset.classes)}; "
+            f"classes: {', '.join(dataset.classes)}")
+    return {i: float(recipe.class_weight.get(c, 1.0)) for i, c in enumerate(dataset.classes)}

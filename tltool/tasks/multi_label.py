@@ -15,7 +15,6 @@ import os
 import numpy as np
 import pandas as pd
 
-from tltool.errors import TltoolError, did_you_mean
 from tltool.evaluation import plots
 from tltool.evaluation.multilabel import (
     DEFAULT_THRESHOLD,
@@ -32,7 +31,7 @@ from tltool.evaluation.multilabel import (
 from tltool.evaluation.report import ReportParts, Section
 from tltool.files import write_csv
 from tltool.recipe import IMBALANCE_THRESHOLD
-from tltool.tasks.base import Task
+from tltool.tasks.base import Task, mapped_class_weights
 
 MAX_POSITIVE_WEIGHT = 10.0  # a very rare label would otherwise dominate the loss
 CAPTIONS = {
@@ -106,12 +105,7 @@ class MultiLabel(Task):
                 return None
             return {i: float(np.clip((images - counts[c]) / max(counts[c], 1), 1.0, MAX_POSITIVE_WEIGHT))
                     for i, c in enumerate(dataset.classes)}
-        unknown = [name for name in recipe.class_weight if name not in dataset.classes]
-        if unknown:
-            raise TltoolError(
-                f"class_weight: no class {unknown[0]!r} in the dataset{did_you_mean(unknown[0], dataset.classes)}; "
-                f"classes: {', '.join(dataset.classes)}")
-        return {i: float(recipe.class_weight.get(c, 1.0)) for i, c in enumerate(dataset.classes)}
+        return mapped_class_weights(recipe, dataset)
 
     # ------------------------------------------------------------ after training
 

@@ -7,13 +7,12 @@ import os
 import numpy as np
 import pandas as pd
 
-from tltool.errors import TltoolError, did_you_mean
 from tltool.evaluation import plots
 from tltool.evaluation.metrics import evaluate_probs, format_per_class, format_summary, worst_first
 from tltool.evaluation.report import ReportParts, Section
 from tltool.files import write_atomic, write_csv
 from tltool.recipe import IMBALANCE_THRESHOLD
-from tltool.tasks.base import Task
+from tltool.tasks.base import Task, mapped_class_weights
 
 CAPTIONS = {
     "confusion_matrix.png": "Confusion matrix: counts, and normalised by true class (the diagonal is recall).",
@@ -64,13 +63,7 @@ class SingleLabel(Task):
                 return None
             total, n = sum(counts.values()), len(dataset.classes)
             return {i: total / (n * counts[c]) for i, c in enumerate(dataset.classes) if counts[c]}
-        unknown = [name for name in recipe.class_weight if name not in dataset.classes]
-        if unknown:
-            raise TltoolError(
-                f"class_weight: no class {unknown[0]!r} in the dataset{did_you_mean(unknown[0], dataset.classes)}; "
-                f"classes: {', '.join(dataset.classes)}"
-            )
-        return {i: float(recipe.class_weight.get(c, 1.0)) for i, c in enumerate(dataset.classes)}
+        return mapped_class_weights(recipe, dataset)
 
     # ------------------------------------------------------------ after training
 
