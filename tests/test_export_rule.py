@@ -118,3 +118,19 @@ def test_directory_replacement_always_leaves_one_of_them(tmp_path):
         assert (target / "old").exists()  # until the new one is complete
     assert sorted(os.listdir(target)) == ["new"]
     assert [n for n in os.listdir(tmp_path) if n != "saved"] == []
+
+
+def test_an_atomic_write_flushes_what_it_wrote_and_its_folder_not_the_folders_other_files(tmp_path, monkeypatch):
+    from tltool.files import atomic_path
+
+    (tmp_path / "big").mkdir()
+    for i in range(3):  # a run's checkpoints, say: flushing them at every write cost 36 s of a 50 s evaluation
+        (tmp_path / "big" / f"other_{i}").write_text("x")
+    opened = []
+    real_open = os.open
+    monkeypatch.setattr(os, "open", lambda path, *args: opened.append(os.path.basename(path)) or real_open(path, *args))
+    with atomic_path(str(tmp_path / "saved")) as tmp:
+        os.makedirs(os.path.join(tmp, "inner"))
+        open(os.path.join(tmp, "inner", "new"), "w").write("new")
+    assert "new" in opened and "inner" in opened and tmp_path.name in opened  # the file, its folders, the rename
+    assert not any(name.startswith("other_") or name == "big" for name in opened)

@@ -52,7 +52,7 @@ def atomic_path(path: str):
             shutil.rmtree(old, ignore_errors=True)
         else:
             os.replace(tmp, path)
-        _sync(parent)
+        _sync_folder(parent)  # the rename itself; the parent's other files are not ours to flush
     finally:
         if os.path.isdir(tmp):
             shutil.rmtree(tmp, ignore_errors=True)
@@ -61,7 +61,7 @@ def atomic_path(path: str):
 
 
 def _sync(path: str) -> None:
-    """Flush a file, or every file of a folder and the folder itself, to the disk.
+    """Flush a file, or a folder with every file and folder below it, to the disk.
 
     A rename is atomic, but only fsync makes it durable: without it a power
     cut can leave the new name pointing at a file whose data never reached
@@ -70,12 +70,18 @@ def _sync(path: str) -> None:
     if os.path.isdir(path):
         for root, _, names in os.walk(path):
             for name in names:
-                _sync(os.path.join(root, name))
-        flags = os.O_RDONLY | getattr(os, "O_DIRECTORY", 0)
+                _fsync(os.path.join(root, name), os.O_RDONLY)
+            _sync_folder(root)
     elif os.path.isfile(path):
-        flags = os.O_RDONLY
-    else:
-        return
+        _fsync(path, os.O_RDONLY)
+
+
+def _sync_folder(path: str) -> None:
+    """Flush a folder's own entries (names created or renamed in it), not the files below it."""
+    _fsync(path, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+
+
+def _fsync(path: str, flags: int) -> None:
     fd = os.open(path, flags)
     try:
         os.fsync(fd)
