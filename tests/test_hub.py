@@ -108,6 +108,16 @@ def cnn_preset(request, tmp_path_factory):
     return request.param, tiny_preset(tmp_path_factory, request.param)
 
 
+def check_gradcam(clf, spec, images, grid):
+    """Grad-CAM of the classifier: a map per image on `grid`, in 0-1 and not all zero, and the classifier's own
+    probabilities."""
+    from tltool.evaluation.gradcam import gradcam_for
+
+    heatmaps, probs = gradcam_for(clf.inference, spec)(images, [-1] * len(images))
+    assert heatmaps.shape == (len(images), *grid) and heatmaps.min() >= 0 and heatmaps.max() == 1
+    np.testing.assert_allclose(probs, np.asarray(clf.inference(images)), atol=1e-5)
+
+
 def test_the_preset_table_matches_keras_hubs_own_metadata():
     import re
 
@@ -191,6 +201,9 @@ def test_a_local_preset_builds_with_a_group_per_block_and_its_own_normalisation(
     clf.model.compile(keras.optimizers.Adam(1e-2), "categorical_crossentropy")
     first, last = (np.asarray(blocks[i].weights[0]).copy() for i in (0, 2))
     images = np.random.default_rng(0).uniform(0, 255, (4, 32, 32, 3)).astype("float32")
+    # Grad-CAM on the patch grid: at the last block's input where a class token pools, else at the output.
+    assert (spec.explained_map(pretrained.model).layer is blocks[2]) == bool(prefix)
+    check_gradcam(clf, spec, images, (side, side))
     loss = clf.model.train_on_batch(images, keras.utils.to_categorical([0, 1, 2, 0], 3))
     assert np.isfinite(loss)
     assert np.array_equal(np.asarray(blocks[0].weights[0]), first)
@@ -222,6 +235,7 @@ def test_a_keras_hub_cnn_builds_with_a_group_per_stage_and_trains_its_last_one(c
     assert {id(w) for w in pretrained.model.trainable_weights} == {id(w) for layer in last
                                                                     for w in layer.trainable_weights}
     clf = build_classifier(pretrained, 3, 32, Head(), Augment(flip="none"))
+    check_gradcam(clf, spec, pixels, tuple(features.shape[1:3]))
     clf.model.compile(keras.optimizers.Adam(1e-2), "categorical_crossentropy")
     first = [np.asarray(w).copy() for layer in pretrained.groups[0].layers for w in layer.weights]
     moved = [np.asarray(w).copy() for layer in last for w in layer.trainable_weights]
@@ -247,11 +261,18 @@ def test_plan_prints_every_block_of_a_local_preset(vit_preset):
             (group, result.output)
 
 
+def fit_in_a_process_of_its_own(*args):
+    """`python -m tltool fit ARGS`: (return code, output)."""
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-m", "tltool", "fit", *[str(a) for a in args]], capture_output=True,
+                          text=True, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}, timeout=600)
+    return done.returncode, done.stdout + done.stderr
+
+
 @pytest.mark.slow
-# SigLIP's command-line run aborted inside TensorFlow in 4 of about 14 runs under pytest's output capture (never
-# in 20 without it); it stays out of this test until that is found (issue 20). Its build and a training step are
-# tested above.
-@pytest.mark.parametrize("family", ["vit", "swin", "dinov2"])
+@pytest.mark.parametrize("family", ["vit", "swin", "dinov2", "siglip"])
 def test_a_transformer_fits_exports_and_predicts_from_the_command_line(family, tmp_path_factory, tiny_data, tmp_path):
     import tensorflow as tf
 
@@ -259,9 +280,16 @@ def test_a_transformer_fits_exports_and_predicts_from_the_command_line(family, t
 
     preset = tiny_preset(tmp_path_factory, family)
     run = tmp_path / "run"
-    result = run_cli("fit", tiny_data, "-b", preset, "--image-size", 32, "--recipe", "fine-tune-top",
-                     "--epochs", "1", "--batch-size", 8, "--out", run)
-    assert result.exit_code == 0, result.output
+    args = ("fit", tiny_data, "-b", preset, "--image-size", 32, "--recipe", "fine-tune-top", "--epochs", "1",
+            "--batch-size", 8, "--out", run)
+    if family == "siglip":
+        # SigLIP's fit, run inside a pytest worker after other tests, aborted inside TensorFlow in 4 of about
+        # 14 whole-suite runs; alone in its process (as a user runs it) it never did, in 36 runs (issue 20).
+        code, output = fit_in_a_process_of_its_own(*args[1:])
+        assert code == 0, output
+    else:
+        result = run_cli(*args)
+        assert result.exit_code == 0, result.output
     history = [line for line in open(run / "history.csv")][1:]
     assert len(history) == 2  # one epoch of each phase
     kept = json.loads((run / "backbone" / "config.json").read_text())  # the run says what it was built from

@@ -15,7 +15,8 @@ only:
   nested inside other layers (keras-hub keeps every transformer block inside
   one encoder layer);
 - ``spatial(features)``: the last spatial feature map, (N, h, w, C), for
-  explanations;
+  explanations; ``spec.explained_map(network)`` says where that map is in
+  a built or loaded network (`ExplainedMap`), for Grad-CAM;
 - ``pooling(kind)``: the layer from features to one vector per image, for
   the head, the feature cache and the data audit.
 """
@@ -54,6 +55,11 @@ class BackboneSpec:
         """The backbone at `image_size` with its starting weights (imagenet, none or a file)."""
         raise NotImplementedError
 
+    def explained_map(self, network) -> "ExplainedMap":
+        """Where Grad-CAM reads this backbone's map in `network` (built, or loaded from a .keras file):
+        a feature map's network, its output."""
+        return ExplainedMap()
+
     def kept_files(self) -> list[str]:
         """Files a run keeps a copy of, so that it says what it was built from (a local preset's config)."""
         return []
@@ -70,6 +76,31 @@ class BackboneSpec:
         return {"name": self.name, "source": self.source, "family": self.family, "default_size": self.default_size,
                 "min_size": self.min_size, "any_size": self.any_size, "parameters": self.params,
                 "groups": list(self.group_names)}
+
+
+@dataclass(frozen=True)
+class ExplainedMap:
+    """Where a network's explained map is: the input of `layer`, or the network's output when `layer` is None;
+    `grid` turns it into (N, h, w, C), dropping the `prefix_tokens` (class and register tokens) of a
+    transformer's tokens (N, T, D) and laying the patch tokens out as their square."""
+
+    layer: Any = None
+    prefix_tokens: int = 0
+
+    def grid(self, tensor):
+        import math
+
+        import keras
+
+        if len(tensor.shape) == 4:
+            return tensor
+        tokens = tensor[:, self.prefix_tokens:]
+        if tokens.shape[1] is not None:
+            side = math.isqrt(int(tokens.shape[1]))
+        else:  # a block's input, traced without its static shape
+            count = keras.ops.cast(keras.ops.shape(tokens)[1], "float32")
+            side = keras.ops.cast(keras.ops.round(keras.ops.sqrt(count)), "int32")
+        return keras.ops.reshape(tokens, (-1, side, side, int(tokens.shape[-1])))
 
 
 @dataclass
@@ -101,7 +132,7 @@ class Backbone:
 
     def spatial(self, features):
         """The last spatial feature map (N, h, w, C) from the model's output."""
-        return features
+        return ExplainedMap(prefix_tokens=getattr(self.spec, "prefix_tokens", 0)).grid(features)
 
     def pooling(self, kind: str = "auto"):
         """The layer from the model's output to one vector per image (made once per kind, then shared);
@@ -118,6 +149,13 @@ class Backbone:
             layer = keras.layers.GlobalAveragePooling2D if kind == "avg" else keras.layers.GlobalMaxPooling2D
             self._pools[kind] = layer(name="pool")
         return self._pools[kind]
+
+
+def call_network(network, inputs):
+    """Call a backbone network on preprocessed pixels, by its input's name where it takes a dict (keras-hub:
+    "images", or DINOv3's "pixel_values")."""
+    names = network.input
+    return network({next(iter(names)): inputs} if isinstance(names, dict) else inputs)
 
 
 def find_part(model, path: str):

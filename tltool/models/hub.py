@@ -32,7 +32,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from tltool.errors import TltoolError, UnavailableError
-from tltool.models.backbone import Backbone, BackboneSpec, FreezeGroup, find_part
+from tltool.models.backbone import Backbone, BackboneSpec, ExplainedMap, FreezeGroup, call_network, find_part
 from tltool.models.hub_cnn import CONV_FAMILIES, IMAGENET_OFFSET, IMAGENET_SCALE, ConvFamily, conv_backbone
 from tltool.models.hub_presets import PATCH, PRESETS, TEXT_TOWER
 
@@ -164,6 +164,15 @@ class HubSpec(BackboneSpec):
             raise TltoolError(f"--image-size {image_size}: {self.name} cuts images into {self.patch} px patches; "
                               f"give a multiple of {self.patch} (e.g. {image_size - image_size % self.patch or self.patch})")
 
+    def explained_map(self, network) -> ExplainedMap:
+        """A transformer with a class token: the input of its last block, where the class token still reads
+        every patch token (in the block's attention; the final patch tokens never reach a class-token
+        pooling). Without one (Swin, SigLIP) and for CNNs: the output, which the pooling reads whole."""
+        family = self.family_facts
+        if isinstance(family, ConvFamily) or not self.prefix_tokens:
+            return ExplainedMap(prefix_tokens=self.prefix_tokens)
+        return ExplainedMap(_last_block(network, family.blocks), self.prefix_tokens)
+
     def describe(self) -> dict:
         row = super().describe()
         return {**row, "parameters_include_text_tower": True} if self.class_name in TEXT_TOWER else row
@@ -188,6 +197,16 @@ def _token_model(whole, tower, family: Family):
     return tower
 
 
+def _last_block(network, blocks: str):
+    """The last transformer block of a network, or of the vision encoder it holds (MetaCLIP 2's wrapper)."""
+    for part in (network, *getattr(network, "layers", ())):
+        try:
+            return find_part(part, blocks)[-1]
+        except (AttributeError, ValueError):
+            continue
+    raise TltoolError(f"{network.name}: no {blocks} in this network to explain; was it built by this tltool?")
+
+
 def _parts(model, paths: str) -> list:
     return [find_part(model, path) for path in paths.split(",") if path]
 
@@ -200,9 +219,7 @@ class TransformerBackbone(Backbone):
     own_pool: Any = None
 
     def forward(self, pixels):
-        inputs = self.preprocess(pixels)
-        names = self.model.input  # a dict for keras-hub backbones: "images", or DINOv3's "pixel_values"
-        return self.model({next(iter(names)): inputs} if isinstance(names, dict) else inputs)
+        return call_network(self.model, self.preprocess(pixels))
 
     def pooling(self, kind: str = "auto"):
         family = self.spec.family_facts
@@ -220,16 +237,6 @@ class TransformerBackbone(Backbone):
 
             self._pools[chosen] = TokenPooling(chosen, self.spec.prefix_tokens, name="pool")
         return self._pools[chosen]
-
-    def spatial(self, features):
-        import math
-
-        import keras
-
-        tokens = features[:, self.spec.prefix_tokens:]
-        side = math.isqrt(int(tokens.shape[1]))
-        return keras.ops.reshape(tokens, (-1, side, side, int(tokens.shape[-1])))
-
 
 def lookup(name: str) -> HubSpec | None:
     """The spec for a local preset directory or a known preset name; None for anything else.

@@ -31,6 +31,8 @@ class TrainedModel:
     keras_model: object | None = None  # the keras.Model, when loaded from a .keras file
     task: str | None = None  # the task's name, as the file records it (None: from before tasks, single-label)
     decision: dict | None = None  # what the task decides by (multi-label: {"thresholds": [...]}), as recorded
+    backbone: str | None = None  # the backbone's name, as the run or the file records it
+    served: object | None = None  # the loaded SavedModel, whose signatures go beyond `forward` (``gradcam``)
 
     @property
     def run(self) -> Run | None:
@@ -112,10 +114,11 @@ def _keras(path: str, run_dir: str | None) -> TrainedModel:
         with open(path + ".json", encoding="utf-8") as f:
             info = json.load(f)
         classes, aspect, task, decision = list(info["classes"]), info["aspect"], info.get("task"), _decision(info)
+        backbone = info.get("backbone")
     elif os.path.isfile(beside.file("classes.json")):
         classes, recipe = beside.classes, beside.recipe
         aspect, task = (recipe.get("data") or {}).get("aspect", "stretch"), recipe.get("task")
-        decision = beside.decision
+        decision, backbone = beside.decision, recipe.get("backbone")
     else:
         raise TltoolError(f"{path}: no classes.json beside it; copy the run's classes.json next to the model")
     size = int(model.input_shape[1])
@@ -123,7 +126,7 @@ def _keras(path: str, run_dir: str | None) -> TrainedModel:
     from tltool.models.classifier import forward_function
 
     return TrainedModel(path, "keras", classes, size, aspect, run_dir, forward_function(model, size), model, task,
-                        decision)
+                        decision, backbone)
 
 
 def _uses_keras_hub(path: str) -> bool:
@@ -148,7 +151,7 @@ def _savedmodel(path: str) -> TrainedModel:
     run_dir = parent if Run.is_run(parent) else None
     return TrainedModel(path, "savedmodel", list(info["classes"]), int(info["image_size"]), info["aspect"],
                         run_dir, lambda x: loaded.serve(x)["probabilities"], task=info.get("task"),
-                        decision=_decision(info))
+                        decision=_decision(info), backbone=info.get("backbone"), served=loaded)
 
 
 def _decision(info: dict) -> dict | None:

@@ -141,6 +141,10 @@ class Task(ABC):
         """What an exported file carries about the task beside the class names."""
         return {"task": self.name}
 
+    def decided_classes(self, probs: np.ndarray) -> list[list[int]]:
+        """The classes the model decides for each image (`explain` explains each); default: the most probable."""
+        return [[int(i)] for i in np.argmax(probs, axis=1)]
+
     @abstractmethod
     def prediction_rows(self, paths: list[str], probs: np.ndarray, classes: list[str], top_k: int):
         """One row per image: the DataFrame `predict` returns."""

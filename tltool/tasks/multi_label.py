@@ -149,6 +149,11 @@ class MultiLabel(Task):
         return (f"a threshold per class, tuned on the validation split for F1 ({decision['tuned']} of {len(classes)} "
                 f"classes{rest}): {shown}{more}")
 
+    def decided_classes(self, probs: np.ndarray) -> list[list[int]]:
+        """Every label at or above its threshold, most probable first."""
+        above = probs >= self._thresholds(probs.shape[1])
+        return [[int(i) for i in np.argsort(-p, kind="stable") if a[i]] for p, a in zip(probs, above)]
+
     def metadata(self) -> dict:
         return {"task": self.name, **({"thresholds": list(self.thresholds)} if self.thresholds else {})}
 
@@ -171,7 +176,8 @@ class MultiLabel(Task):
         plots.per_class_f1_png(evaluation.per_class, os.path.join(folder, "per_class_f1.png"))
         wrong = predictions[predictions["wrong_labels"] > 0].sort_values("wrong_labels", ascending=False,
                                                                          kind="stable")
-        plots.labels_gallery_png(wrong, context.data_root, os.path.join(folder, "most_wrong.png"))
+        plots.labels_gallery_png(wrong, context.data_root, os.path.join(folder, "most_wrong.png"),
+                                 explain=context.explain)
         overview = []
         if context.calibration:
             overview.append(("calibration", self.describe_calibration(context.calibration)))
