@@ -218,6 +218,19 @@ def test_a_multi_label_run_fits_evaluates_predicts_and_exports_from_the_command_
                         "--output", tmp_path / "p.json")
     assert predicted.exit_code == 0, predicted.output
     assert set(json.loads((tmp_path / "p.json").read_text())["predictions"][0]["labels"]) == set(names)
+    # explain: a row and an overlay per label the model decides for each image.
+    images = [os.path.join(os.path.dirname(multilabel_csv), f"img_{i:03d}.png") for i in (3, 5, 7)]
+    assert run_cli("predict", run, *images, "--output", tmp_path / "three.json").exit_code == 0
+    decided = {p["path"]: set(p["labels"]) for p in json.loads((tmp_path / "three.json").read_text())["predictions"]}
+    explained = run_cli("explain", run, *images, "--out", tmp_path / "why")
+    assert explained.exit_code == 0, explained.output
+    table = pd.read_csv(tmp_path / "why" / "explanations.csv")
+    assert len(table) >= 1
+    assert {p: set(table[table["path"] == p]["class"]) for p in images if decided[p]} == \
+        {p: labels for p, labels in decided.items() if labels}
+    for _, row in table.iterrows():
+        name = os.path.splitext(os.path.basename(row["path"]))[0]
+        assert row["overlay"] == f"{name}__{row['class']}.png" and (tmp_path / "why" / row["overlay"]).is_file()
     # Every format carries the thresholds and is checked on its label decisions and mAP.
     for fmt, file in (("onnx", "model.onnx"), ("litert", "model.tflite"), ("litert-fp16", "model_fp16.tflite"),
                       ("litert-int8", "model_int8.tflite"), ("keras", "model.keras")):

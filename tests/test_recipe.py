@@ -42,7 +42,7 @@ def test_every_problem_is_reported_with_its_key_path():
         "allowed: name, learning_rate, weight_decay, momentum",
         "my.yaml: augmnt: unknown key (did you mean: augment?); allowed: name, description, task, backbone, weights, "
         "image_size, batch_size, seed, head, augment, phases, early_stopping, class_weight, label_smoothing, "
-        "calibrate, export_weights, cache_features, data, precision, jit_compile, strategy, provenance",
+        "calibrate, export_weights, cache_features, explain, data, precision, jit_compile, strategy, provenance",
     ]
 
 

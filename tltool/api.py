@@ -5,6 +5,7 @@
     print(run.metrics["accuracy"], run.classes)
     folder, evaluation = tltool.evaluate(run, "more_data/")
     rows, skipped, classes = tltool.predict(run, ["photo.jpg"])
+    explained = tltool.explain(run, ["photo.jpg"])   # Grad-CAM: explanations.csv and overlays
     model = run.load_model()           # the keras.Model, taking (N, S, S, 3) pixels 0-255
 
 Each function's keyword arguments come from the command's table in
@@ -35,6 +36,9 @@ class Run(RunDirectory):
 
     def predict(self, inputs: list[str], **kwargs):
         return predict(self, inputs, **kwargs)
+
+    def explain(self, inputs: list[str], **kwargs):
+        return explain(self, inputs, **kwargs)
 
     def export(self, fmt: str, **kwargs) -> str:
         return export(self, fmt, **kwargs)
@@ -83,6 +87,15 @@ def predict(model, inputs: list[str], **kwargs):
     from tltool.workflows.predicting import predict as run_predict
 
     return run_predict(os.fspath(model), [os.fspath(i) for i in inputs], **kwargs)
+
+
+@options.EXPLAIN.api("model", "inputs")
+def explain(model, inputs: list[str], **kwargs):
+    """Grad-CAM heatmaps of a run (or .keras file, or SavedModel) for image files and folders; returns
+    `tltool.workflows.explaining.Explained` (the folder, the rows of explanations.csv, skipped files)."""
+    from tltool.workflows.explaining import explain as run_explain
+
+    return run_explain(os.fspath(model), [os.fspath(i) for i in inputs], **_paths(kwargs))
 
 
 @options.EXPORT.api("model", "fmt", returns="str")

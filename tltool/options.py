@@ -177,6 +177,8 @@ EVALUATE = Command("evaluate", (
     Option("progress", "bool", "A progress bar while predicting.", default=True, cli=False),
     Option("tta", "int", "Also report the figures averaged over N test-time views (mirrors only if the run used "
            "flips).", default=1, click={"type": int}),
+    Option("explain", "bool", "Show each image of the gallery of mistakes beside its Grad-CAM heatmap.", default=True,
+           flags=("--explain/--no-explain",)),
 ))
 
 PREDICT = Command("predict", (
@@ -185,6 +187,17 @@ PREDICT = Command("predict", (
     Option("progress", "bool", "A progress bar while predicting.", default=True, cli=False),
     Option("tta", "int", "Average the probabilities over N test-time views of each image.", default=1,
            click={"type": int}),
+))
+
+EXPLAIN = Command("explain", (
+    Option("class_name", "str | None", "Explain this class. [default: the predicted one; multi-label: each "
+           "decided one]", flags=("--class",)),
+    Option("out", "str | None", "Folder for explanations.csv and the overlays. [default: RUN/explanations]",
+           flags=("--out", "-o"), click={"path": True}),
+    Option("overwrite", "bool", "Replace an existing folder that tltool explain wrote.", default=False,
+           click={"is_flag": True}),
+    Option("batch_size", "int", "Images per batch.", default=16, click={"type": int}),
+    Option("progress", "bool", "A progress bar.", default=True, cli=False),
 ))
 
 EXPORT = Command("export", (

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import click
 
 from tltool import options
@@ -67,6 +69,37 @@ def predict(model, inputs, output, **values):
     if output:
         write_output(output, rows, skipped, model)
         click.echo(f"wrote {len(rows)} predictions to {output}", err=True)
+
+
+@cli.command()
+@click.argument("model", type=click.Path())
+@click.argument("inputs", nargs=-1, required=True, type=click.Path())
+@options.EXPLAIN.click_options
+def explain(model, inputs, **values):
+    """Where the model looks (Grad-CAM), for image files and folders (searched recursively).
+
+    MODEL is a run directory, a .keras file, or a SavedModel that tltool
+    wrote with its gradcam signature. Writes explanations.csv (path, class,
+    probability, and the heatmap's peak as fractions of the image's width
+    and height) and one overlay PNG per image and explained class.
+    """
+    from tltool.console import warn
+    from tltool.workflows.explaining import explain as run_explain
+
+    if values["batch_size"] < 1:
+        raise TltoolError(f"--batch-size {values['batch_size']}: give 1 or more")
+    require_paths(model, *inputs)
+    load_tensorflow()
+    explained = run_explain(model, list(inputs), **values)
+    for path, reason in explained.skipped:
+        warn(f"skipped {path}: {reason}")
+    if explained.undecided:
+        warn(f"{len(explained.undecided)} image(s) with no class decided, so nothing to explain: "
+             + ", ".join(explained.undecided[:3]) + (" ..." if len(explained.undecided) > 3 else ""))
+    for _, row in explained.rows.iterrows():
+        where = "no peak" if math.isnan(row["peak_x"]) else f"peak at x {row['peak_x']:.2f}, y {row['peak_y']:.2f}"
+        click.echo(f"{row['path']}: {row['class']} {100 * row['probability']:.1f}%, {where}")
+    click.echo(f"wrote {len(explained.rows)} explanations to {explained.folder}", err=True)
 
 
 @cli.command("export")

@@ -148,37 +148,48 @@ def _mark_exported(ax, history: pd.DataFrame, metric: str) -> None:
         ax.plot(rows["epoch"], rows[column], "*", color="crimson", markersize=14, label="exported weights")
 
 
-def misclassified_png(rows: pd.DataFrame, root: str | None, path: str, limit: int = 16) -> int:
-    """A gallery of the most confident mistakes; returns how many are shown."""
+def misclassified_png(rows: pd.DataFrame, root: str | None, path: str, limit: int = 16, explain=None) -> int:
+    """A gallery of the most confident mistakes, each beside its heatmap when `explain` is given; returns how
+    many are shown."""
     return _gallery(rows, root, path, limit, "Most confident mistakes",
-                    lambda row: f"true: {row['true']}\npredicted: {row['predicted']} ({row['confidence']:.2f})")
+                    lambda row: f"true: {row['true']}\npredicted: {row['predicted']} ({row['confidence']:.2f})", explain)
 
 
-def labels_gallery_png(rows: pd.DataFrame, root: str | None, path: str, limit: int = 16) -> int:
-    """A gallery of the images with the most wrong labels (multi-label), with true and predicted labels."""
+def labels_gallery_png(rows: pd.DataFrame, root: str | None, path: str, limit: int = 16, explain=None) -> int:
+    """A gallery of the images with the most wrong labels (multi-label), with true and predicted labels, each
+    beside the heatmap of its most probable label when `explain` is given."""
     return _gallery(rows, root, path, limit, "Images with the most wrong labels",
-                    lambda row: f"true: {row['true'] or '-'}\npredicted: {row['predicted'] or '-'}")
+                    lambda row: f"true: {row['true'] or '-'}\npredicted: {row['predicted'] or '-'}", explain)
 
 
-def _gallery(rows: pd.DataFrame, root: str | None, path: str, limit: int, title: str, caption) -> int:
+def _gallery(rows: pd.DataFrame, root: str | None, path: str, limit: int, title: str, caption, explain=None) -> int:
+    """`explain` (`tltool.evaluation.gradcam.ImageExplainer`): each image shown beside its heatmap."""
     import os
 
     from tltool.data.images import ImageError, load_image
 
     shown = rows.head(limit)
+    files = [r if os.path.isabs(r) or root is None else os.path.join(root, r) for r in shown["path"]]
+    images = []
+    for file in files:
+        try:
+            images.append(load_image(file, (128, 128)))
+        except ImageError as e:
+            images.append(f"cannot show:\n{e}")
+    if explain is not None:
+        images = _beside_heatmaps(explain, files, images)
     cols = 4
     count = max(1, len(shown))
     grid_rows = int(np.ceil(count / cols))
-    fig = _figure(figsize=(3 * cols, 3.3 * grid_rows))
+    fig = _figure(figsize=((5.4 if explain is not None else 3) * cols, 3.3 * grid_rows))
     axes = fig.subplots(grid_rows, cols, squeeze=False)
     for ax in axes.flat:
         ax.axis("off")
-    for ax, (_, row) in zip(axes.flat, shown.iterrows()):
-        file = row["path"] if os.path.isabs(row["path"]) or root is None else os.path.join(root, row["path"])
-        try:
-            ax.imshow(load_image(file, (128, 128)))
-        except ImageError as e:
-            ax.text(0.5, 0.5, f"cannot show:\n{e}", ha="center", va="center", fontsize=8)
+    for ax, (_, row), image in zip(axes.flat, shown.iterrows(), images):
+        if isinstance(image, str):
+            ax.text(0.5, 0.5, image, ha="center", va="center", fontsize=8)
+        else:
+            ax.imshow(image)
         ax.set_title(caption(row), fontsize=8)
     if shown.empty:
         axes.flat[0].text(0.5, 0.5, "no mistakes", ha="center", va="center")
@@ -186,6 +197,19 @@ def _gallery(rows: pd.DataFrame, root: str | None, path: str, limit: int, title:
     fig.tight_layout()
     _save(fig, path)
     return len(shown)
+
+
+def _beside_heatmaps(explain, files: list[str], images: list) -> list:
+    """Each decoded image and, to its right, the same with its heatmap over it."""
+    from tltool.evaluation.overlays import blend
+
+    readable = [i for i, image in enumerate(images) if not isinstance(image, str)]
+    heatmaps = explain.heatmaps([files[i] for i in readable], [images[i] for i in readable])
+    shown = list(images)
+    for i, heatmap in zip(readable, heatmaps):
+        gap = np.full((images[i].shape[0], max(2, images[i].shape[1] // 20), 3), 255, np.uint8)
+        shown[i] = np.concatenate([images[i], gap, blend(images[i], heatmap)], axis=1)
+    return shown
 
 
 def precision_recall_png(evaluation, classes: list[str], path: str) -> None:

@@ -35,6 +35,7 @@ class ReportContext:
     exported: dict | None = None  # which phase and epoch the evaluated weights come from
     calibration: dict | None = None  # what the task fitted after training
     tta: dict | None = None  # figures with test-time augmentation, beside the plain ones
+    explain: object | None = None  # heatmaps for the gallery of mistakes (`tltool.evaluation.gradcam.ImageExplainer`)
 
 
 @dataclass

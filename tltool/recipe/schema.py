@@ -294,6 +294,10 @@ class Recipe(_Strict):
         "best", description="best: the best epoch by the early-stopping monitor across all phases; last: the final epoch"
     )
     cache_features: bool = Field(True, description="train frozen phases on backbone features computed once")
+    explain: bool = Field(
+        True, description="show each image of the report's gallery of mistakes beside its Grad-CAM heatmap for the "
+        "predicted class"
+    )
     data: Data = Field(default_factory=Data)
     precision: Literal["float32", "mixed_float16", "mixed_bfloat16"] = "float32"
     jit_compile: bool = False

@@ -67,7 +67,7 @@ def model_info(classes: list[str], image_size: int, aspect: str, backbone: str, 
 # ---------------------------------------------------------------- SavedModel and .keras
 
 
-def export_saved_model(model, path: str, info: dict, task, forward=None) -> str:
+def export_saved_model(model, path: str, info: dict, task, forward=None, gradcam=None) -> str:
     """Write `model` (the inference model) as a SavedModel at `path`, atomically.
 
     Signatures: ``serving_default``/``serve`` (float32 pixels 0-255, any
@@ -80,6 +80,11 @@ def export_saved_model(model, path: str, info: dict, task, forward=None) -> str:
     once and the signatures call that one graph, which halves the time of
     the export (the last step of every `fit`). `forward`, the model's
     `forward_function` when the caller has one traced already, saves tracing it again.
+
+    ``gradcam``, where the caller gives Grad-CAM's traced function
+    (`tltool.evaluation.gradcam.GradCam.function`): float32 (N, S, S, 3)
+    ``images`` 0-255, already fitted to S x S, and int32 (N,) ``classes``
+    (-1: the predicted one) -> ``heatmaps`` (N, h, w) in 0-1 and ``probabilities``.
     """
     import tensorflow as tf
 
@@ -113,6 +118,13 @@ def export_saved_model(model, path: str, info: dict, task, forward=None) -> str:
     served.serve_bytes = signature(from_bytes, tf.string, [None], "image_bytes")
     signatures = {"serving_default": served.serve, "serve": served.serve, "serve_uint8": served.serve_uint8,
                   "serve_bytes": served.serve_bytes}
+    if gradcam is not None:
+        served.gradcam = tf.function(lambda images, classes: dict(zip(("heatmaps", "probabilities"),
+                                                                      gradcam(images, classes))),
+                                     autograph=False, input_signature=[
+                                         tf.TensorSpec([None, size, size, 3], tf.float32, name="images"),
+                                         tf.TensorSpec([None], tf.int32, name="classes")])
+        signatures["gradcam"] = served.gradcam
     with atomic_path(path) as tmp:
         tf.saved_model.save(served, tmp, signatures=signatures)
         assets = os.path.join(tmp, "assets")

@@ -17,7 +17,8 @@ from tltool.tasks.base import Task, mapped_class_weights
 CAPTIONS = {
     "confusion_matrix.png": "Confusion matrix: counts, and normalised by true class (the diagonal is recall).",
     "per_class_f1.png": "F1 per class, worst at the top.",
-    "misclassified.png": "The most confident mistakes: candidates for mislabelled images.",
+    "misclassified.png": "The most confident mistakes: candidates for mislabelled images (beside each, where the "
+                         "model looked for the class it predicted: Grad-CAM, red is hottest).",
 }
 
 
@@ -113,7 +114,8 @@ class SingleLabel(Task):
         write_csv(os.path.join(folder, "most_confused.csv"), confused)
         plots.confusion_matrix_png(evaluation.confusion, os.path.join(folder, "confusion_matrix.png"))
         plots.per_class_f1_png(evaluation.per_class, os.path.join(folder, "per_class_f1.png"))
-        plots.misclassified_png(mistakes, context.data_root, os.path.join(folder, "misclassified.png"))
+        plots.misclassified_png(mistakes, context.data_root, os.path.join(folder, "misclassified.png"),
+                                explain=context.explain)
         overview = []
         if context.calibration:
             overview.append(("calibration", self.describe_calibration(context.calibration)))

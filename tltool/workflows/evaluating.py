@@ -16,7 +16,7 @@ from tltool.tasks import get_task
 
 def evaluate(model: str, data: str, out: str | None = None, split: str | None = None,
              split_from: str | None = None, top_k: int = 5, batch_size: int = 32,
-             progress: bool = True, tta: int = 1):
+             progress: bool = True, tta: int = 1, explain: bool = True):
     """Evaluate a run directory, SavedModel or .keras file on `data`.
 
     Args:
@@ -32,6 +32,9 @@ def evaluate(model: str, data: str, out: str | None = None, split: str | None = 
             figures averaged over that many views (`tltool.data.tta`) beside the
             plain ones, which stay the headline (the served model sees one
             view).
+        explain: show each image of the gallery of mistakes beside its
+            Grad-CAM heatmap (unless the run's recipe says ``explain: false``);
+            a model that cannot give one (ONNX, LiteRT) shows the images alone.
 
     Returns:
         (the evaluation folder, the figures).
@@ -79,12 +82,27 @@ def evaluate(model: str, data: str, out: str | None = None, split: str | None = 
         model=f"{trained.source} ({trained.kind}, {trained.image_size} px, aspect {trained.aspect})",
         split=split or "all", data_root=os.path.abspath(data) if os.path.isdir(data) else os.path.dirname(os.path.abspath(data)),
         paths=[samples[i].rel for i in kept], recipe=(run.recipe if run else None) or None,
-        history=run.history if run else None, unreadable=skipped + unread, tta=augmented, **_fit_record(trained),
+        history=run.history if run else None, unreadable=skipped + unread, tta=augmented,
+        explain=_explainer(trained, explain), **_fit_record(trained),
     )
     with atomic_path(folder) as tmp:
         os.makedirs(tmp)
         write_report(tmp, evaluation.metrics, task.write_files(tmp, evaluation, context), context)
     return folder, evaluation
+
+
+def _explainer(trained: TrainedModel, wanted: bool):
+    """Heatmaps for the gallery, unless turned off or the model cannot give them (then it says why, in one line)."""
+    from tltool.console import say
+    from tltool.evaluation.gradcam import ImageExplainer, explainer_of
+
+    if not wanted or (trained.run and trained.run.recipe.get("explain") is False):
+        return None
+    try:
+        return ImageExplainer(explainer_of(trained), trained.image_size, trained.aspect)
+    except TltoolError as e:
+        say(f"the gallery of mistakes shows no heatmaps: {str(e).split('; ')[0]}")
+        return None
 
 
 def _warn_if_training_images(trained: TrainedModel, data: str, split: str | None) -> None:

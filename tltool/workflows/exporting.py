@@ -10,7 +10,7 @@ import os
 import shutil
 import time
 
-from tltool.console import say
+from tltool.console import say, warn
 from tltool.errors import TltoolError
 from tltool.files import atomic_path, write_json
 from tltool.serving.checking import calibration_sample, check, file_size
@@ -73,12 +73,11 @@ def export(model: str, fmt: str, out: str | None = None, calibration_images: int
                           "with --out")
     if float_layers not in FLOAT_LAYERS:
         raise TltoolError(f"--int8-float-layers {float_layers}: give one of {', '.join(FLOAT_LAYERS)}")
-    backbone = (trained.run.recipe if trained.run else {}).get("backbone") or "unknown"
-    info = model_info(trained.classes, trained.image_size, trained.aspect, backbone, task)
+    info = model_info(trained.classes, trained.image_size, trained.aspect, trained.backbone or "unknown", task)
     samples = trained.run.split_files() if trained.run else {}
     start, notes = time.perf_counter(), {}
     if fmt == "savedmodel":
-        export_saved_model(trained.keras_model, out, info, task, trained.forward)
+        export_saved_model(trained.keras_model, out, info, task, trained.forward, _gradcam(trained))
     elif fmt == "keras":
         with atomic_path(out) as tmp:
             shutil.copyfile(trained.source, tmp)
@@ -94,6 +93,18 @@ def export(model: str, fmt: str, out: str | None = None, calibration_images: int
     if verify:
         check(trained, out, fmt, samples, max_accuracy_drop, task, notes)
     return out
+
+
+def _gradcam(trained):
+    """Grad-CAM's function for the SavedModel's ``gradcam`` signature; None (and a warning) where the backbone
+    cannot be looked up."""
+    from tltool.evaluation.gradcam import explainer_of
+
+    try:
+        return explainer_of(trained).function
+    except TltoolError as e:
+        warn(f"the SavedModel gets no gradcam signature: {e}")
+        return None
 
 
 def _int8(trained, out: str, info: dict, samples: dict, calibration_images: int, int8_io: str,

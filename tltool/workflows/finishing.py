@@ -28,6 +28,7 @@ class Finished:
 
 
 def finish(session) -> Finished:
+    from tltool.evaluation.gradcam import gradcam_for
     from tltool.models.classifier import forward_function  # imports Keras: not before TensorFlow loads quietly
 
     exported = choose_exported_weights(session)
@@ -37,10 +38,11 @@ def finish(session) -> Finished:
     recipe, run = session.recipe, session.run
     info = model_info(session.dataset.classes, recipe.image_size, recipe.data.aspect, session.spec.name, task)
     forward = forward_function(model, recipe.image_size)  # one trace: the export and the evaluation share it
+    cam = gradcam_for(model, session.spec)  # and one of Grad-CAM: the SavedModel's and the report's
     save_keras(model, run.model_file)
-    export_saved_model(model, run.saved_model_dir, info, task, forward)
+    export_saved_model(model, run.saved_model_dir, info, task, forward, cam.function)
     say(f"saved model.keras and saved_model/ in {run.path} (weights of {describe_exported(exported)})")
-    split, evaluation = evaluate_split(session, forward, exported, calibration)
+    split, evaluation = evaluate_split(session, forward, exported, calibration, cam)
     return Finished(exported, calibration, evaluation, split)
 
 
@@ -93,11 +95,13 @@ def decide(session, model):
     return task.decided(decision)
 
 
-def evaluate_split(session, forward, exported: dict, calibration: dict | None):
+def evaluate_split(session, forward, exported: dict, calibration: dict | None, cam=None):
     """(split, evaluation) of the test split (or validation) into the run directory; (None, None) without one.
 
-    `forward` runs the exported model (its `forward_function`).
+    `forward` runs the exported model (its `forward_function`); `cam`, its Grad-CAM, gives the gallery's
+    heatmaps (unless the recipe says ``explain: false``).
     """
+    from tltool.evaluation.gradcam import ImageExplainer
     from tltool.serving.loading import predict_images
 
     dataset, recipe, task = session.dataset, session.recipe, session.task
@@ -118,6 +122,7 @@ def evaluate_split(session, forward, exported: dict, calibration: dict | None):
         history=run.history, unreadable=[(sk.rel, sk.reason) for sk in dataset.skipped]
         + [(samples[i].rel, "could not be decoded") for i in lost],
         exported=exported, calibration=calibration,
+        explain=ImageExplainer(cam, recipe.image_size, recipe.data.aspect) if cam and recipe.explain else None,
     )
     parts = task.write_files(run.path, evaluation, context)
     write_report(run.path, evaluation.metrics, parts, context)
