@@ -165,7 +165,8 @@ def test_the_options_marked_as_recipe_overrides_are_exactly_what_the_recipe_take
     assert {o.name for o in FIT.options if o.recipe} == set(OVERRIDES)
     samples = {"backbone": "resnet50", "weights": "none", "image_size": 64, "batch_size": 4, "seed": 3,
                "precision": "mixed_bfloat16", "jit_compile": True, "cache_features": False, "strategy": "default",
-               "val_split": 0.3, "test_split": 0.1, "aspect": "crop", "epochs": "7", "learning_rate": "x2"}
+               "val_split": 0.3, "test_split": 0.1, "aspect": "crop", "check_leakage": False, "epochs": "7",
+               "learning_rate": "x2"}
     base = load_recipe("fine-tune")
     for name in OVERRIDES:  # each changes the recipe: none is dropped on the way
         assert apply_overrides(base, **{name: samples[name]}) != base, name

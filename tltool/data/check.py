@@ -17,7 +17,7 @@ from dataclasses import asdict
 from tltool.data.images import ImageError, ImageInfo, check_image
 from tltool.files import write_atomic
 
-_CACHE_VERSION = 1
+_CACHE_VERSION = 2  # 2: the perceptual hash
 
 
 def cache_dir() -> str:

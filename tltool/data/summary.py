@@ -2,30 +2,26 @@
 
 from __future__ import annotations
 
-from collections import Counter, defaultdict
+from collections import Counter
 
 import numpy as np
 
 from tltool.console import table
 from tltool.data.dataset import Dataset
+from tltool.data.duplicates import exact_groups
 from tltool.data.split import SPLITS
 
 
 def duplicates(ds: Dataset) -> dict[str, list[list[str]]]:
-    """Groups of files with identical bytes, by what they put at risk.
+    """Groups of files with identical bytes (`tltool.data.duplicates.exact_groups`), by what they put at risk.
 
     Returns:
         ``across_classes``: the same image under two labels (one is wrong);
         ``across_splits``: the same image in two splits (validation leaks);
         ``within``: plain copies in one class and split.
     """
-    groups = defaultdict(list)
-    for s in ds.samples:
-        groups[ds.infos[s.path].sha1].append(s)
     found = {"across_classes": [], "across_splits": [], "within": []}
-    for members in groups.values():
-        if len(members) < 2:
-            continue
+    for members in exact_groups(ds.samples, ds.infos):
         rels = sorted(m.rel for m in members)
         if len({m.label for m in members}) > 1:
             found["across_classes"].append(rels)
@@ -36,16 +32,35 @@ def duplicates(ds: Dataset) -> dict[str, list[list[str]]]:
     return found
 
 
-def duplicate_warnings(ds: Dataset) -> list[str]:
+SHOWN_PATHS = 3  # of a group of copies, in a warning
+
+
+def duplicate_warnings(ds: Dataset, listed_in: str | None = None) -> list[str]:
+    """One line per kind of risky copies, with one group as an example (at most `SHOWN_PATHS` of its paths);
+    `listed_in` names the file that lists every group."""
     found = duplicates(ds)
+    every = f"; every group: {listed_in}" if listed_in else ""
     out = []
     if found["across_classes"]:
         out.append(f"{len(found['across_classes'])} image(s) appear under two classes, e.g. "
-                   f"{' = '.join(found['across_classes'][0])}; one label is wrong")
+                   f"{_example(found['across_classes'][0])}; one label is wrong{every}")
     if found["across_splits"]:
         out.append(f"{len(found['across_splits'])} image(s) appear in two splits, e.g. "
-                   f"{' = '.join(found['across_splits'][0])}; validation figures will be optimistic")
+                   f"{_example(found['across_splits'][0])}; validation figures will be optimistic{every}")
     return out
+
+
+def duplicate_rows(ds: Dataset) -> list[list]:
+    """Every group of exact copies, one row per file: group, path, label, split."""
+    by_rel = {s.rel: s for s in ds.samples}
+    return [[g, rel, by_rel[rel].label if isinstance(by_rel[rel].label, str) else " ".join(by_rel[rel].label),
+             by_rel[rel].split] for g, group in enumerate(g for kind in duplicates(ds).values() for g in kind)
+            for rel in group]
+
+
+def _example(group: list[str]) -> str:
+    shown = " = ".join(group[:SHOWN_PATHS])
+    return shown + (f" (and {len(group) - SHOWN_PATHS} more copies)" if len(group) > SHOWN_PATHS else "")
 
 
 def summarise(ds: Dataset) -> dict:

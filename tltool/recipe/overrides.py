@@ -13,7 +13,7 @@ from tltool.recipe.schema import Recipe
 
 SIMPLE = ("backbone", "weights", "image_size", "batch_size", "seed", "precision", "jit_compile", "cache_features",
           "strategy")
-DATA = ("val_split", "test_split", "aspect")
+DATA = ("val_split", "test_split", "aspect", "check_leakage")
 OVERRIDES = (*SIMPLE, *DATA, "epochs", "learning_rate")  # the options tables mark these `recipe=True`
 
 
@@ -24,7 +24,7 @@ def apply_overrides(recipe: Recipe, **flags: Any) -> Recipe:
     seed, epochs (N: every phase; xF: scale every phase; name=N,...: per
     phase), learning_rate (X: the first phase's rate becomes X and the others
     keep their ratio to it; xF: scale every phase), val_split, test_split,
-    aspect, precision, jit_compile, cache_features, strategy.
+    aspect, check_leakage, precision, jit_compile, cache_features, strategy.
 
     Raises:
         TltoolError: a flag value that is not allowed, naming the flag.

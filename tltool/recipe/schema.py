@@ -262,6 +262,10 @@ class Data(_Strict):
     cache: Literal["auto", "memory", "disk", "none"] = Field(
         "auto", description="decoded images: memory when they fit in a quarter of RAM, else disk"
     )
+    check_leakage: bool = Field(
+        True, description="find validation and test images with a copy in train (exact, or near by perceptual "
+        "hash), say how many and list them in data/leakage.csv"
+    )
 
 
 class Recipe(_Strict):

@@ -205,8 +205,9 @@ def _session(data: str, recipe: Recipe, out: str, overwrite: bool, split_from: s
         Run.check_new(out, overwrite)
     dataset = load_dataset(data, recipe.data.val_split, recipe.data.test_split, recipe.seed,
                            Run(split_from) if split_from else None, progress)
-    report_dataset(dataset)
+    report_dataset(dataset, os.path.join(out, "data", "duplicates.csv"))
     dataset.require_usable()
+    leaked = find_leaks(dataset, recipe, os.path.join(out, "data", "leakage.csv")) if resumed is None else None
     task = task_for(recipe.task, dataset)
     check_monitor(recipe, task)
     recipe.task = task.name  # the run's recipe.yaml says which task it trained
@@ -223,7 +224,7 @@ def _session(data: str, recipe: Recipe, out: str, overwrite: bool, split_from: s
             run = Run(out) if resumed is not None else Run.create(out, overwrite)
             say(f"run directory: {run.path}")
             if resumed is None:
-                write_dataset_files(run, dataset)
+                write_dataset_files(run, dataset, leaked)
                 provenance = _provenance(dataset, source, split_from)
                 run.write_recipe(recipe, provenance)
                 run.keep_backbone_files(spec.kept_files())
@@ -266,7 +267,7 @@ def _caller_state_kept():
         remove_patches()
 
 
-def report_dataset(dataset: Dataset) -> None:
+def report_dataset(dataset: Dataset, duplicates_file: str | None = None) -> None:
     sizes = ", ".join(f"{split} {n}" for split, n in dataset.images().items() if n) or "0"
     kind = ", several labels per image" if dataset.multi_label else ""
     say(f"dataset {dataset.root}: {len(dataset.classes)} classes, {sizes} images ({dataset.layout} layout{kind})")
@@ -276,14 +277,31 @@ def report_dataset(dataset: Dataset) -> None:
         say(f"ignored {dataset.hidden} hidden file(s) and folder(s)")
     from tltool.data.summary import duplicate_warnings
 
-    for message in dataset.warnings + duplicate_warnings(dataset):
+    for message in dataset.warnings + duplicate_warnings(dataset, duplicates_file):
         warn(message)
 
 
-def write_dataset_files(run: Run, dataset: Dataset) -> None:
+def find_leaks(dataset: Dataset, recipe: Recipe, listed_in: str):
+    """The validation and test images with a copy in train (`tltool.data.duplicates.leaks`), from the hashes the
+    file check computed; one line says how many. None when the recipe turns the check off."""
+    from tltool.data.duplicates import describe_leaks, leaks
+
+    if not recipe.data.check_leakage:
+        return None
+    table = leaks(dataset.samples, dataset.infos)
+    line = describe_leaks(table, dataset.images())
+    if line:
+        warn(f"{line}; the figures on them are optimistic; every pair: {listed_in}")
+    return table
+
+def write_dataset_files(run: Run, dataset: Dataset, leaked=None) -> None:
+    """data/index.csv, data/skipped.csv, classes.json; data/leakage.csv (when checked) and data/duplicates.csv
+    (when any file has an exact copy)."""
     import pandas as pd
 
     from tltool.data.split import index_rows
+    from tltool.data.summary import duplicate_rows
+    from tltool.files import write_csv
 
     rows = pd.DataFrame(index_rows(dataset.samples),
                         columns=["path", "labels" if dataset.multi_label else "label", "split"])
@@ -291,6 +309,11 @@ def write_dataset_files(run: Run, dataset: Dataset) -> None:
     rows["sha1"] = rows["path"].map(by_rel)
     run.write_index(rows, pd.DataFrame([(s.rel, s.reason) for s in dataset.skipped], columns=["path", "reason"]))
     run.write_classes(dataset.classes)
+    if leaked is not None:
+        write_csv(run.file("data/leakage.csv"), leaked)
+    copies = duplicate_rows(dataset)
+    if copies:
+        write_csv(run.file("data/duplicates.csv"), pd.DataFrame(copies, columns=["group", "path", "label", "split"]))
 
 
 def check_unchanged(dataset: Dataset, run: Run) -> None:

@@ -1,0 +1,92 @@
+"""Copies of one image inside a dataset: exact (the same bytes) and near (a few bits of perceptual hash apart).
+
+There is one definition of each, used by `fit`, `inspect` and `audit`:
+
+- **exact**: the same SHA-1 of the file's bytes (`ImageInfo.sha1`);
+- **near** (from the file check alone, no network): perceptual hashes
+  (`tltool.data.images.perceptual_hash`) at most `PHASH_BITS` of 64 bits
+  apart. On `benchmarks/audit.py`, a shift of one pixel, a rescale and a
+  JPEG re-encoding move an image's hash by 0-6 bits (median 2), while
+  different images are about 32 apart. `audit` adds the backbone's
+  embeddings to this rule.
+
+A pair across splits is a **leak**: the copy in train lets the validation or
+test figures see an image the model trained on.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+PHASH_BITS = 6
+COLUMNS = ["path_a", "path_b", "split_a", "split_b", "similarity", "kind", "bits"]
+
+
+def hash_array(hexes: list[str]) -> np.ndarray:
+    """16-hex-digit perceptual hashes as uint64 (an empty hash, of a file checked before they existed, as 0)."""
+    return np.array([int(h, 16) if h else 0 for h in hexes], dtype=np.uint64)
+
+
+def hash_pairs(a: np.ndarray, b: np.ndarray | None = None, max_bits: int = PHASH_BITS, chunk: int = 512):
+    """Index pairs (i, j, bits) whose hashes differ in at most `max_bits` bits: of `a` with `b`, or within `a`
+    (i < j) when `b` is None. Exhaustive, in chunks of rows: 20,000 x 80,000 hashes take about 6 s."""
+    other = a if b is None else b
+    found = []
+    for start in range(0, len(a), chunk):
+        bits = np.bitwise_count(a[start:start + chunk, None] ^ other[None, :])
+        rows, cols = np.nonzero(bits <= max_bits)
+        rows += start
+        keep = rows < cols if b is None else np.ones(len(rows), bool)
+        found += zip(rows[keep].tolist(), cols[keep].tolist(), bits[rows[keep] - start, cols[keep]].tolist())
+    return found
+
+
+def exact_groups(samples: list, infos: dict) -> list[list]:
+    """Groups of two or more samples with the same bytes."""
+    groups: dict[str, list] = {}
+    for s in samples:
+        if s.path in infos:
+            groups.setdefault(infos[s.path].sha1, []).append(s)
+    return [members for members in groups.values() if len(members) > 1]
+
+
+def leaks(samples: list, infos: dict, max_bits: int = PHASH_BITS) -> pd.DataFrame:
+    """Every validation or test image with a copy in train (exact, or near by perceptual hash), one row per
+    pair: its path, the train copy's, both splits, the similarity (1 - bits / 64), the kind and the bits."""
+    train = [s for s in samples if s.split == "train" and s.path in infos]
+    held = [s for s in samples if s.split in ("val", "test") and s.path in infos]
+    rows = []
+    if train and held:
+        pairs = hash_pairs(hash_array([infos[s.path].phash for s in held]),
+                           hash_array([infos[s.path].phash for s in train]), max_bits)
+        for i, j, bits in pairs:
+            a, b = held[i], train[j]
+            if infos[a.path].phash and infos[b.path].phash:
+                exact = infos[a.path].sha1 == infos[b.path].sha1
+                rows.append([a.rel, b.rel, a.split, b.split, round(1 - bits / 64, 4), "exact" if exact else "near",
+                             bits])
+        by_sha = {}
+        for s in train:
+            by_sha.setdefault(infos[s.path].sha1, s)
+        near = {(r[0], r[1]) for r in rows}
+        for s in held:  # exact copies whose hash could not be computed (checked before it existed) too
+            copy = by_sha.get(infos[s.path].sha1)
+            if copy is not None and (s.rel, copy.rel) not in near:
+                rows.append([s.rel, copy.rel, s.split, "train", 1.0, "exact", 0])
+    return pd.DataFrame(rows, columns=COLUMNS).sort_values(["split_a", "path_a", "bits"], kind="stable",
+                                                           ignore_index=True)
+
+
+def describe_leaks(table: pd.DataFrame, images: dict[str, int]) -> str | None:
+    """fit's one line about leaks, or None without any."""
+    if table.empty:
+        return None
+    parts = []
+    for split in ("val", "test"):
+        held = table[table["split_a"] == split]
+        if len(held):
+            exact = held[held["kind"] == "exact"]["path_a"].nunique()
+            parts.append(f"{held['path_a'].nunique()} of {images[split]} {split} images have a copy in train "
+                         f"({exact} exact, {held['path_a'].nunique() - exact} near)")
+    return "leakage: " + "; ".join(parts)
