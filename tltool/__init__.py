@@ -16,7 +16,7 @@ importing one can never replace `tltool.evaluate` by a module.
 
 __version__ = "0.1.0"
 
-_API = ("fit", "lr_find", "evaluate", "predict", "explain", "export", "load_model", "open_run", "Run", "plan",
+_API = ("fit", "lr_find", "evaluate", "predict", "explain", "audit", "export", "load_model", "open_run", "Run", "plan",
         "validate_recipe", "backbones")
 _LAZY = {"load_recipe": "tltool.recipe", "get_backbone": "tltool.models.registry"}
 

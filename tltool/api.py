@@ -89,6 +89,15 @@ def predict(model, inputs: list[str], **kwargs):
     return run_predict(os.fspath(model), [os.fspath(i) for i in inputs], **kwargs)
 
 
+@options.AUDIT.api("data")
+def audit(data, **kwargs):
+    """Duplicates, leaks across splits, likely label errors and outliers in a dataset; returns
+    `tltool.workflows.auditing.Audit` (the folder and each finding as a DataFrame)."""
+    from tltool.workflows.auditing import audit as run_audit
+
+    return run_audit(os.fspath(data), **_paths(kwargs))
+
+
 @options.EXPLAIN.api("model", "inputs")
 def explain(model, inputs: list[str], **kwargs):
     """Grad-CAM heatmaps of a run (or .keras file, or SavedModel) for image files and folders; returns

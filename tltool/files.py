@@ -26,6 +26,24 @@ def write_csv(path: str, frame) -> None:
     write_atomic(path, frame.to_csv(index=False))
 
 
+def check_replaceable(folder: str, overwrite: bool, mark: str, made_by: str) -> None:
+    """An output folder may be written when it is absent or empty, or, with `overwrite`, when `made_by` wrote it
+    (it holds `mark`): nothing else a user made is ever replaced.
+
+    Raises:
+        TltoolError: naming the folder and what to do.
+    """
+    from tltool.errors import TltoolError
+
+    if not os.path.exists(folder) or (os.path.isdir(folder) and not os.listdir(folder)):
+        return
+    if not overwrite:
+        raise TltoolError(f"--out {folder}: exists; pass --overwrite to replace it, or give another --out")
+    if not os.path.isfile(os.path.join(folder, mark)):
+        raise TltoolError(f"--out {folder}: not a folder that {made_by} wrote (no {mark}); it is never replaced: "
+                          "give another --out")
+
+
 @contextmanager
 def atomic_path(path: str):
     """Yield a temporary path beside `path`; on success move it into place.

@@ -138,6 +138,8 @@ FIT = Command("fit", (
            recipe=True),
     Option("aspect", "str | None", "Aspect-ratio policy when resizing: stretch, crop or pad.",
            click={"choice": _CHOICES["aspect"]}, recipe=True),
+    Option("check_leakage", "bool | None", "Find validation and test images with a copy in train. [default: on]",
+           flags=("--check-leakage/--no-check-leakage",), recipe=True),
     Option("precision", "str | None", "Keras dtype policy; mixed_* for GPUs.",
            click={"choice": _CHOICES["precision"]}, recipe=True),
     Option("jit_compile", "bool | None", "XLA-compile the training step.", flags=("--jit-compile/--no-jit-compile",),
@@ -198,6 +200,38 @@ EXPLAIN = Command("explain", (
            click={"is_flag": True}),
     Option("batch_size", "int", "Images per batch.", default=16, click={"type": int}),
     Option("progress", "bool", "A progress bar.", default=True, cli=False),
+))
+
+AUDIT = Command("audit", (
+    Option("backbone", "str | None", "Embed with this backbone's pooled features (as for fit). "
+           "[default: efficientnetb0]", flags=("--backbone", "-b")),
+    Option("weights", "str | None", "imagenet, none, or a weights file for the backbone. [default: imagenet]"),
+    Option("image_size", "int | None", "Input side in pixels. [default: the backbone's]", click={"type": int}),
+    Option("seed", "int | None", "Seed for the split, as for fit.", click={"type": int}),
+    Option("val_split", "float | None", "As for fit (unsplit data is audited in the splits fit would make).",
+           click={"type": float}),
+    Option("test_split", "float | None", "As for fit.", click={"type": float}),
+    Option("aspect", "str | None", "Aspect-ratio policy, as for fit.", click={"choice": _CHOICES["aspect"]}),
+    Option("split_from", "str | None", "Audit in the train/val/test split of an earlier run directory.",
+           click={"path": True}),
+    Option("model", "str | None", "Embed with this run's fine-tuned model instead of a pretrained backbone.",
+           click={"path": True}),
+    Option("out", "str | None", "Folder for the findings. [default: audits/<date>-<data>]", flags=("--out", "-o"),
+           click={"path": True}),
+    Option("overwrite", "bool", "Replace an existing folder that tltool audit wrote.", default=False,
+           click={"is_flag": True}),
+    Option("write_clean", "str | None", "Also write a dataset CSV without the flagged files (never overwritten).",
+           click={"path": True}),
+    Option("relabel", "bool", "In --write-clean's file, give doubtful images their suggested label instead of "
+           "leaving them out.", default=False, click={"is_flag": True}),
+    Option("near_similarity", "float", "Near duplicates: embedding cosine similarity at least this.", default=0.95,
+           click={"type": float}),
+    Option("near_bits", "int", "Near duplicates: perceptual hashes at most this many of 64 bits apart.", default=6,
+           click={"type": int}),
+    Option("outlier_z", "float", "Outliers: kNN distance this many robust standard deviations above the median.",
+           default=6.0, click={"type": float}),
+    Option("batch_size", "int", "Images per batch while embedding.", default=32, click={"type": int}),
+    Option("progress", "bool", "A progress bar while embedding.", default=True, cli=False),
 ))
 
 EXPORT = Command("export", (

@@ -8,7 +8,8 @@ import sys
 
 import click
 
-from tltool.cli.group import cli
+from tltool import options
+from tltool.cli.group import cli, require_paths
 from tltool.errors import EXIT_INPUT
 
 
@@ -35,6 +36,26 @@ def inspect(data, val_split, test_split, seed, split_from, as_json, show_all):
     click.echo(json.dumps(summary, indent=2, ensure_ascii=False) if as_json else format_summary(summary, show_all))
     if not summary["usable"]:
         sys.exit(EXIT_INPUT)
+
+
+@cli.command()
+@click.argument("data", type=click.Path())
+@options.AUDIT.click_options
+def audit(data, **values):
+    """Find duplicates, leaks across splits, likely label errors and outliers in DATA.
+
+    DATA is anything fit takes. Each image is embedded by the backbone (or
+    --model RUN) as training sees it, once (cached). Writes duplicates.csv,
+    label_issues.csv, outliers.csv and report.html into a new folder; never
+    writes under DATA, and moves, renames or deletes no file.
+    """
+    from tltool.workflows.auditing import audit as run_audit
+    from tltool.workflows.auditing import describe
+
+    require_paths(data)
+    found = run_audit(data, **values)
+    for key, value in describe(found).items():
+        click.echo(f"{key}: {value}")
 
 
 # ---------------------------------------------------------------- datasets

@@ -39,7 +39,7 @@ class GradCam:
     def __init__(self, model, where: ExplainedMap):
         import tensorflow as tf
 
-        self.before, self.network, self.after = _split(model)
+        self.before, self.network, self.after = split_classifier(model)
         self.where = where
         size = int(model.input_shape[1])
         self.function = tf.function(self._heatmaps, input_signature=[
@@ -98,7 +98,7 @@ class GradCam:
         return logits, tf.cast(x, tf.float32)
 
 
-def _split(model):
+def split_classifier(model):
     """(the layers before the nested backbone, the backbone, the layers after it) of a tltool classifier."""
     layers = model.layers[1:]  # the image input first
     names = [layer.name for layer in layers]
@@ -111,7 +111,7 @@ def _split(model):
 
 def gradcam_for(model, spec) -> GradCam:
     """Grad-CAM of a tltool classifier whose backbone is `spec` (`tltool.models.backbone.BackboneSpec`)."""
-    _, network, _ = _split(model)
+    _, network, _ = split_classifier(model)
     return GradCam(model, spec.explained_map(network))
 
 

@@ -18,7 +18,7 @@ import pandas as pd
 from tltool.data.images import ImageError
 from tltool.data.inputs import collect_inputs
 from tltool.errors import TltoolError, did_you_mean
-from tltool.files import atomic_path, write_csv
+from tltool.files import atomic_path, check_replaceable, write_csv
 from tltool.serving.loading import TrainedModel, load_trained
 from tltool.tasks import get_task
 
@@ -51,7 +51,7 @@ def explain(model: str, inputs: list[str], class_name: str | None = None, out: s
     task = get_task(trained.task).decided(trained.decision)
     chosen = _class_index(class_name, trained.classes)
     folder = os.path.abspath(out or default_folder(trained))
-    _check_folder(folder, overwrite)
+    check_replaceable(folder, overwrite, MARK, "tltool explain")
     files, skipped = collect_inputs(inputs)
     names = overlay_names(inputs, files)
     rows, undecided = [], []
@@ -108,16 +108,6 @@ def _class_index(name: str | None, classes: list[str]) -> int | None:
         raise TltoolError(f"--class {name}: the model has no such class{did_you_mean(name, classes)}; "
                           f"classes: {', '.join(classes[:20])}")
     return classes.index(name)
-
-
-def _check_folder(folder: str, overwrite: bool) -> None:
-    if not os.path.exists(folder) or (os.path.isdir(folder) and not os.listdir(folder)):
-        return
-    if not overwrite:
-        raise TltoolError(f"--out {folder}: exists; pass --overwrite to replace it, or give another --out")
-    if not os.path.isfile(os.path.join(folder, MARK)):
-        raise TltoolError(f"--out {folder}: not a folder that tltool explain wrote (no {MARK}); it is never "
-                          "replaced: give another --out")
 
 
 def _prepare(paths: list[str], trained: TrainedModel, skipped: list) -> tuple[np.ndarray, list[tuple[int, str]]]:

@@ -1,0 +1,121 @@
+"""`tltool audit`, and fit's leakage line: planted copies, a swapped label and a blank image are found."""
+
+import hashlib
+import os
+import shutil
+
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image, ImageDraw
+
+from conftest import COLOURS, run_cli, shared, write_image
+
+
+def plant(root):
+    """Pre-split colour folders (train 8, val 3 per class) with planted faults:
+    an exact copy of a train image in val, a re-encoded, rescaled and shifted copy in val, a sky image
+    filed under leaf, and a blank white image under apple."""
+    for c, (name, colour) in enumerate(COLOURS.items()):
+        for i in range(11):
+            split = "train" if i < 8 else "val"
+            write_image(os.path.join(root, split, name, f"{name}_{i}.png"), colour, seed=c * 100 + i)
+    shutil.copy(root / "train" / "apple" / "apple_0.png", root / "val" / "apple" / "exact_copy.png")
+    yy, xx = np.mgrid[0:32, 0:32]  # a sky with a cloud and a roof: a picture, which a copy stays close to
+    original = Image.fromarray(np.stack([60 + 2 * xx, 120 + 2 * yy, 230 - 2 * xx], -1).clip(0, 255).astype(np.uint8))
+    draw = ImageDraw.Draw(original)
+    draw.ellipse([6, 8, 20, 22], fill=(250, 250, 250))
+    draw.rectangle([20, 3, 28, 12], fill=(20, 40, 90))
+    original.save(root / "train" / "sky" / "sky_1.png")
+    shifted = Image.new("RGB", original.size)
+    shifted.paste(original, (1, 0))
+    shifted.resize((40, 40), Image.Resampling.BILINEAR).save(root / "val" / "sky" / "near_copy.jpg", quality=85)
+    write_image(os.path.join(root, "train", "leaf", "actually_sky.png"), COLOURS["sky"], seed=999)
+    Image.new("RGB", (32, 32), (255, 255, 255)).save(root / "train" / "apple" / "blank.png")
+
+
+@pytest.fixture(scope="module")
+def planted(tmp_path_factory):
+    return shared(tmp_path_factory, "planted", plant)
+
+
+def snapshot(root):
+    return {os.path.relpath(os.path.join(d, n), root): hashlib.sha1(open(os.path.join(d, n), "rb").read()).hexdigest()
+            for d, _, names in os.walk(root) for n in names}
+
+
+@pytest.mark.slow
+def test_audit_finds_the_planted_faults_and_its_clean_csv_trains(planted, backbone_file, tmp_path):
+    before = snapshot(planted)
+    out, clean = tmp_path / "audit", tmp_path / "clean.csv"
+    result = run_cli("audit", planted, "-b", "vgg16", "--weights", backbone_file, "--image-size", 32, "--out", out,
+                     "--write-clean", clean)
+    assert result.exit_code == 0, result.output
+    assert snapshot(planted) == before  # no file touched, moved or added under DATA
+    pairs = pd.read_csv(out / "duplicates.csv")
+    found = {(a, b): kind for a, b, kind in zip(pairs["path_a"], pairs["path_b"], pairs["kind"])}
+    found.update({(b, a): kind for (a, b), kind in list(found.items())})
+    assert found[("train/apple/apple_0.png", "val/apple/exact_copy.png")] == "exact"
+    assert found[("train/sky/sky_1.png", "val/sky/near_copy.jpg")] == "near"
+    assert len(found) == 4, pairs  # the two planted pairs, and nothing else
+    issues = pd.read_csv(out / "label_issues.csv")
+    flagged = dict(zip(issues["path"], issues["suggested"]))
+    assert flagged.get("train/leaf/actually_sky.png") == "sky", issues
+    outliers = pd.read_csv(out / "outliers.csv")
+    assert "train/apple/blank.png" in set(outliers["path"]), outliers
+    assert (out / "report.html").read_text().count("<img") >= 6  # thumbnails of every finding
+    assert "across splits (leaks)" in result.output
+
+    rows = pd.read_csv(clean)
+    assert all(os.path.isabs(p) for p in rows["path"])
+    kept = {os.path.relpath(p, planted) for p in rows["path"]}
+    assert "train/apple/apple_0.png" not in kept and "val/apple/exact_copy.png" in kept  # the train copy goes
+    assert not {"train/leaf/actually_sky.png", "train/apple/blank.png"} & kept
+    again = run_cli("audit", planted, "-b", "vgg16", "--weights", backbone_file, "--image-size", 32,
+                    "--out", tmp_path / "other", "--write-clean", clean)
+    assert again.exit_code != 0 and "never overwritten" in again.output
+    inside = run_cli("audit", planted, "--out", os.path.join(planted, "audit"))
+    assert inside.exit_code != 0 and "never writes under the data" in inside.output
+
+    fitted = run_cli("fit", clean, "-b", "vgg16", "--weights", backbone_file, "--image-size", 32, "--epochs", 1,
+                     "--out", tmp_path / "run")
+    assert fitted.exit_code == 0, fitted.output
+    assert "leakage:" not in fitted.output
+
+
+@pytest.mark.slow
+def test_fit_says_how_many_images_leak_and_lists_them(planted, backbone_file, tmp_path):
+    result = run_cli("fit", planted, "-b", "vgg16", "--weights", backbone_file, "--image-size", 32, "--epochs", 1,
+                     "--out", tmp_path / "run")
+    assert result.exit_code == 0, result.output
+    assert "leakage: 2 of 11 val images have a copy in train (1 exact, 1 near)" in result.output
+    leaks = pd.read_csv(tmp_path / "run" / "data" / "leakage.csv")
+    assert sorted(leaks["path_a"]) == ["val/apple/exact_copy.png", "val/sky/near_copy.jpg"]
+    assert "2 of the 11 images evaluated here have a copy in train" in (tmp_path / "run" / "report.md").read_text()
+    from tltool.data.dataset import load_dataset
+    from tltool.workflows.fitting import find_leaks, resolve_recipe
+
+    off = resolve_recipe(check_leakage=False)  # what --no-check-leakage (or data.check_leakage: false) gives
+    assert find_leaks(load_dataset(str(planted), progress=False), off, "unused") is None
+
+
+def test_a_group_of_many_copies_is_one_short_warning_and_every_path_is_in_a_file(tmp_path):
+    from tltool.data.dataset import load_dataset
+    from tltool.data.summary import duplicate_warnings
+
+    for k, split in enumerate(("train", "val")):
+        for c, (name, colour) in enumerate(COLOURS.items()):
+            write_image(os.path.join(tmp_path, split, name, f"{name}.png"), colour, seed=10 * k + c)
+    for i in range(40):  # a group of 41 copies
+        shutil.copy(tmp_path / "train" / "sky" / "sky.png", tmp_path / "val" / "sky" / f"copy_{i}.png")
+    warnings = duplicate_warnings(load_dataset(str(tmp_path), progress=False), "RUN/data/duplicates.csv")
+    assert len(warnings) == 1 and "(and 38 more copies)" in warnings[0] and len(warnings[0]) < 300
+    assert warnings[0].endswith("every group: RUN/data/duplicates.csv")
+
+
+def test_the_perceptual_hash_is_imagehashs_phash():
+    imagehash = pytest.importorskip("imagehash")
+    from tltool.data.images import perceptual_hash
+
+    pixels = np.random.default_rng(0).integers(0, 255, (48, 64, 3), dtype=np.uint8)
+    assert perceptual_hash(pixels) == str(imagehash.phash(Image.fromarray(pixels)))

@@ -1,0 +1,1 @@
+"""The data audit: embeddings, and what they find (duplicates, label issues, outliers)."""
