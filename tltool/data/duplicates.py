@@ -28,7 +28,7 @@ def hash_array(hexes: list[str]) -> np.ndarray:
     return np.array([int(h, 16) if h else 0 for h in hexes], dtype=np.uint64)
 
 
-def hash_pairs(a: np.ndarray, b: np.ndarray | None = None, max_bits: int = PHASH_BITS, chunk: int = 512):
+def hash_pairs(a: np.ndarray, b: np.ndarray | None = None, max_bits: int = PHASH_BITS, chunk: int = 128):
     """Index pairs (i, j, bits) whose hashes differ in at most `max_bits` bits: of `a` with `b`, or within `a`
     (i < j) when `b` is None. Exhaustive, in chunks of rows: 20,000 x 80,000 hashes take about 6 s."""
     other = a if b is None else b

@@ -37,8 +37,9 @@ class Embedder:
         keras.utils.set_random_seed(seed)  # `--weights none` embeds with the same random network every time
         backbone = spec.build(image_size, weights)
         clf = build_classifier(backbone, 2, image_size, Head(), Augment())
-        made = weights if weights in ("imagenet", "pretrained", "none") else _file_hash(weights)
-        return cls(clf.features, image_size, aspect, f"{spec.label}-{made}-{image_size}-{aspect}-seed{seed}")
+        made = f"none-seed{seed}" if weights == "none" else weights if weights in ("imagenet", "pretrained") \
+            else _file_hash(weights)
+        return cls(clf.features, image_size, aspect, f"{spec.label}-{made}-{image_size}-{aspect}")
 
     @classmethod
     def from_model(cls, path: str, model, image_size: int, aspect: str) -> "Embedder":

@@ -75,7 +75,10 @@ def neighbours(unit: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     found = index.kneighbors(space, return_distance=False)
     rows = np.arange(len(unit))[:, None]
     found = np.array([[j for j in row if j != i][:k] for i, row in zip(rows[:, 0], found)])
-    similarity = np.einsum("nd,nkd->nk", unit, unit[found])
+    similarity = np.empty(found.shape, np.float32)
+    for start in range(0, len(unit), 4096):  # a few MB at a time: unit[found] whole would be k times the embeddings
+        part = slice(start, start + 4096)
+        similarity[part] = np.einsum("nd,nkd->nk", unit[part], unit[found[part]])
     order = np.argsort(-similarity, axis=1, kind="stable")
     return np.take_along_axis(found, order, 1), np.take_along_axis(similarity, order, 1)
 
