@@ -14,9 +14,9 @@ nothing reads a layer's output across the nesting (the keras.io example's
 the input of the explained layer watched, then the pooling and the head.
 
 `to_image` maps a heatmap back onto the image as decoded (a Lanczos
-resize, `_resize`), through the aspect policy: ``stretch`` scales each side; ``crop`` covers the centred
-square the model saw and leaves the rest at 0; ``pad`` drops the bars, so a
-peak never falls in the padding.
+resize, `_resize`), through the aspect policy: ``stretch`` scales each
+side; ``crop`` covers the centred square the model saw and leaves the rest
+at 0; ``pad`` drops the bars, so a peak never falls in the padding.
 """
 
 from __future__ import annotations
