@@ -53,24 +53,23 @@ def test_backbone_builds_and_its_groups_cover_every_layer_in_order(name):
 
 
 def check_gradcam(spec, network, size: int, images: int = 1):
-    """Grad-CAM of a classifier on `network`: one map per image on its feature map's grid, values in 0-1, a peak
-    inside the image, and the probabilities the classifier itself gives."""
+    """Grad-CAM of a classifier on `network` (laid out as tltool's: preprocess, backbone, pool, predictions): one
+    map per image on its feature map's grid, values in 0-1, a peak inside the image, and the probabilities the
+    classifier itself gives."""
     import keras
 
     from tltool.evaluation.gradcam import gradcam_for, peak, to_image
-    from tltool.models.backbone import Backbone
-    from tltool.models.classifier import build_classifier
-    from tltool.recipe.schema import Augment, Head
 
     network.name = "backbone"
-    clf = build_classifier(Backbone(spec, network, keras.layers.Identity(name="preprocess"), []), 3, size, Head(),
-                           Augment())
+    image = keras.Input((size, size, 3), name="image")
+    pooled = keras.layers.GlobalAveragePooling2D(name="pool")(network(keras.layers.Identity(name="preprocess")(image)))
+    model = keras.Model(image, keras.layers.Dense(3, activation="softmax", name="predictions")(pooled))
     pixels = np.random.default_rng(0).uniform(0, 255, (images, size, size, 3)).astype("float32")
-    heatmaps, probs = gradcam_for(clf.inference, spec)(pixels, [-1] * images)
+    heatmaps, probs = gradcam_for(model, spec)(pixels, [-1] * images)
     grid = tuple(spec.explained_map(network).grid(network.output).shape[1:3])
     assert heatmaps.shape == (images, *grid) and np.isfinite(heatmaps).all()
     assert heatmaps.min() >= 0 and heatmaps.max() <= 1
-    np.testing.assert_allclose(probs, np.asarray(clf.inference(pixels)), atol=1e-5)
+    np.testing.assert_allclose(probs, np.asarray(model(pixels)), atol=1e-5)
     for heatmap in heatmaps:
         where = peak(to_image(heatmap, size, size, "stretch"))
         assert where is None or all(0 < v < 1 for v in where)

@@ -167,6 +167,7 @@ def test_the_map_changes_when_the_head_is_randomised(backbone_file):
     assert np.mean(correlations) < 0.5, correlations
 
 
+@pytest.mark.slow
 def test_the_gallery_of_mistakes_shows_each_image_beside_its_heatmap_unless_told_not_to(fitted_run, tiny_data,
                                                                                         tmp_path):
     swapped = tmp_path / "swapped"  # apple's images called sky, and sky's apple: every one a mistake
