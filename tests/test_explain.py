@@ -99,7 +99,7 @@ def spot_model(size=32):
 @pytest.mark.parametrize("aspect, spot", [("stretch", (84, 6)), ("crop", (54, 30)), ("pad", (12, 36))])
 def test_the_heatmap_is_mapped_back_through_the_aspect_policy_onto_a_non_square_image(aspect, spot, tmp_path):
     from tltool.data.contract import prepare_file
-    from tltool.evaluation.gradcam import GradCam, peak, to_image
+    from tltool.evaluation.gradcam import GradCam, Refined, peak, to_image
     from tltool.models.backbone import ExplainedMap
 
     width, height, side = 96, 48, 12  # the spot: a red square of 12 px, its top-left corner at `spot`
@@ -108,13 +108,16 @@ def test_the_heatmap_is_mapped_back_through_the_aspect_policy_onto_a_non_square_
     pixels[y:y + side, x:x + side] = (250, 40, 40)
     path = str(tmp_path / "wide.png")
     Image.fromarray(pixels).save(path)
-    heatmaps, _ = GradCam(spot_model(), ExplainedMap())(prepare_file(path, 32, aspect)[None].astype("float32"), [0])
-    on_image = to_image(heatmaps[0], height, width, aspect)
-    assert on_image.shape == (height, width)
+    cam = GradCam(spot_model(), ExplainedMap())
+    pixels = prepare_file(path, 32, aspect)[None].astype("float32")
     seen = {"stretch": (width, height), "crop": (height, height), "pad": (width, width)}[aspect]
     cell = (seen[0] / 8 / width, seen[1] / 8 / height)  # one cell of the map, as fractions of the image
-    peak_x, peak_y = peak(on_image)
-    assert abs(peak_x - (x + side / 2) / width) <= cell[0] / 2 and abs(peak_y - (y + side / 2) / height) <= cell[1] / 2
+    for explainer in (cam, Refined(cam, 32)):  # the map alone (8 x 8), and with its shifted views (32 x 32)
+        on_image = to_image(explainer(pixels, [0])[0][0], height, width, aspect)
+        assert on_image.shape == (height, width)
+        peak_x, peak_y = peak(on_image)
+        assert abs(peak_x - (x + side / 2) / width) <= cell[0] / 2
+        assert abs(peak_y - (y + side / 2) / height) <= cell[1] / 2
     if aspect == "crop":  # what the model never saw has no heat
         assert not on_image[:, :(width - height) // 2].any() and not on_image[:, (width + height) // 2:].any()
 

@@ -13,6 +13,7 @@ nothing reads a layer's output across the nesting (the keras.io example's
 "Graph disconnected"): the layers before the backbone, the backbone with
 the input of the explained layer watched, then the pooling and the head.
 
+`Refined` sharpens the map with three shifted views of the image.
 `to_image` maps a heatmap back onto the image as decoded (a Lanczos
 resize, `_resize`), through the aspect policy: ``stretch`` scales each
 side; ``crop`` covers the centred square the model saw and leaves the rest
@@ -98,6 +99,42 @@ class GradCam:
         return logits, tf.cast(x, tf.float32)
 
 
+class Refined:
+    """Grad-CAM at the resolution of the image ("Augmented Grad-CAM", Morbidelli et al., ICASSP 2020): the map
+    of the image, and of the image shifted by half a cell of the map right, down and both (its edges
+    repeated), each upsampled to the model's input, shifted back and summed, weighted by the probability
+    that view gives the class. A CNN's last map has a cell of 32 px, coarser than many objects: on
+    `benchmarks/explain.py` the peak falls inside the object for 87.0% of images, against 75.8% for the
+    map alone (and 85.0% for views not weighted). Every view explains the class the image itself gets
+    (or the one asked for). Maps under 3 x 3 cells are only upsampled (half their cell is most of the
+    image).
+
+    ``refined(pixels, classes)`` gives (heatmaps (N, S, S) in 0-1, probabilities), as `GradCam` does.
+    """
+
+    def __init__(self, explainer, image_size: int):
+        self.explainer, self.size = explainer, image_size
+
+    def __call__(self, pixels, classes):
+        pixels, classes = np.asarray(pixels, np.float32), np.asarray(classes, np.int32)
+        maps, probs = self.explainer(pixels, classes)
+        chosen = np.where(classes < 0, np.argmax(probs, axis=1), classes).astype(np.int32)
+        rows = np.arange(len(pixels))
+        total = self._upsampled(maps) * probs[rows, chosen][:, None, None]
+        half = self.size // maps.shape[1] // 2 if maps.shape[1] >= 3 else 0
+        for dy, dx in ((0, half), (half, 0), (half, half)) if half else ():
+            shifted = np.pad(pixels, ((0, 0), (dy, 0), (dx, 0), (0, 0)), mode="edge")[:, :self.size, :self.size]
+            moved, believed = self.explainer(shifted, chosen)
+            moved = self._upsampled(moved) * believed[rows, chosen][:, None, None]
+            total += np.pad(moved, ((0, 0), (0, dy), (0, dx)), mode="edge")[:, dy:, dx:]
+        top = total.max(axis=(1, 2), keepdims=True)
+        return np.divide(total, top, out=np.zeros_like(total), where=top > 0), probs
+
+    def _upsampled(self, maps: np.ndarray) -> np.ndarray:
+        return np.stack([_resize(m, self.size, self.size) for m in maps]) if len(maps) else \
+            np.zeros((0, self.size, self.size), np.float32)
+
+
 def split_classifier(model):
     """(the layers before the nested backbone, the backbone, the layers after it) of a tltool classifier."""
     layers = model.layers[1:]  # the image input first
@@ -161,7 +198,8 @@ class ImageExplainer:
     what the reports' galleries show beside each mistake."""
 
     def __init__(self, explainer, image_size: int, aspect: str, batch_size: int = 16):
-        self.explainer, self.image_size, self.aspect, self.batch_size = explainer, image_size, aspect, batch_size
+        self.explainer, self.image_size, self.aspect = Refined(explainer, image_size), image_size, aspect
+        self.batch_size = batch_size
 
     def heatmaps(self, files: list[str], images: list[np.ndarray]) -> list[np.ndarray]:
         from tltool.data.contract import prepare_file
@@ -206,8 +244,9 @@ def peak(heatmap: np.ndarray) -> tuple[float, float] | None:
 def _resize(heatmap: np.ndarray, height: int, width: int) -> np.ndarray:
     """Lanczos, each output pixel's centre sampled where it falls on the map. A map is coarse (a CNN's last one
     is 1/32 of the input); Lanczos places the maximum between two hot cells, where bilinear would put it on
-    the hotter one's centre: on the benchmark's pointing game, 75.8% of peaks inside the object, against
-    71.0% for bicubic and 57.5% for bilinear. Its overshoot below 0 is cut."""
+    the hotter one's centre: on the benchmark's pointing game with the map alone (no `Refined` views),
+    75.8% of peaks inside the object, against 71.0% for bicubic and 57.5% for bilinear. Its overshoot
+    below 0 is cut."""
     from PIL import Image
 
     image = Image.fromarray(np.asarray(heatmap, np.float32), mode="F")

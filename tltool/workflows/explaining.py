@@ -44,10 +44,10 @@ def explain(model: str, inputs: list[str], class_name: str | None = None, out: s
         TltoolError: a model that cannot be explained, an unknown class, a bad input path, an existing
             folder without `overwrite`, or no readable image.
     """
-    from tltool.evaluation.gradcam import explainer_of
+    from tltool.evaluation.gradcam import Refined, explainer_of
 
     trained = load_trained(model)
-    explainer = explainer_of(trained)
+    explainer = Refined(explainer_of(trained), trained.image_size)
     task = get_task(trained.task).decided(trained.decision)
     chosen = _class_index(class_name, trained.classes)
     folder = os.path.abspath(out or default_folder(trained))
