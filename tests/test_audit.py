@@ -85,6 +85,7 @@ def test_audit_finds_the_planted_faults_and_its_clean_csv_trains(planted, backbo
                      "--out", tmp_path / "run")
     assert fitted.exit_code == 0, fitted.output
     assert "leakage:" not in fitted.output
+    assert "val read from the audit's embeddings" in fitted.output  # the backbone does not run on them again
 
 
 @pytest.mark.slow

@@ -4,21 +4,19 @@ An embedding is what the classifier's head reads (`Backbone.pooling`), for
 the image as training sees it (the input contract, no augmentation): from a
 pretrained backbone, or from a run's fine-tuned model (``--model RUN``).
 
-The cache is ``$TLTOOL_CACHE_DIR/features/<key>.npz``, one file per model,
-keyed by the backbone, its weights, the image size and the aspect policy;
+The cache is `tltool.training.feature_store`: one file per model, keyed by
+the backbone, its weights, the image size, the aspect policy and the pooling;
 inside, one row per file content (its SHA-1), so a renamed or moved file is
-not computed again and nothing is ever written beside the images.
+not computed again, a later `fit` with the same backbone reads them, and
+nothing is ever written beside the images.
 """
 
 from __future__ import annotations
 
-import hashlib
-import os
-
 import numpy as np
 
 from tltool.errors import TltoolError
-from tltool.files import atomic_path
+from tltool.training.feature_store import file_hash, load, save, store_key
 
 
 class Embedder:
@@ -37,9 +35,9 @@ class Embedder:
         keras.utils.set_random_seed(seed)  # `--weights none` embeds with the same random network every time
         backbone = spec.build(image_size, weights)
         clf = build_classifier(backbone, 2, image_size, Head(), Augment())
-        made = f"none-seed{seed}" if weights == "none" else weights if weights in ("imagenet", "pretrained") \
-            else _file_hash(weights)
-        return cls(clf.features, image_size, aspect, f"{spec.label}-{made}-{image_size}-{aspect}")
+        key = store_key(spec.label, weights, image_size, aspect, "auto") or \
+            f"{spec.label}-none-seed{seed}-{image_size}-{aspect}-auto"  # audit's own, never fit's
+        return cls(clf.features, image_size, aspect, key)
 
     @classmethod
     def from_model(cls, path: str, model, image_size: int, aspect: str) -> "Embedder":
@@ -55,7 +53,7 @@ class Embedder:
         for layer in before:
             x = layer(x)
         pooled = after[0](call_network(network, x))
-        return cls(keras.Model(image, pooled), image_size, aspect, f"model-{_file_hash(path)}-{aspect}")
+        return cls(keras.Model(image, pooled), image_size, aspect, f"model-{file_hash(path)}-{aspect}")
 
     def embed(self, paths: list[str], sha1s: list[str], batch_size: int = 32, progress: bool = True) -> np.ndarray:
         """(N, D) float32, a row per path; files already in the cache are not computed again.
@@ -63,14 +61,13 @@ class Embedder:
         Raises:
             TltoolError: a file that no longer decodes.
         """
-        cache = os.path.join(_cache_root(), f"{self.key}.npz")
-        known = _load(cache)
+        known = load(self.key)
         todo = sorted({s for s in sha1s if s not in known})
         if todo:
             first = {s: p for p, s in zip(paths, sha1s)}
             computed = self._compute([first[s] for s in todo], batch_size, progress)
             known.update(zip(todo, computed))
-            _save(cache, known)
+            save(self.key, known)
         return np.stack([known[s] for s in sha1s]).astype(np.float32) if sha1s else np.zeros((0, 0), np.float32)
 
     def _compute(self, paths: list[str], batch_size: int, progress: bool) -> np.ndarray:
@@ -98,35 +95,3 @@ class Embedder:
         out = np.zeros((len(paths), rows[0].shape[1]), np.float32)
         out[order] = np.concatenate(rows)
         return out
-
-
-def _cache_root() -> str:
-    from tltool.data.check import cache_dir
-
-    return os.path.join(cache_dir(), "features")
-
-
-def _file_hash(path: str) -> str:
-    digest = hashlib.sha1()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()[:16]
-
-
-def _load(path: str) -> dict[str, np.ndarray]:
-    try:
-        with np.load(path) as data:
-            return dict(zip(data["sha1"].tolist(), data["vectors"]))
-    except (OSError, ValueError, KeyError):
-        return {}
-
-
-def _save(path: str, known: dict[str, np.ndarray]) -> None:
-    try:
-        os.makedirs(os.path.dirname(path), exist_ok=True)
-        with atomic_path(path) as tmp:
-            with open(tmp, "wb") as f:
-                np.savez(f, sha1=np.array(list(known)), vectors=np.stack(list(known.values())))
-    except OSError:
-        pass  # a read-only cache only costs the speed-up

@@ -67,8 +67,21 @@ class FeatureCache:
         return finish(ds.map(lambda x, y: (x, self.encode(y))))
 
 
+def stored_features(recipe, clf, train: list, val: list, infos: dict) -> tuple:
+    """The features `audit` stored for these images (`tltool.training.feature_store`), in their order: (train
+    rows, val rows), each None unless every image's is stored; train only when the recipe does not augment,
+    neither under mixed precision."""
+    from tltool.training.feature_store import known_rows, store_key
+
+    if recipe.precision != "float32":
+        return None, None
+    key = store_key(clf.spec.label, recipe.weights, recipe.image_size, recipe.data.aspect, recipe.head.pooling)
+    train_rows = known_rows(key, [infos[s.path].sha1 for s in train]) if clf.augmenter is None else None
+    return train_rows, known_rows(key, [infos[s.path].sha1 for s in val])
+
+
 def compute_features(features_model, augmenter, train_images, val_images, n_train: int, n_val: int,
-                     views: int, batch_size: int, encode, disk_dir: str | None) -> FeatureCache:
+                     views: int, batch_size: int, encode, disk_dir: str | None, stored=(None, None)) -> FeatureCache:
     """Run the frozen backbone once over every image (and view).
 
     The backbone always runs in inference mode (training=False), whatever its
@@ -86,6 +99,9 @@ def compute_features(features_model, augmenter, train_images, val_images, n_trai
             without an augmenter.
         encode: batched targets -> what the loss takes (the task's `encode`).
         disk_dir: where a store too large for memory goes.
+        stored: (train, val) features already known (`stored_features`), in
+            the order of the images, read instead of computed; None for each
+            that is not.
     """
     import tensorflow as tf
 
@@ -104,29 +120,32 @@ def compute_features(features_model, augmenter, train_images, val_images, n_trai
 
     step = tf.function(embed)
     for v in range(views):
-        labels = _fill(step, batches(train_images), store[v])
+        labels = _fill(step, batches(train_images), store[v], stored[0])
     store = store[:, : len(labels)]
     val, val_labels = None, None
     if val_images is not None:
         val = _allocate((1, n_val, dim), disk_dir, "val")[0]
         plain = tf.function(lambda x: features_model(tf.cast(x, tf.float32), training=False))
-        val_labels = _fill(plain, batches(val_images), val)
+        val_labels = _fill(plain, batches(val_images), val, stored[1])
         val = val[: len(val_labels)]
     seconds = time.perf_counter() - start
     where = f"on disk in {disk_dir}" if isinstance(store, np.memmap) else "in memory"
     size_mb = (store.nbytes + (val.nbytes if val is not None else 0)) / 2**20
     shown = f" x {views} augmented view{'s' if views > 1 else ''}" if augmented else ""
-    say(f"cached {len(labels)} features of dim {dim}{shown} in {seconds:.1f} s ({size_mb:.1f} MB {where})")
+    read = [name for name, rows in zip(("train", "val"), stored) if rows is not None]
+    reused = f"; {' and '.join(read)} read from the audit's embeddings" if read else ""
+    say(f"cached {len(labels)} features of dim {dim}{shown} in {seconds:.1f} s ({size_mb:.1f} MB {where}){reused}")
     return FeatureCache(store, labels, val, val_labels, encode)
 
 
-def _fill(step, batches, out: np.ndarray) -> np.ndarray:
-    """Write step(images) for every batch into `out`, in order; returns the labels."""
+def _fill(step, batches, out: np.ndarray, known: np.ndarray | None = None) -> np.ndarray:
+    """Write step(images) (or the `known` rows of the batch's images) for every batch into `out`, in order;
+    returns the labels."""
     from tltool.hooks import pause_point
 
     labels, at = [], 0
-    for images, y, _ in batches:
-        features = np.asarray(step(images), dtype=np.float32)
+    for images, y, index in batches:
+        features = known[np.asarray(index)] if known is not None else np.asarray(step(images), dtype=np.float32)
         out[at: at + len(features)] = features
         at += len(features)
         labels.append(np.asarray(y))

@@ -98,7 +98,7 @@ class Session:
         self.batch = self.dist.worker_batch(r.batch_size)
         val = self.dataset.split("val")
         cache_dir = self.run.cache_dir
-        self.n_train, self.n_val = len(train), len(val)
+        self.n_train, self.n_val, self.samples = len(train), len(val), (train, val)
         self.window = shuffle_window(len(train), size)
         cache = choose_cache(r.data.cache, len(train) + len(val), size, os.path.join(cache_dir, "train"))
         self.train_images = labelled_images([s.path for s in train], task.targets([s.label for s in train], classes),
@@ -342,12 +342,12 @@ class Session:
         return self.recipe.early_stopping.monitor if self.recipe.early_stopping else "val_loss"
 
     def _compute_features(self):
-        from tltool.training.features import compute_features
+        from tltool.training.features import compute_features, stored_features
 
         return compute_features(
             self.clf.features, self.clf.augmenter, self.train_images, self.val_images, self.n_train, self.n_val,
             self.recipe.augment.cached_views, self.batch, self._encode, self.run.file("cache/features"),
-        )
+            stored_features(self.recipe, self.clf, *self.samples, self.dataset.infos))
 
     def _announce(self, index: int, use_cache: bool, sweep: bool = False) -> None:
         from tltool.models.freeze import count_params
