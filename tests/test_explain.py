@@ -15,6 +15,7 @@ from conftest import SHAPES, run_cli
 COLUMNS = ["path", "class", "probability", "peak_x", "peak_y", "overlay"]
 
 
+@pytest.mark.slow
 def test_explain_writes_a_row_and_an_overlay_per_image_named_after_its_path(fitted_run, tiny_data, tmp_path):
     photos = tmp_path / "photos"
     for sub in ("a", "b"):  # the same file name twice, below different folders
@@ -54,6 +55,7 @@ def test_explain_writes_a_row_and_an_overlay_per_image_named_after_its_path(fitt
     assert refused.exit_code != 0 and "never replaced" in refused.output and (mine / "notes.txt").exists()
 
 
+@pytest.mark.slow
 def test_a_new_savedmodel_explains_as_its_model_does_and_other_files_are_refused(fitted_run, tiny_data, tmp_path):
     import keras
 
@@ -135,6 +137,7 @@ def shapes_images(n=12, size=128, seed=0):
     return np.asarray(images, np.float32), np.asarray(labels)
 
 
+@pytest.mark.slow
 def test_the_map_changes_when_the_head_is_randomised(backbone_file):
     """Adebayo et al., "Sanity Checks for Saliency Maps" (NeurIPS 2018): a map that stays the same when the
     model's weights are randomised explains the image, not the model. An explainer that ignored the class
