@@ -9,6 +9,13 @@ import tempfile
 from contextlib import contextmanager
 
 
+def safe_name(text: str) -> str:
+    """`text` as a file or model name: every character but letters, digits, ``_``, ``.`` and ``-`` as ``_``."""
+    import re
+
+    return re.sub(r"[^A-Za-z0-9_.-]", "_", text)
+
+
 def write_atomic(path: str, content: str | bytes) -> None:
     """Write `content` to `path` through a temporary file and a rename."""
     mode = "wb" if isinstance(content, bytes) else "w"

@@ -29,8 +29,8 @@ COLUMNS = ["path_a", "path_b", "split_a", "split_b", "similarity", "kind", "bits
 
 
 def hash_array(hexes: list[str]) -> np.ndarray:
-    """16-hex-digit perceptual hashes as uint64 (an empty hash, of a file checked before they existed, as 0)."""
-    return np.array([int(h, 16) if h else 0 for h in hexes], dtype=np.uint64)
+    """16-hex-digit perceptual hashes as uint64."""
+    return np.array([int(h, 16) for h in hexes], dtype=np.uint64)
 
 
 def hash_pairs(a: np.ndarray, b: np.ndarray | None = None, max_bits: int = PHASH_BITS, chunk: int = 128):
@@ -67,18 +67,8 @@ def leaks(samples: list, infos: dict, max_bits: int = PHASH_BITS) -> pd.DataFram
                            hash_array([infos[s.path].phash for s in train]), max_bits)
         for i, j, bits in pairs:
             a, b = held[i], train[j]
-            if infos[a.path].phash and infos[b.path].phash:
-                exact = infos[a.path].sha1 == infos[b.path].sha1
-                rows.append([a.rel, b.rel, a.split, b.split, round(1 - bits / 64, 4), "exact" if exact else "near",
-                             bits])
-        by_sha = {}
-        for s in train:
-            by_sha.setdefault(infos[s.path].sha1, s)
-        near = {(r[0], r[1]) for r in rows}
-        for s in held:  # exact copies whose hash could not be computed (checked before it existed) too
-            copy = by_sha.get(infos[s.path].sha1)
-            if copy is not None and (s.rel, copy.rel) not in near:
-                rows.append([s.rel, copy.rel, s.split, "train", 1.0, "exact", 0])
+            exact = infos[a.path].sha1 == infos[b.path].sha1  # the same bytes: 0 bits apart, always found here
+            rows.append([a.rel, b.rel, a.split, b.split, round(1 - bits / 64, 4), "exact" if exact else "near", bits])
     return pd.DataFrame(rows, columns=COLUMNS).sort_values(["split_a", "path_a", "bits"], kind="stable",
                                                            ignore_index=True)
 

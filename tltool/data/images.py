@@ -51,7 +51,7 @@ class ImageInfo:
     height: int
     mode: str
     sha1: str  # the content hash: files with the same bytes are exact duplicates
-    phash: str = ""  # the perceptual hash (`perceptual_hash`), 16 hex digits: near duplicates are a few bits apart
+    phash: str  # the perceptual hash (`perceptual_hash`), 16 hex digits: near duplicates are a few bits apart
 
 
 def sniff(head: bytes) -> str | None:

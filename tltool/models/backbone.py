@@ -67,9 +67,9 @@ class BackboneSpec:
     @property
     def label(self) -> str:
         """The name as Keras takes it in model names (a local preset's name is its folder)."""
-        import re
+        from tltool.files import safe_name
 
-        return re.sub(r"[^A-Za-z0-9_.-]", "_", self.name.rstrip("/\\").rsplit("/", 1)[-1])
+        return safe_name(self.name.rstrip("/\\").rsplit("/", 1)[-1])
 
     def describe(self) -> dict[str, Any]:
         """The row `tltool backbones --json` prints."""

@@ -71,27 +71,13 @@ class Embedder:
         return np.stack([known[s] for s in sha1s]).astype(np.float32) if sha1s else np.zeros((0, 0), np.float32)
 
     def _compute(self, paths: list[str], batch_size: int, progress: bool) -> np.ndarray:
-        import tensorflow as tf
-        from tqdm import tqdm
-
-        from tltool.data.pipeline import decode_dataset, finish
         from tltool.models.classifier import forward_function
+        from tltool.serving.loading import predict_images
 
-        forward = forward_function(self.features, self.image_size)
-        ds = finish(decode_dataset(paths, self.image_size, self.aspect, ordered=False).batch(batch_size)
-                    .prefetch(tf.data.AUTOTUNE))
-        rows, order = [], []
-        with tqdm(total=len(paths), desc="embedding", unit="img", disable=None if progress else True,
-                  leave=False) as bar:
-            for images, index in ds:
-                rows.append(np.asarray(forward(tf.cast(images, tf.float32))))
-                order.append(np.asarray(index))
-                bar.update(len(order[-1]))
-        order = np.concatenate(order) if order else np.zeros(0, np.int64)
-        if len(order) < len(paths):
-            lost = sorted(set(range(len(paths))) - set(order.tolist()))
+        rows, kept = predict_images(forward_function(self.features, self.image_size), paths, self.image_size,
+                                    self.aspect, batch_size, progress, desc="embedding")  # rows in `paths` order
+        if len(kept) < len(paths):
+            lost = sorted(set(range(len(paths))) - set(kept.tolist()))
             raise TltoolError(f"{len(lost)} image(s) no longer decode since the scan, e.g. {paths[lost[0]]}; check "
                               "them with `tltool inspect` and audit again")
-        out = np.zeros((len(paths), rows[0].shape[1]), np.float32)
-        out[order] = np.concatenate(rows)
-        return out
+        return rows.astype(np.float32)

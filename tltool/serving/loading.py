@@ -165,24 +165,25 @@ def _check_width(path: str, classes: int, outputs: int) -> None:
 
 
 def predict_images(forward, paths: list[str], image_size: int, aspect: str, batch_size: int = 32,
-                   progress: bool = False, views=("plain",)):
+                   progress: bool = False, views=("plain",), desc: str = "predicting"):
     """Probabilities for each decodable file in `paths`, averaged over test-time `views`.
 
     Args:
         forward: float32 (N, S, S, 3) pixel batches -> probabilities (a Keras
             model, a tf.function, or a SavedModel endpoint).
         views: names from `tltool.data.tta.views`; the default is the image alone.
+        desc: the progress bar's label.
 
     Returns:
         (probs, kept): probabilities, and the index into `paths` of each row;
         files that fail to decode are absent from `kept`.
     """
-    probs, kept = predict_views(forward, paths, image_size, aspect, batch_size, progress, views)
+    probs, kept = predict_views(forward, paths, image_size, aspect, batch_size, progress, views, desc)
     return probs.mean(axis=0), kept
 
 
 def predict_views(forward, paths: list[str], image_size: int, aspect: str, batch_size: int = 32,
-                  progress: bool = False, views=("plain",)):
+                  progress: bool = False, views=("plain",), desc: str = "predicting"):
     """Like `predict_images`, with the probabilities of each view kept apart: shape (views, N, C)."""
     import tensorflow as tf
     from tqdm import tqdm
@@ -203,7 +204,7 @@ def predict_views(forward, paths: list[str], image_size: int, aspect: str, batch
         forward = forward_function(forward, image_size) if isinstance(forward, keras.Model) \
             else tf.function(forward, reduce_retracing=True)
     probs, kept = [], []
-    with tqdm(total=len(paths), desc="predicting", unit="img", disable=None if progress else True,
+    with tqdm(total=len(paths), desc=desc, unit="img", disable=None if progress else True,
               leave=False) as bar:
         for images, index in ds:
             pixels = tf.cast(images, tf.float32)

@@ -18,7 +18,7 @@ import pandas as pd
 from tltool.data.images import ImageError
 from tltool.data.inputs import collect_inputs
 from tltool.errors import TltoolError, did_you_mean
-from tltool.files import atomic_path, check_replaceable, write_csv
+from tltool.files import atomic_path, check_replaceable, safe_name, write_csv
 from tltool.serving.loading import TrainedModel, load_trained
 from tltool.tasks import get_task
 
@@ -63,7 +63,7 @@ def explain(model: str, inputs: list[str], class_name: str | None = None, out: s
             if kept:
                 explained = _explain_batch(explainer, task, pixels, chosen)
                 for (i, path), classes in zip(kept, explained):
-                    rows += _write(tmp, path, names[start + i], classes, trained)
+                    rows += _write(tmp, path, names[start + i], classes, trained, task.several_labels)
                     undecided += [] if classes else [path]
             bar.update(len(batch))
         if not rows and not undecided:
@@ -141,8 +141,9 @@ def _explain_batch(explainer, task, pixels: np.ndarray, chosen: int | None) -> l
             for i, classes in enumerate(wanted)]
 
 
-def _write(folder: str, path: str, name: str, explained: list, trained: TrainedModel) -> list[list]:
-    """The overlay of each explained class over the image as decoded, and its rows."""
+def _write(folder: str, path: str, name: str, explained: list, trained: TrainedModel, several: bool) -> list[list]:
+    """The overlay of each explained class over the image as decoded, and its rows; `several`: the model decides
+    several labels per image, so each overlay's name says its class."""
     from tltool.data.images import load_image
     from tltool.evaluation.gradcam import peak, to_image
     from tltool.evaluation.overlays import write_overlay
@@ -153,20 +154,10 @@ def _write(folder: str, path: str, name: str, explained: list, trained: TrainedM
         on_image = to_image(heatmap, image.shape[0], image.shape[1], trained.aspect)
         where = peak(on_image)
         label = trained.classes[index]
-        file = f"{name}.png" if len(explained) == 1 and not _several(trained) else f"{name}__{_safe(label)}.png"
+        file = f"{name}.png" if len(explained) == 1 and not several else f"{name}__{safe_name(label)}.png"
         write_overlay(os.path.join(folder, file), image, on_image, f"{label} {100 * probability:.1f}%")
         rows.append([path, label, round(probability, 6), *(round(v, 6) for v in where or (np.nan, np.nan)), file])
     return rows
-
-
-def _several(trained: TrainedModel) -> bool:
-    return get_task(trained.task).several_labels
-
-
-def _safe(label: str) -> str:
-    import re
-
-    return re.sub(r"[^A-Za-z0-9_.-]", "_", label)
 
 
 def _bar(total: int, progress: bool):
