@@ -42,7 +42,7 @@ def wrecked_run(tiny_data, tmp_path_factory):
     (out / "data" / "notes.txt").write_text("mine too")
     recipe = out.parent / "wreck.yaml"
     recipe.write_text(WRECK)
-    result = run_cli("fit", tiny_data, "-b", "mobilenetv2", "--weights", "none", "--image-size", 32,
+    result = run_cli("fit", tiny_data, "-b", "mobilenet", "--weights", "none", "--image-size", 32,
                      "--batch-size", 8, "--recipe", recipe, "--out", out, "--overwrite")
     assert result.exit_code == 0, result.output
     return str(out)

@@ -80,9 +80,9 @@ def test_inspect_reports_every_bad_file_and_the_counts(messy):
 
 
 @pytest.mark.slow
-def test_fit_trains_on_the_good_files_and_agrees_with_inspect(messy, tmp_path):
+def test_fit_trains_on_the_good_files_and_agrees_with_inspect(messy, backbone_file, tmp_path):
     summary = json.loads(run_cli("inspect", messy, "--json").output)
-    result = run_cli("fit", messy, "-b", "mobilenetv2", "--weights", "none", "--image-size", 32,
+    result = run_cli("fit", messy, "-b", "vgg16", "--weights", backbone_file, "--image-size", 32,
                      "--recipe", "linear-probe", "--epochs", 1, "--out", tmp_path / "run")
     assert result.exit_code == 0, result.output
     assert "skipped 7 file(s)" in result.output

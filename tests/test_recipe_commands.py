@@ -108,9 +108,9 @@ def test_plan_counts_trainable_and_frozen_parameters():
 
 
 @pytest.mark.slow
-def test_resolved_recipe_repeats_the_run(tiny_data, tmp_path):
+def test_resolved_recipe_repeats_the_run(tiny_data, backbone_file, tmp_path):
     first_run = tmp_path / "first"
-    result = run_cli("fit", tiny_data, "-b", "mobilenetv2", "--weights", "none", "--image-size", 32,
+    result = run_cli("fit", tiny_data, "-b", "vgg16", "--weights", backbone_file, "--image-size", 32,
                      "--recipe", "linear-probe", "--epochs", 2, "--seed", 5, "--out", first_run)
     assert result.exit_code == 0, result.output
     first = load_recipe(str(first_run / "recipe.yaml"))

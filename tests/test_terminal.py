@@ -30,9 +30,9 @@ def test_predict_prints_no_tensorflow_log_lines(fitted_run, tiny_data):
 
 
 @pytest.mark.slow
-def test_lr_find_prints_no_tensorflow_log_lines(tiny_data, tmp_path):
-    done = subprocess.run([sys.executable, "-m", "tltool", "lr-find", tiny_data, "-b", "mobilenetv2", "--weights",
-                           "none", "--image-size", "32", "--batch-size", "4", "--out", str(tmp_path / "lr")],
+def test_lr_find_prints_no_tensorflow_log_lines(tiny_data, backbone_file, tmp_path):
+    done = subprocess.run([sys.executable, "-m", "tltool", "lr-find", tiny_data, "-b", "vgg16", "--weights",
+                           backbone_file, "--image-size", "32", "--batch-size", "4", "--out", str(tmp_path / "lr")],
                           capture_output=True, text=True, env=_quiet_env(), timeout=300)
     assert done.returncode == 0, done.stderr
     assert [line for line in (done.stdout + done.stderr).splitlines() if line.startswith(NOISE)] == []
