@@ -302,9 +302,12 @@ def test_a_transformer_fits_exports_and_predicts_from_the_command_line(family, t
     predicted = run_cli("predict", run, os.path.join(tiny_data, "sky"), "--output", output)
     assert predicted.exit_code == 0, predicted.output
     assert len(json.loads(output.read_text())["predictions"]) == 8
-    # Every other format, each run in its own runtime on the validation images and compared with Keras.
-    # ONNX: the exact GELU's Erfc is rewritten as 1 - Erf, which ONNX Runtime runs.
-    for fmt, tolerance in (("onnx", 1e-5), ("litert", 1e-5), ("litert-fp16", 1e-2), ("litert-int8", 0.2)):
+    # The other formats, each run in its own runtime on the validation images and compared with Keras.
+    # ONNX: the exact GELU's Erfc is rewritten as 1 - Erf, which ONNX Runtime runs. litert-fp16 is litert's
+    # conversion with float16 weights, so one family checks it.
+    formats = {"onnx": 1e-5, "litert": 1e-5, "litert-fp16": 1e-2, "litert-int8": 0.2}
+    for fmt in formats if family == "vit" else ("onnx", "litert", "litert-int8"):
+        tolerance = formats[fmt]
         tltool.export(str(run), fmt)
         report = json.loads((run / "export" / "export_report.json").read_text())[fmt]
         assert report["max_probability_difference"] <= tolerance, (fmt, report)
