@@ -17,6 +17,24 @@ from PIL import Image
 COLOURS = {"apple": (200, 30, 30), "leaf": (30, 180, 40), "sky": (40, 60, 210)}
 
 
+# The order in which the files start: the longest first, so that no xdist worker is left running a long file
+# while the other idles (xdist would order them by their number of tests; `--no-loadscope-reorder` in
+# pyproject.toml keeps this order), and the files that start processes of their own last, where they overlap
+# each other rather than two workers' worth of training: more busy processes than cores slow everything.
+# From `pytest -n 2 --durations=0`; a file not named here runs between the two lists.
+LONGEST_FIRST = ["test_hub.py", "test_backbones.py", "test_multilabel.py", "test_speed.py", "test_phases.py",
+                 "test_export_formats.py", "test_fit.py", "test_evaluate_predict.py", "test_recipe_commands.py",
+                 "test_export_rule.py", "test_audit.py", "test_terminal.py", "test_rates.py", "test_explain.py",
+                 "test_contract.py"]
+PROCESSES_LAST = ["test_api.py", "test_resume.py", "test_distribute.py"]
+
+
+def pytest_collection_modifyitems(items):
+    rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
+    rank.update({name: len(rank) + 1 + i for i, name in enumerate(PROCESSES_LAST)})
+    items.sort(key=lambda item: rank.get(item.path.name, len(LONGEST_FIRST)))  # stable: a file keeps its order
+
+
 @pytest.fixture(autouse=True, scope="session")
 def _private_cache(tmp_path_factory):
     """Keep the image-check cache out of the user's home directory."""
