@@ -20,7 +20,8 @@ COLOURS = {"apple": (200, 30, 30), "leaf": (30, 180, 40), "sky": (40, 60, 210)}
 # The order in which the files start: the longest first, so that no xdist worker is left running a long file
 # while the other idles (xdist would order them by their number of tests; `--no-loadscope-reorder` in
 # pyproject.toml keeps this order), and the files that start processes of their own last, where they overlap
-# each other rather than two workers' worth of training: more busy processes than cores slow everything.
+# each other rather than the other worker's training (in one run that started all three early they took 50%
+# longer than in the run before).
 # From `pytest -n 2 --durations=0`; a file not named here runs between the two lists.
 LONGEST_FIRST = ["test_hub.py", "test_backbones.py", "test_multilabel.py", "test_speed.py", "test_phases.py",
                  "test_export_formats.py", "test_fit.py", "test_evaluate_predict.py", "test_recipe_commands.py",
