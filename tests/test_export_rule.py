@@ -40,6 +40,7 @@ def wrecked_run(tiny_data, tmp_path_factory):
     (out / "model.keras").write_text("an old model")
     (out / "thesis.md").write_text("mine")
     (out / "data" / "notes.txt").write_text("mine too")
+    (out / "data" / "duplicates.csv").write_text("group,path,label,split\n0,old.png,x,train\n")  # tltool's own
     recipe = out.parent / "wreck.yaml"
     recipe.write_text(WRECK)
     result = run_cli("fit", tiny_data, "-b", "mobilenet", "--weights", "none", "--image-size", 32,
@@ -54,6 +55,7 @@ def test_overwrite_replaces_only_what_tltool_wrote(wrecked_run):
     assert open(os.path.join(wrecked_run, "data", "notes.txt")).read() == "mine too"
     assert "name: wreck" in open(os.path.join(wrecked_run, "recipe.yaml")).read()
     assert os.path.getsize(os.path.join(wrecked_run, "model.keras")) > 1000
+    assert not os.path.exists(os.path.join(wrecked_run, "data", "duplicates.csv"))  # the new data has no copies
 
 
 @pytest.mark.slow

@@ -2,7 +2,7 @@
 
     runs/<name>/
       .tltool-run  recipe.yaml  classes.json  class_weights.json  history.csv  decision.json (multi-label)
-      data/index.csv  data/skipped.csv
+      data/index.csv  data/skipped.csv  data/leakage.csv  data/duplicates.csv
       checkpoints/  model.keras  saved_model/
       metrics.json  per_class.csv  confusion_matrix.csv  ...  report.md
       export/  evaluations/
@@ -26,10 +26,12 @@ from tltool.files import write_atomic, write_csv, write_json
 MARKER = ".tltool-run"
 RECIPE = "recipe.yaml"
 INDEX = "data/index.csv"
+LEAKAGE = "data/leakage.csv"  # held-out images with a copy in train
+DUPLICATES = "data/duplicates.csv"  # every group of exact copies
 # Everything `fit` (and later `evaluate`/`export`) writes in a run directory.
 OUTPUTS = (
-    MARKER, RECIPE, "classes.json", "class_weights.json", "history.csv", INDEX, "data/skipped.csv",
-    "checkpoints", "cache", "model.keras", "saved_model", "export", "lr_find*.csv", "lr_find*.png",
+    MARKER, RECIPE, "classes.json", "class_weights.json", "history.csv", INDEX, "data/skipped.csv", LEAKAGE,
+    DUPLICATES, "checkpoints", "cache", "model.keras", "saved_model", "export", "lr_find*.csv", "lr_find*.png",
     "metrics.json", "per_class.csv", "confusion_matrix.csv", "predictions.csv", "misclassified.csv",
     "most_confused.csv", "confusion_matrix.png", "curves.png", "per_class_f1.png", "misclassified.png",
     "report.md", "report.html", "evaluations", "backbone", "decision.json", "pair_errors.csv",
@@ -242,6 +244,23 @@ class Run:
         """data/index.csv and data/skipped.csv (DataFrames)."""
         write_csv(self.file(INDEX), rows)
         write_csv(self.file("data/skipped.csv"), skipped)
+
+    @property
+    def leakage_file(self) -> str:
+        return self.file(LEAKAGE)
+
+    @property
+    def duplicates_file(self) -> str:
+        return self.file(DUPLICATES)
+
+    def leaked(self, split: str) -> int:
+        """How many images of `split` data/leakage.csv lists (0 without the file)."""
+        import pandas as pd
+
+        if not os.path.isfile(self.leakage_file):
+            return 0
+        table = pd.read_csv(self.leakage_file)
+        return int(table[table["split_a"] == split]["path_a"].nunique())
 
     def split_files(self) -> dict:
         """The run's images by split, as (absolute path, label); {} when the dataset or index is gone."""

@@ -95,17 +95,6 @@ def decide(session, model):
     return task.decided(decision)
 
 
-def _leaked(run, split: str) -> int:
-    """How many images of `split` the run's data/leakage.csv lists (0 without the file)."""
-    import pandas as pd
-
-    path = run.file("data/leakage.csv")
-    if not os.path.isfile(path):
-        return 0
-    table = pd.read_csv(path)
-    return int(table[table["split_a"] == split]["path_a"].nunique())
-
-
 def evaluate_split(session, forward, exported: dict, calibration: dict | None, cam=None):
     """(split, evaluation) of the test split (or validation) into the run directory; (None, None) without one.
 
@@ -134,7 +123,7 @@ def evaluate_split(session, forward, exported: dict, calibration: dict | None, c
         + [(samples[i].rel, "could not be decoded") for i in lost],
         exported=exported, calibration=calibration,
         explain=ImageExplainer(cam, recipe.image_size, recipe.data.aspect) if cam and recipe.explain else None,
-        leaked=_leaked(run, split),
+        leaked=run.leaked(split),
     )
     parts = task.write_files(run.path, evaluation, context)
     write_report(run.path, evaluation.metrics, parts, context)

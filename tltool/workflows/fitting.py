@@ -205,9 +205,9 @@ def _session(data: str, recipe: Recipe, out: str, overwrite: bool, split_from: s
         Run.check_new(out, overwrite)
     dataset = load_dataset(data, recipe.data.val_split, recipe.data.test_split, recipe.seed,
                            Run(split_from) if split_from else None, progress)
-    report_dataset(dataset, os.path.join(out, "data", "duplicates.csv"))
+    report_dataset(dataset, Run(out).duplicates_file)
     dataset.require_usable()
-    leaked = find_leaks(dataset, recipe, os.path.join(out, "data", "leakage.csv")) if resumed is None else None
+    leaked = find_leaks(dataset, recipe, Run(out).leakage_file) if resumed is None else None
     task = task_for(recipe.task, dataset)
     check_monitor(recipe, task)
     recipe.task = task.name  # the run's recipe.yaml says which task it trained
@@ -294,6 +294,7 @@ def find_leaks(dataset: Dataset, recipe: Recipe, listed_in: str):
         warn(f"{line}; the figures on them are optimistic; every pair: {listed_in}")
     return table
 
+
 def write_dataset_files(run: Run, dataset: Dataset, leaked=None) -> None:
     """data/index.csv, data/skipped.csv, classes.json; data/leakage.csv (when checked) and data/duplicates.csv
     (when any file has an exact copy)."""
@@ -310,10 +311,10 @@ def write_dataset_files(run: Run, dataset: Dataset, leaked=None) -> None:
     run.write_index(rows, pd.DataFrame([(s.rel, s.reason) for s in dataset.skipped], columns=["path", "reason"]))
     run.write_classes(dataset.classes)
     if leaked is not None:
-        write_csv(run.file("data/leakage.csv"), leaked)
+        write_csv(run.leakage_file, leaked)
     copies = duplicate_rows(dataset)
     if copies:
-        write_csv(run.file("data/duplicates.csv"), pd.DataFrame(copies, columns=["group", "path", "label", "split"]))
+        write_csv(run.duplicates_file, pd.DataFrame(copies, columns=["group", "path", "label", "split"]))
 
 
 def check_unchanged(dataset: Dataset, run: Run) -> None:
