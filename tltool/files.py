@@ -33,22 +33,25 @@ def write_csv(path: str, frame) -> None:
     write_atomic(path, frame.to_csv(index=False))
 
 
-def check_replaceable(folder: str, overwrite: bool, mark: str, made_by: str) -> None:
-    """An output folder may be written when it is absent or empty, or, with `overwrite`, when `made_by` wrote it
-    (it holds `mark`): nothing else a user made is ever replaced.
+def check_replaceable(folder: str, overwrite: bool, mark: str, kind: str) -> None:
+    """An output folder may be written when it is absent or empty, or, with `overwrite`, when it is `kind` (it
+    holds `mark`): nothing else a user made is ever replaced.
 
     Raises:
         TltoolError: naming the folder and what to do.
     """
     from tltool.errors import TltoolError
 
-    if not os.path.exists(folder) or (os.path.isdir(folder) and not os.listdir(folder)):
+    if not os.path.exists(folder):
+        return
+    if not os.path.isdir(folder):
+        raise TltoolError(f"--out {folder}: exists and is not a folder; choose another --out")
+    if not os.listdir(folder):
         return
     if not overwrite:
-        raise TltoolError(f"--out {folder}: exists; pass --overwrite to replace it, or give another --out")
+        raise TltoolError(f"--out {folder}: exists and is not empty; choose another --out or pass --overwrite")
     if not os.path.isfile(os.path.join(folder, mark)):
-        raise TltoolError(f"--out {folder}: not a folder that {made_by} wrote (no {mark}); it is never replaced: "
-                          "give another --out")
+        raise TltoolError(f"--out {folder}: not {kind} (no {mark} file); it is never replaced: choose another --out")
 
 
 @contextmanager

@@ -21,7 +21,7 @@ import os
 import shutil
 
 from tltool.errors import TltoolError
-from tltool.files import write_atomic, write_csv, write_json
+from tltool.files import check_replaceable, write_atomic, write_csv, write_json
 
 MARKER = ".tltool-run"
 RECIPE = "recipe.yaml"
@@ -100,17 +100,7 @@ class Run:
         Raises:
             TltoolError: the folder holds something and may not be replaced.
         """
-        if not os.path.exists(path):
-            return
-        if not os.path.isdir(path):
-            raise TltoolError(f"--out {path}: exists and is not a folder; choose another --out")
-        if not os.listdir(path):
-            return
-        if not overwrite:
-            raise TltoolError(f"--out {path}: exists and is not empty; choose another --out or pass --overwrite")
-        if not Run.is_run(path):
-            raise TltoolError(f"--out {path}: not a tltool run directory (no {MARKER} file); refusing to overwrite "
-                              "it, choose another --out")
+        check_replaceable(os.fspath(path), overwrite, MARKER, "a tltool run directory")
 
     @classmethod
     def create(cls, path: str, overwrite: bool = False) -> "Run":

@@ -64,7 +64,7 @@ def audit(data: str, *, backbone: str | None = None, weights: str | None = None,
     folder = os.path.abspath(out or dated_folder("audits", os.path.basename(os.path.normpath(data))))
     for path, flag in ((folder, "--out"), (write_clean, "--write-clean")):
         _outside(path, dataset.root, flag)
-    check_replaceable(folder, overwrite, MARK, "tltool audit")
+    check_replaceable(folder, overwrite, MARK, "a folder that tltool audit wrote")
     samples = [s for s in dataset.samples if s.path in dataset.infos]
     embedder = _embedder(model, recipe)
     say(f"embedding {len(samples)} images with {embedder.key}")

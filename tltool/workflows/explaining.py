@@ -51,7 +51,7 @@ def explain(model: str, inputs: list[str], class_name: str | None = None, out: s
     task = get_task(trained.task).decided(trained.decision)
     chosen = _class_index(class_name, trained.classes)
     folder = os.path.abspath(out or default_folder(trained))
-    check_replaceable(folder, overwrite, MARK, "tltool explain")
+    check_replaceable(folder, overwrite, MARK, "a folder that tltool explain wrote")
     files, skipped = collect_inputs(inputs)
     names = overlay_names(inputs, files)
     rows, undecided = [], []
