@@ -125,3 +125,24 @@ def test_the_perceptual_hash_is_imagehashs_phash():
 
     pixels = np.random.default_rng(0).integers(0, 255, (48, 64, 3), dtype=np.uint8)
     assert perceptual_hash(pixels) == str(imagehash.phash(Image.fromarray(pixels)))
+
+
+def test_the_clean_csv_keeps_multi_label_names_that_hold_a_space(tmp_path):
+    from tltool.data.dataset import load_dataset
+    from tltool.data.duplicates import COLUMNS
+    from tltool.quality.findings import Thresholds
+    from tltool.workflows.auditing import Audit, write_clean_csv
+
+    labels = [("disc", "red square"), ("disc",), ("red square",), ()] * 3
+    rows = ["path,labels"]
+    for i, held in enumerate(labels):
+        write_image(str(tmp_path / "data" / f"{i}.png"), (40 * (i % 6), 90, 200), seed=i)
+        rows.append(f"{i}.png,{';'.join(held)}")
+    (tmp_path / "data" / "labels.csv").write_text("\n".join(rows) + "\n")
+    dataset = load_dataset(str(tmp_path / "data" / "labels.csv"), progress=False)
+    nothing = Audit(str(tmp_path / "audit"), len(labels), pd.DataFrame(columns=[*COLUMNS, "cluster"]), None,
+                    pd.DataFrame(columns=["path"]), Thresholds())
+    clean = write_clean_csv(str(tmp_path / "clean.csv"), dataset, nothing, relabel=False)
+    again = load_dataset(clean, progress=False)
+    assert {os.path.basename(s.path): s.labels for s in again.samples} == \
+        {os.path.basename(s.path): s.labels for s in dataset.samples}

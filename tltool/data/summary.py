@@ -9,6 +9,7 @@ import numpy as np
 from tltool.console import table
 from tltool.data.dataset import Dataset
 from tltool.data.duplicates import exact_groups
+from tltool.data.scan import join_labels
 from tltool.data.split import SPLITS
 
 
@@ -53,9 +54,9 @@ def duplicate_warnings(ds: Dataset, listed_in: str | None = None) -> list[str]:
 def duplicate_rows(ds: Dataset) -> list[list]:
     """Every group of exact copies, one row per file: group, path, label, split."""
     by_rel = {s.rel: s for s in ds.samples}
-    return [[g, rel, by_rel[rel].label if isinstance(by_rel[rel].label, str) else " ".join(by_rel[rel].label),
-             by_rel[rel].split] for g, group in enumerate(g for kind in duplicates(ds).values() for g in kind)
-            for rel in group]
+    groups = [group for kind in duplicates(ds).values() for group in kind]
+    return [[g, rel, join_labels(by_rel[rel].labels, ds.classes), by_rel[rel].split]
+            for g, group in enumerate(groups) for rel in group]
 
 
 def _example(group: list[str]) -> str:
