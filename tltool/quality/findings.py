@@ -74,8 +74,7 @@ def neighbours(unit: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     index = NearestNeighbors(n_neighbors=k + 1, metric="cosine" if space is unit else "euclidean",
                              algorithm="brute").fit(space)
     found = index.kneighbors(space, return_distance=False)
-    rows = np.arange(len(unit))[:, None]
-    found = np.array([[j for j in row if j != i][:k] for i, row in zip(rows[:, 0], found)])
+    found = np.array([[j for j in row if j != i][:k] for i, row in enumerate(found)])
     similarity = np.empty(found.shape, np.float32)
     for start in range(0, len(unit), 4096):  # a few MB at a time: unit[found] whole would be k times the embeddings
         part = slice(start, start + 4096)
