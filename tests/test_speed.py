@@ -186,6 +186,30 @@ def test_with_jit_compile_the_augmentation_runs_in_the_pipeline_and_the_model_tr
         assert as_decoded == [not jit] * len(images)
 
 
+def test_a_phase_traces_its_training_step_once(tiny_data, backbone_file, tmp_path):
+    """Nothing is left for the first trace of the training step to create (the optimizer's slots, the metrics'
+    totals): TensorFlow traces a step that creates variables a second time, which doubled the first epoch."""
+    import tensorflow as tf
+
+    from conftest import new_session
+
+    session = new_session({"backbone": "vgg16", "weights": backbone_file, "image_size": 32, "batch_size": 8,
+                           "phases": [{"name": "top", "epochs": 1, "trainable": {"last_groups": 1}}]},
+                          tiny_data, str(tmp_path / "run"))
+    model = session.model_for(use_cache=False)
+    session.enter_phase(0)
+    session.compile_phase(model, 0)
+    made = []
+
+    def creator(next_creator, **kwargs):
+        made.append(kwargs.get("name")) if not tf.executing_eagerly() else None
+        return next_creator(**kwargs)
+
+    with tf.variable_creator_scope(creator):
+        logs = session.fit_epoch(model, 0, 0, use_cache=False)
+    assert made == [] and np.isfinite(logs["loss"]) and "val_accuracy" in logs
+
+
 def test_caching_augmented_views_never_touches_batchnorm(tiny_data):
     """Views run augmentation in training mode and the backbone in inference
     mode, even while the backbone's layers are still marked trainable."""

@@ -46,7 +46,10 @@ class SingleLabel(Task):
         return keras.losses.CategoricalCrossentropy(label_smoothing=recipe.label_smoothing)
 
     def metrics(self) -> list:
-        return ["accuracy"]
+        import keras
+
+        # An instance, not "accuracy": its variables exist before the training step is traced (see compile_phase).
+        return [keras.metrics.CategoricalAccuracy(name="accuracy")]
 
     def class_weights(self, recipe, dataset) -> dict[int, float] | None:
         """Inverse-frequency weights (`auto`), an explicit mapping, or None.

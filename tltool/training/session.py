@@ -227,11 +227,11 @@ class Session:
 
         r = self.recipe
         with self.dist.scope():  # the optimizer's and metrics' variables too
-            model.compile(
-                optimizer=make_optimizer(r.phases[index], self.steps_per_epoch, self._rate_factors(index, model),
-                                         schedule),
-                loss=self.task.loss(r, self.weights), metrics=self.task.metrics(), jit_compile=r.jit_compile,
-            )
+            optimizer = make_optimizer(r.phases[index], self.steps_per_epoch, self._rate_factors(index, model), schedule)
+            model.compile(optimizer=optimizer, loss=self.task.loss(r, self.weights), metrics=self.task.metrics(),
+                          jit_compile=r.jit_compile)
+            # Made now, not inside the first trace of the training step, which TensorFlow would then trace twice.
+            model.optimizer.build(model.trainable_variables)
 
     def _run_phase(self, index: int, use_cache: bool) -> None:
         """Compile, then train phase `index` epoch by epoch from where the state stands."""
