@@ -81,8 +81,8 @@ def test_audit_finds_the_planted_faults_and_its_clean_csv_trains(planted, backbo
     inside = run_cli("audit", planted, "--out", os.path.join(planted, "audit"))
     assert inside.exit_code != 0 and "never writes under the data" in inside.output
 
-    fitted = run_cli("fit", clean, "-b", "vgg16", "--weights", backbone_file, "--image-size", 32, "--epochs", 1,
-                     "--out", tmp_path / "run")
+    fitted = run_cli("fit", clean, "-b", "vgg16", "--weights", backbone_file, "--image-size", 32,
+                     "--recipe", "linear-probe", "--epochs", 1, "--out", tmp_path / "run")
     assert fitted.exit_code == 0, fitted.output
     assert "leakage:" not in fitted.output
     assert "val read from the audit's embeddings" in fitted.output  # the backbone does not run on them again
@@ -90,8 +90,8 @@ def test_audit_finds_the_planted_faults_and_its_clean_csv_trains(planted, backbo
 
 @pytest.mark.slow
 def test_fit_says_how_many_images_leak_and_lists_them(planted, backbone_file, tmp_path):
-    result = run_cli("fit", planted, "-b", "vgg16", "--weights", backbone_file, "--image-size", 32, "--epochs", 1,
-                     "--out", tmp_path / "run")
+    result = run_cli("fit", planted, "-b", "vgg16", "--weights", backbone_file, "--image-size", 32,
+                     "--recipe", "linear-probe", "--epochs", 1, "--out", tmp_path / "run")
     assert result.exit_code == 0, result.output
     # fit, without a backbone, counts 2 bits as near: the copy shifted and rescaled too (4 bits) is audit's
     assert "leakage: 2 of 12 val images have a copy in train (1 exact, 1 near)" in result.output

@@ -267,12 +267,15 @@ def fit_in_a_process_of_its_own(*args):
     import sys
 
     done = subprocess.run([sys.executable, "-m", "tltool", "fit", *[str(a) for a in args]], capture_output=True,
-                          text=True, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}, timeout=600)
+                          text=True, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "PYTHONFAULTHANDLER": "1"},
+                          timeout=600)  # a crash inside TensorFlow prints the Python stack it happened under
     return done.returncode, done.stdout + done.stderr
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("family", ["vit", "swin", "dinov2", "siglip"])
+# The three families issue 20 names: a class token (ViT), stages without one (Swin), and an image-text model's
+# vision encoder (SigLIP). DINOv2's registers, pooling and sizes are checked where its backbone is built.
+@pytest.mark.parametrize("family", ["vit", "swin", "siglip"])
 def test_a_transformer_fits_exports_and_predicts_from_the_command_line(family, tmp_path_factory, tiny_data, tmp_path):
     import tensorflow as tf
 

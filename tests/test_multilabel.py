@@ -231,10 +231,10 @@ def test_a_multi_label_run_fits_evaluates_predicts_and_exports_from_the_command_
     for _, row in table.iterrows():
         name = os.path.splitext(os.path.basename(row["path"]))[0]
         assert row["overlay"] == f"{name}__{row['class']}.png" and (tmp_path / "why" / row["overlay"]).is_file()
-    # Every format carries the thresholds and is checked on its label decisions and mAP (litert-fp16 is
-    # litert's writer with one converter flag more: test_export_formats checks it).
-    for fmt, file in (("onnx", "model.onnx"), ("litert", "model.tflite"), ("litert-int8", "model_int8.tflite"),
-                      ("keras", "model.keras")):
+    # Every kind of file carries the thresholds and is checked on its label decisions and mAP: ONNX's metadata,
+    # and the sidecar that LiteRT and .keras files share (float litert and litert-fp16 write the sidecar as
+    # int8 does and go through the same check: test_export_formats runs them).
+    for fmt, file in (("onnx", "model.onnx"), ("litert-int8", "model_int8.tflite"), ("keras", "model.keras")):
         exported = run_cli("export", run, "--format", fmt)
         assert exported.exit_code == 0, exported.output
         report = json.loads((run / "export" / "export_report.json").read_text())[fmt]
