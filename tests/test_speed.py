@@ -202,7 +202,8 @@ def test_a_phase_traces_its_training_step_once(tiny_data, backbone_file, tmp_pat
     made = []
 
     def creator(next_creator, **kwargs):
-        made.append(kwargs.get("name")) if not tf.executing_eagerly() else None
+        if not tf.executing_eagerly():  # inside a trace
+            made.append(kwargs.get("name"))
         return next_creator(**kwargs)
 
     with tf.variable_creator_scope(creator):
