@@ -57,6 +57,8 @@ class Task(ABC):
 
     @abstractmethod
     def metrics(self) -> list:
+        """New Keras metric objects for one compile, not names: their variables then exist before the training
+        step is traced, which TensorFlow would otherwise trace twice (`Session.compile_phase`)."""
         raise NotImplementedError
 
     @abstractmethod

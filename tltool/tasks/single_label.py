@@ -48,7 +48,6 @@ class SingleLabel(Task):
     def metrics(self) -> list:
         import keras
 
-        # An instance, not "accuracy": its variables exist before the training step is traced (see compile_phase).
         return [keras.metrics.CategoricalAccuracy(name="accuracy")]
 
     def class_weights(self, recipe, dataset) -> dict[int, float] | None:

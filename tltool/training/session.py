@@ -17,7 +17,7 @@ from __future__ import annotations
 import math
 import time
 import warnings
-from functools import partial
+from functools import cached_property, partial
 
 import numpy as np
 
@@ -303,10 +303,10 @@ class Session:
         figures = ", ".join(f"{k} {row[k]:.4f}" for k in shown)
         say(f"epoch {state.epoch} ({phase.name} {epoch + 1}/{phase.epochs}): {figures} ({seconds:.1f} s)")
 
-    @property
+    @cached_property  # the task makes new metric objects, and their variables, on each call
     def metric_names(self) -> list[str]:
         """The training and validation figures an epoch records, beside the loss."""
-        names = [m if isinstance(m, str) else m.name for m in self.task.metrics()]
+        names = [m.name for m in self.task.metrics()]
         return [*names, "val_loss", *(f"val_{n}" for n in names)]
 
     def _choose_rate(self, index: int, use_cache: bool):
