@@ -99,7 +99,12 @@ def vit_preset(tmp_path_factory):
     return tiny_preset(tmp_path_factory, "vit")
 
 
-@pytest.fixture(params=sorted(TINY))
+# The fast tier builds one family of each kind: a class token (ViT), registers (DINOv2), windows and stages
+# (Swin), an image-text model (SigLIP); the others, the same code with other names, in the whole suite.
+QUICK = {"vit", "dinov2", "swin", "siglip"}
+
+
+@pytest.fixture(params=[f if f in QUICK else pytest.param(f, marks=pytest.mark.slow) for f in sorted(TINY)])
 def family_preset(request, tmp_path_factory):
     return request.param, tiny_preset(tmp_path_factory, request.param)
 
