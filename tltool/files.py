@@ -8,6 +8,38 @@ import shutil
 import tempfile
 from contextlib import contextmanager
 
+# The marker file of each kind of folder tltool writes. A folder that holds one is tltool's: the scanner never
+# reads images in it, and only such a folder may be replaced with --overwrite, by the command that wrote it.
+RUN_MARKER = ".tltool-run"
+AUDIT_MARKER = ".tltool-audit"
+EXPLAIN_MARKER = ".tltool-explain"
+MARKERS = (RUN_MARKER, AUDIT_MARKER, EXPLAIN_MARKER)
+
+
+def made_by_tltool(folder: str) -> bool:
+    """Whether `folder` is one that tltool wrote (it holds one of `MARKERS`)."""
+    return any(os.path.isfile(os.path.join(folder, mark)) for mark in MARKERS)
+
+
+def write_marker(folder: str, mark: str) -> None:
+    """Mark `folder` as written by tltool: `mark` holds the version and the time."""
+    import datetime
+
+    from tltool import __version__
+
+    write_json(os.path.join(folder, mark), {"tltool": __version__,
+                                            "created": datetime.datetime.now().isoformat(timespec="seconds")})
+
+
+def containing_folder(path: str, folders) -> str | None:
+    """The first of `folders` that `path` is, or lies below, comparing real paths (symlinks resolved)."""
+    real = os.path.realpath(path)
+    for folder in folders:
+        root = os.path.realpath(folder)
+        if os.path.commonpath([real, root]) == root:
+            return folder
+    return None
+
 
 def safe_name(text: str) -> str:
     """`text` as a file or model name: every character but letters, digits, ``_``, ``.`` and ``-`` as ``_``."""

@@ -42,6 +42,12 @@ class Dataset:
         """split -> number of usable images (with several labels per image, not the sum of `counts`)."""
         return {name: sum(1 for s in self.samples if s.split == name) for name in splitting.SPLITS}
 
+    def image_folders(self) -> list[str]:
+        """The dataset's root and every folder that holds one of its images, shortest first: nothing tltool
+        writes may go inside them."""
+        folders = {self.root} | {os.path.dirname(s.path) for s in self.samples}
+        return sorted(folders, key=lambda f: (len(f), f))
+
     def require_usable(self) -> None:
         """Raise DatasetError naming every problem, if there is any."""
         if self.problems:

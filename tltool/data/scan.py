@@ -15,7 +15,9 @@ Layouts:
   A sample's ``label`` is then the tuple of its class names.
 
 Hidden files and folders (a leading dot, ``__MACOSX``, ``Thumbs.db``,
-``desktop.ini``) are ignored and counted. Files directly in the root (or in a
+``desktop.ini``) are ignored and counted. A folder that tltool wrote (a run,
+an audit, explanations: it holds a marker file, `tltool.files.MARKERS`) is
+never read, nor is a folder that holds only such folders (``runs/``). Files directly in the root (or in a
 split folder) are not in any class: they are skipped and reported.
 """
 
@@ -28,6 +30,7 @@ from dataclasses import dataclass, field
 from tltool.data.check import check_files
 from tltool.data.images import ImageInfo, sniff
 from tltool.errors import DatasetError
+from tltool.files import MARKERS, made_by_tltool
 
 SPLIT_FOLDERS = {"train": "train", "val": "val", "valid": "val", "validation": "val", "test": "test"}
 _JUNK = {"__macosx", "thumbs.db", "desktop.ini"}
@@ -70,7 +73,7 @@ def is_hidden(name: str) -> bool:
 
 
 # tltool's own marker files: skipped like hidden files, but not counted as ignored.
-_TLTOOL_FILES = {".tltool-example", ".tltool-run"}
+_TLTOOL_FILES = {".tltool-example", *MARKERS}
 
 
 def _ignored(name: str) -> bool:
@@ -98,7 +101,7 @@ def scan(path: str, progress: bool = True) -> Scan:
 def _from_folders(root: str) -> Scan:
     result = Scan(root, "folders", [], [], {})
     entries = sorted(os.scandir(root), key=lambda e: e.name)
-    dirs = [e for e in entries if e.is_dir() and not is_hidden(e.name)]
+    dirs = [e for e in entries if e.is_dir() and not is_hidden(e.name) and not _tltool_folder(e.path)]
     split_dirs = [d for d in dirs if d.name.lower() in SPLIT_FOLDERS]
     if not any(d.name.lower() == "train" for d in split_dirs):
         _add_class_folders(result, root, "", None)
@@ -119,6 +122,14 @@ def _from_folders(root: str) -> Scan:
     return result
 
 
+def _tltool_folder(path: str) -> bool:
+    """A folder tltool wrote, or one that holds nothing but such folders (and hidden files)."""
+    if made_by_tltool(path):
+        return True
+    entries = [e for e in os.scandir(path) if not is_hidden(e.name)]
+    return bool(entries) and all(e.is_dir() and made_by_tltool(e.path) for e in entries)
+
+
 def _add_class_folders(result: Scan, folder: str, prefix: str, split: str | None) -> None:
     seen = result.class_folders.setdefault(split or "all", [])
     for entry in sorted(os.scandir(folder), key=lambda e: e.name):
@@ -126,18 +137,25 @@ def _add_class_folders(result: Scan, folder: str, prefix: str, split: str | None
             result.hidden += _ignored(entry.name)
         elif not entry.is_dir():
             result.skipped.append(Skipped(prefix + entry.name, "not in a class folder"))
-        else:
+        elif not made_by_tltool(entry.path):
+            pruned = []
+            files = list(_walk(entry.path, result, pruned))
+            if pruned and not files:  # e.g. runs/, which holds run folders only: not a class
+                continue
             label = unicodedata.normalize("NFC", entry.name)
             seen.append(label)
-            for file_path in _walk(entry.path, result):
+            for file_path in files:
                 rel = prefix + os.path.relpath(file_path, folder).replace(os.sep, "/")
                 result.samples.append(Sample(file_path, rel, label, split))
 
 
-def _walk(folder: str, result: Scan):
+def _walk(folder: str, result: Scan, pruned: list):
+    """Every candidate file below `folder`, in order; the folders tltool wrote are appended to `pruned`."""
     for dirpath, dirnames, filenames in os.walk(folder):
         result.hidden += sum(1 for d in dirnames if _ignored(d)) + sum(1 for f in filenames if _ignored(f))
-        dirnames[:] = sorted(d for d in dirnames if not is_hidden(d))
+        ours = {d for d in dirnames if made_by_tltool(os.path.join(dirpath, d))}
+        pruned += sorted(ours)
+        dirnames[:] = sorted(d for d in dirnames if not is_hidden(d) and d not in ours)
         for name in sorted(filenames):
             if not is_hidden(name):
                 yield os.path.join(dirpath, name)

@@ -5,7 +5,7 @@
       data/index.csv  data/skipped.csv  data/leakage.csv  data/duplicates.csv
       checkpoints/  model.keras  saved_model/
       metrics.json  per_class.csv  confusion_matrix.csv  ...  report.md
-      export/  evaluations/
+      export/  evaluations/  explanations/
 
 `.tltool-run` marks a folder that tltool made. Only such a folder may be
 replaced (`--overwrite`), and replacing it deletes only the files and folders
@@ -21,9 +21,9 @@ import os
 import shutil
 
 from tltool.errors import TltoolError
-from tltool.files import check_replaceable, write_atomic, write_csv, write_json
+from tltool.files import RUN_MARKER, check_replaceable, write_atomic, write_csv, write_json, write_marker
 
-MARKER = ".tltool-run"
+MARKER = RUN_MARKER
 RECIPE = "recipe.yaml"
 INDEX = "data/index.csv"
 LEAKAGE = "data/leakage.csv"  # held-out images with a copy in train
@@ -35,7 +35,7 @@ OUTPUTS = (
     "metrics.json", "per_class.csv", "confusion_matrix.csv", "predictions.csv", "misclassified.csv",
     "most_confused.csv", "confusion_matrix.png", "curves.png", "per_class_f1.png", "misclassified.png",
     "report.md", "report.html", "evaluations", "backbone", "decision.json", "pair_errors.csv",
-    "precision_recall.png", "most_wrong.png",
+    "precision_recall.png", "most_wrong.png", "explanations",
 )
 
 
@@ -105,15 +105,13 @@ class Run:
     @classmethod
     def create(cls, path: str, overwrite: bool = False) -> "Run":
         """Make the run folder (after `check_new`); replacing a run deletes only tltool's own outputs."""
-        from tltool import __version__
-
         cls.check_new(path, overwrite)
         run = cls(path)
         if os.path.isdir(run.path) and os.listdir(run.path):
             run.remove_outputs()
         os.makedirs(run.file("data"), exist_ok=True)
         os.makedirs(run.checkpoints_dir, exist_ok=True)
-        write_json(run.file(MARKER), {"tltool": __version__, "created": _now()})
+        write_marker(run.path, MARKER)
         return run
 
     def remove_outputs(self) -> None:
@@ -150,6 +148,11 @@ class Run:
     @property
     def export_dir(self) -> str:
         return self.file("export")
+
+    @property
+    def explanations_dir(self) -> str:
+        """Where `explain` writes by default."""
+        return self.file("explanations")
 
     def new_evaluation_folder(self, name: str) -> str:
         """RUN/evaluations/<date>-<name>, never one that exists."""

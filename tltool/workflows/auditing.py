@@ -19,11 +19,11 @@ import pandas as pd
 from tltool.console import say
 from tltool.data.dataset import load_dataset
 from tltool.errors import TltoolError
-from tltool.files import atomic_path, check_replaceable, write_csv
+from tltool.files import AUDIT_MARKER, atomic_path, check_replaceable, containing_folder, write_csv, write_marker
 from tltool.quality.findings import Thresholds
 from tltool.runs.run import Run, dated_folder
 
-MARK = "duplicates.csv"  # what makes a folder one that audit wrote, which --overwrite may replace
+DUPLICATES = "duplicates.csv"
 
 
 @dataclass
@@ -63,8 +63,8 @@ def audit(data: str, *, backbone: str | None = None, weights: str | None = None,
     dataset.require_usable()
     folder = os.path.abspath(out or dated_folder("audits", os.path.basename(os.path.normpath(data))))
     for path, flag in ((folder, "--out"), (write_clean, "--write-clean")):
-        _outside(path, dataset.root, flag)
-    check_replaceable(folder, overwrite, MARK, "a folder that tltool audit wrote")
+        _outside(path, dataset, flag)
+    check_replaceable(folder, overwrite, AUDIT_MARKER, "a folder that tltool audit wrote")
     samples = [s for s in dataset.samples if s.path in dataset.infos]
     embedder = _embedder(model, recipe)
     say(f"embedding {len(samples)} images with {embedder.key}")
@@ -105,10 +105,11 @@ def _embedder(model: str | None, recipe):
                                   recipe.data.aspect, recipe.seed)
 
 
-def _outside(path: str | None, root: str, flag: str) -> None:
-    if path and os.path.commonpath([os.path.abspath(path), root]) == root:
-        raise TltoolError(f"{flag} {path}: inside the dataset {root}; audit never writes under the data, give a "
-                          "path elsewhere")
+def _outside(path: str | None, dataset, flag: str) -> None:
+    inside = path and containing_folder(path, dataset.image_folders())
+    if inside:
+        raise TltoolError(f"{flag} {path}: inside {inside}, which holds the dataset's images; audit never writes "
+                          "under the data, give a path elsewhere")
 
 
 def _write(found: Audit, dataset, key: str) -> None:
@@ -116,7 +117,8 @@ def _write(found: Audit, dataset, key: str) -> None:
 
     with atomic_path(found.folder) as tmp:
         os.makedirs(tmp)
-        write_csv(os.path.join(tmp, MARK), found.duplicates)
+        write_marker(tmp, AUDIT_MARKER)
+        write_csv(os.path.join(tmp, DUPLICATES), found.duplicates)
         if found.label_issues is not None:
             write_csv(os.path.join(tmp, "label_issues.csv"), found.label_issues)
         write_csv(os.path.join(tmp, "outliers.csv"), found.outliers)

@@ -18,11 +18,11 @@ import pandas as pd
 from tltool.data.images import ImageError
 from tltool.data.inputs import collect_inputs
 from tltool.errors import TltoolError, did_you_mean
-from tltool.files import atomic_path, check_replaceable, safe_name, write_csv
+from tltool.files import EXPLAIN_MARKER, atomic_path, check_replaceable, safe_name, write_csv, write_marker
 from tltool.serving.loading import TrainedModel, load_trained
 from tltool.tasks import get_task
 
-MARK = "explanations.csv"  # what makes a folder one that `explain` wrote, which --overwrite may replace
+TABLE = "explanations.csv"
 
 
 @dataclass
@@ -51,12 +51,13 @@ def explain(model: str, inputs: list[str], class_name: str | None = None, out: s
     task = get_task(trained.task).decided(trained.decision)
     chosen = _class_index(class_name, trained.classes)
     folder = os.path.abspath(out or default_folder(trained))
-    check_replaceable(folder, overwrite, MARK, "a folder that tltool explain wrote")
+    check_replaceable(folder, overwrite, EXPLAIN_MARKER, "a folder that tltool explain wrote")
     files, skipped = collect_inputs(inputs)
     names = overlay_names(inputs, files)
     rows, undecided = [], []
     with atomic_path(folder) as tmp, _bar(len(files), progress) as bar:
         os.makedirs(tmp)
+        write_marker(tmp, EXPLAIN_MARKER)
         for start in range(0, len(files), batch_size):
             batch = files[start:start + batch_size]
             pixels, kept = _prepare(batch, trained, skipped)
@@ -71,14 +72,14 @@ def explain(model: str, inputs: list[str], class_name: str | None = None, out: s
             raise TltoolError(f"no image could be read among the inputs ({len(skipped)} skipped"
                               f"{': ' if detail else ''}{detail})")
         table = pd.DataFrame(rows, columns=["path", "class", "probability", "peak_x", "peak_y", "overlay"])
-        write_csv(os.path.join(tmp, MARK), table)
+        write_csv(os.path.join(tmp, TABLE), table)
     return Explained(folder, table, skipped, undecided)
 
 
 def default_folder(trained: TrainedModel) -> str:
     """RUN/explanations, or explanations/ beside a model file outside a run."""
     if trained.run:
-        return trained.run.file("explanations")
+        return trained.run.explanations_dir
     return os.path.join(os.path.dirname(trained.source.rstrip(os.sep)), "explanations")
 
 

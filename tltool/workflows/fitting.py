@@ -207,6 +207,8 @@ def _session(data: str, recipe: Recipe, out: str, overwrite: bool, split_from: s
                            Run(split_from) if split_from else None, progress)
     report_dataset(dataset, Run(out).duplicates_file)
     dataset.require_usable()
+    if resumed is None:
+        check_outside(out, dataset)
     leaked = find_leaks(dataset, recipe, Run(out).leakage_file) if resumed is None else None
     task = task_for(recipe.task, dataset)
     check_monitor(recipe, task)
@@ -265,6 +267,24 @@ def _caller_state_kept():
     finally:
         keras.config.set_dtype_policy(policy)
         remove_patches()
+
+
+def check_outside(out: str, dataset: Dataset) -> None:
+    """A new run's folder lies outside every folder of the dataset's images, so that no later scan reads it.
+
+    Raises:
+        TltoolError: naming the folder and the dataset's.
+    """
+    from tltool.files import containing_folder
+
+    inside = containing_folder(out, dataset.image_folders())
+    if inside:
+        raise TltoolError(f"--out {out}: inside {inside}, which holds the dataset's images; a run never writes "
+                          f"under its data: give --out a folder elsewhere (e.g. {_outside_example(out, dataset)})")
+
+
+def _outside_example(out: str, dataset: Dataset) -> str:
+    return os.path.join(os.path.dirname(dataset.root.rstrip(os.sep)) or os.sep, "runs", os.path.basename(out))
 
 
 def report_dataset(dataset: Dataset, duplicates_file: str | None = None) -> None:
