@@ -382,3 +382,26 @@ def test_a_run_killed_after_its_preset_folder_went_away_resumes_from_its_copy(vi
     assert result.exit_code == 0, result.output
     assert f"{preset} is gone: the backbone is built from the run's copy of its config" in result.output
     assert (run / "model.keras").is_file() and (run / "saved_model" / "saved_model.pb").is_file()
+
+
+def test_feature_store_keys_tell_apart_two_presets_of_one_name_and_a_preset_saved_back_over_itself(vit_preset,
+                                                                                                   tmp_path):
+    import shutil
+
+    from tltool.data import contract
+    from tltool.models.registry import get_backbone
+    from tltool.training.feature_store import store_key
+
+    def key(folder):
+        return store_key(get_backbone(str(folder)), "imagenet", 32, "stretch", "auto")
+
+    a = shutil.copytree(vit_preset, tmp_path / "a" / "vit")
+    b = shutil.copytree(vit_preset, tmp_path / "b" / "vit")
+    assert key(a) == key(b)  # the same files: the same features
+    assert f"-c{contract.VERSION}-" in key(a)  # a new input contract never reads old rows
+    import keras_hub
+
+    tuned = keras_hub.models.Backbone.from_preset(str(b))  # "fine-tuned", then saved back into its own folder
+    tuned.weights[0].assign(tuned.weights[0] + 1.0)
+    tuned.save_to_preset(str(b))
+    assert key(a) != key(b)

@@ -278,3 +278,26 @@ def test_a_split_with_no_decodable_image_gives_empty_features_not_a_crash():
 
     labels = _fill(lambda x: x, [], np.zeros((0, 4), np.float32))
     assert labels.shape == (0,)
+
+
+@pytest.mark.slow
+def test_stored_features_are_read_only_while_no_phase_has_trained_the_backbone(tiny_data, backbone_file, tmp_path):
+    from tltool.training import feature_store
+
+    from conftest import new_session
+
+    def session(name, phases):
+        made = new_session({"backbone": "vgg16", "weights": backbone_file, "image_size": 32, "batch_size": 8,
+                            "phases": phases}, tiny_data, str(tmp_path / name))
+        r = made.recipe
+        key = feature_store.store_key(made.clf.spec, r.weights, r.image_size, r.data.aspect, r.head.pooling)
+        planted = {info.sha1: np.zeros(512, np.float32) for info in made.dataset.infos.values()}  # as if audited
+        feature_store.save(key, planted)
+        made.train()
+        return made
+
+    head = {"name": "head", "epochs": 1, "trainable": "none"}
+    frozen = session("frozen", [head])
+    assert not np.any(frozen.features.val)  # untouched backbone: the stored rows are read
+    tuned = session("tuned", [{"name": "all", "epochs": 1, "trainable": "all"}, head])
+    assert np.abs(tuned.features.val).sum(axis=1).min() > 0  # every row computed by the trained backbone

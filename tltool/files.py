@@ -41,6 +41,20 @@ def containing_folder(path: str, folders) -> str | None:
     return None
 
 
+def content_hash(paths) -> str:
+    """A short SHA-1 of the named files' bytes, in order (a missing file counts as empty)."""
+    import hashlib
+
+    digest = hashlib.sha1()
+    for path in paths:
+        digest.update(os.path.basename(path).encode() + b"\0")
+        if os.path.isfile(path):
+            with open(path, "rb") as f:
+                for block in iter(lambda: f.read(1 << 20), b""):
+                    digest.update(block)
+    return digest.hexdigest()[:16]
+
+
 def safe_name(text: str) -> str:
     """`text` as a file or model name: every character but letters, digits, ``_``, ``.`` and ``-`` as ``_``."""
     import re

@@ -71,6 +71,10 @@ class BackboneSpec:
 
         return safe_name(self.name.rstrip("/\\").rsplit("/", 1)[-1])
 
+    def identity(self) -> str:
+        """What names this backbone's architecture in caches: its label (a local preset adds its files' hash)."""
+        return self.label
+
     def describe(self) -> dict[str, Any]:
         """The row `tltool backbones --json` prints."""
         return {"name": self.name, "source": self.source, "family": self.family, "default_size": self.default_size,

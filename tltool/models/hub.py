@@ -177,6 +177,14 @@ class HubSpec(BackboneSpec):
         row = super().describe()
         return {**row, "parameters_include_text_tower": True} if self.class_name in TEXT_TOWER else row
 
+    def identity(self) -> str:
+        if not os.path.isdir(self.preset):
+            return self.label
+        from tltool.files import content_hash
+
+        names = ("config.json", "image_converter.json", "preprocessor.json", "model.weights.h5")
+        return f"{self.label}-{content_hash([os.path.join(self.preset, n) for n in names])}"
+
     def kept_files(self) -> list[str]:
         if not os.path.isdir(self.preset):
             return []

@@ -35,8 +35,8 @@ class Embedder:
         keras.utils.set_random_seed(seed)  # `--weights none` embeds with the same random network every time
         backbone = spec.build(image_size, weights)
         clf = build_classifier(backbone, 2, image_size, Head(), Augment())
-        key = store_key(spec.label, weights, image_size, aspect, "auto") or \
-            f"{spec.label}-none-seed{seed}-{image_size}-{aspect}-auto"  # audit's own, never fit's
+        key = store_key(spec, weights, image_size, aspect, "auto") or \
+            f"{spec.identity()}-none-seed{seed}-{image_size}-{aspect}-auto"  # audit's own, never fit's
         return cls(clf.features, image_size, aspect, key)
 
     @classmethod

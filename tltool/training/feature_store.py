@@ -1,12 +1,12 @@
 """Pooled features kept across runs: `$TLTOOL_CACHE_DIR/features/<key>.npz`, one row per file content (SHA-1).
 
 `audit` writes every image's embedding here; a later `audit` or `fit` with the
-same backbone, weights, size, aspect and pooling reads them instead of
+same backbone, weights, input contract, size, aspect and pooling reads them instead of
 running the backbone again (`fit` for the views it would compute without
 augmentation: validation, and training images when the recipe does not
 augment). Random weights (``--weights none``) and mixed precision are never
-shared: their features are not the same twice. Nothing here is written beside
-the images.
+shared: their features are not the same twice. `fit` reads them only while
+no phase has trained the backbone. Nothing here is written beside the images.
 """
 
 from __future__ import annotations
@@ -19,12 +19,19 @@ import numpy as np
 from tltool.files import atomic_path
 
 
-def store_key(label: str, weights: str, image_size: int, aspect: str, pooling: str) -> str | None:
-    """The cache's name for one model's features; None where they are not shared (random weights)."""
+def store_key(spec, weights: str, image_size: int, aspect: str, pooling: str) -> str | None:
+    """The cache's name for one model's features; None where they are not shared (random weights).
+
+    It names the backbone (for a local preset, a hash of its files: two folders of one name, or a preset saved
+    back into its own folder, never share), its starting weights, the input contract's version (a decoder that
+    changes never reuses old rows), the size, the aspect policy and the pooling.
+    """
+    from tltool.data.contract import VERSION
+
     if weights == "none":
         return None
     made = weights if weights in ("imagenet", "pretrained") else file_hash(weights)
-    return f"{label}-{made}-{image_size}-{aspect}-{pooling}"
+    return f"{spec.identity()}-{made}-c{VERSION}-{image_size}-{aspect}-{pooling}"
 
 
 def load(key: str) -> dict[str, np.ndarray]:
@@ -59,6 +66,7 @@ def file_hash(path: str) -> str:
         for block in iter(lambda: f.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()[:16]
+
 
 
 def _path(key: str) -> str:

@@ -75,7 +75,7 @@ def stored_features(recipe, clf, train: list, val: list, infos: dict) -> tuple:
 
     if recipe.precision != "float32":
         return None, None
-    key = store_key(clf.spec.label, recipe.weights, recipe.image_size, recipe.data.aspect, recipe.head.pooling)
+    key = store_key(clf.spec, recipe.weights, recipe.image_size, recipe.data.aspect, recipe.head.pooling)
     train_rows = known_rows(key, [infos[s.path].sha1 for s in train]) if clf.augmenter is None else None
     return train_rows, known_rows(key, [infos[s.path].sha1 for s in val])
 
