@@ -146,3 +146,39 @@ def test_the_clean_csv_keeps_multi_label_names_that_hold_a_space(tmp_path):
     again = load_dataset(clean, progress=False)
     assert {os.path.basename(s.path): s.labels for s in again.samples} == \
         {os.path.basename(s.path): s.labels for s in dataset.samples}
+
+
+def test_a_name_with_a_space_round_trips_through_every_file_tltool_writes_when_no_row_has_two_labels(tmp_path):
+    from tltool.data.dataset import load_dataset
+    from tltool.data.duplicates import COLUMNS
+    from tltool.data.scan import split_labels
+    from tltool.data.split import index_rows
+    from tltool.quality.findings import Thresholds
+    from tltool.tasks import get_task
+    from tltool.workflows.auditing import Audit, write_clean_csv
+
+    held = [("red square",), ("disc",), ()] * 4  # one-hot columns: the user's file is unambiguous
+    rows = ["path,red square,disc"]
+    for i, labels in enumerate(held):
+        write_image(str(tmp_path / "data" / f"{i}.png"), (40 * (i % 6), 90, 200), seed=i)
+        rows.append(f"{i}.png,{int('red square' in labels)},{int('disc' in labels)}")
+    (tmp_path / "data" / "labels.csv").write_text("\n".join(rows) + "\n")
+    dataset = load_dataset(str(tmp_path / "data" / "labels.csv"), progress=False)
+    truth = {s.rel: s.labels for s in dataset.samples}
+
+    index = pd.DataFrame(index_rows(dataset.samples))  # data/index.csv, as Run.split_files reads it back
+    index.to_csv(tmp_path / "index.csv", index=False)
+    cells = list(pd.read_csv(tmp_path / "index.csv", dtype=str, keep_default_na=False)["labels"])
+    assert dict(zip(index["path"], split_labels(cells))) == truth
+
+    nothing = Audit(str(tmp_path / "audit"), len(held), pd.DataFrame(columns=[*COLUMNS, "cluster"]), None,
+                    pd.DataFrame(columns=["path"]), Thresholds())
+    again = load_dataset(write_clean_csv(str(tmp_path / "clean.csv"), dataset, nothing, relabel=False),
+                         progress=False)
+    assert {os.path.basename(s.path): s.labels for s in again.samples} == \
+        {os.path.basename(p): labels for p, labels in truth.items()}
+
+    task = get_task("multi-label").decided({"thresholds": [0.5, 0.5]})
+    predicted = task.csv_rows(task.prediction_rows(["a.png", "b.png"], np.array([[0.9, 0.1], [0.1, 0.2]]),
+                                                   ["red square", "disc"], top_k=2))
+    assert split_labels(list(predicted["labels"])) == [("red square",), ()]

@@ -193,8 +193,9 @@ def test_a_multi_label_run_fits_evaluates_predicts_and_exports_from_the_command_
     history = pd.read_csv(run / "history.csv")
     assert "val_mean_average_precision" in history.columns and len(history) == 2
     index = pd.read_csv(run / "data" / "index.csv", keep_default_na=False)
-    assert list(index.columns) == ["path", "labels", "split", "sha1"] and "disc square" in set(index["labels"])
-    assert {n for cell in index[index["split"] == "val"]["labels"] for n in cell.split()} == set(SHAPES)
+    assert list(index.columns) == ["path", "labels", "split", "sha1"] and "disc; square" in set(index["labels"])
+    assert {n.strip() for cell in index[index["split"] == "val"]["labels"] for n in cell.split(";")} - {""} == \
+        set(SHAPES)
     metrics = json.loads((run / "metrics.json").read_text())
     for key in ("mean_average_precision", "micro_average_precision", "micro_f1", "macro_f1", "samples_f1",
                 "exact_match", "hamming_loss", "label_cardinality_true", "label_cardinality_predicted"):
@@ -213,7 +214,7 @@ def test_a_multi_label_run_fits_evaluates_predicts_and_exports_from_the_command_
     probs = out["probabilities"].numpy()[0]
     assert out["labels"].dtype == tf.bool and list(out["labels"].numpy()[0]) == list(probs >= np.array(thresholds))
     names = [n for n, on in zip(sorted(SHAPES), probs >= np.array(thresholds)) if on]
-    assert out["label_names"].numpy()[0].decode() == " ".join(names)
+    assert out["label_names"].numpy()[0].decode() == "; ".join(names)
     predicted = run_cli("predict", run, os.path.join(os.path.dirname(multilabel_csv), "img_007.png"),
                         "--output", tmp_path / "p.json")
     assert predicted.exit_code == 0, predicted.output

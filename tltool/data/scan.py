@@ -10,7 +10,8 @@ Layouts:
   relative to the CSV's folder.
 - ``DATA.csv`` with several labels per image (multi-label): a ``labels``
   column holding zero or more class names, separated by whitespace, or by
-  ``;`` or ``|`` when a cell of the file holds one; or one-hot columns
+  ``;`` or ``|`` when a cell of the file holds one (tltool writes ``;``:
+  `join_labels`); or one-hot columns
   (``path,cat,dog,...`` with 0/1). An empty ``labels`` is a negative image.
   A sample's ``label`` is then the tuple of its class names.
 
@@ -47,6 +48,11 @@ class Sample:
     def labels(self) -> tuple[str, ...]:
         """Every class the image holds: one for a single label, zero or more for multi-label data."""
         return self.label if isinstance(self.label, tuple) else (self.label,)
+
+    @property
+    def cell(self) -> str:
+        """The label as a CSV cell that the scan reads back: the class name, or the labels (`join_labels`)."""
+        return join_labels(self.label) if isinstance(self.label, tuple) else self.label
 
 
 @dataclass
@@ -211,9 +217,12 @@ def split_labels(cells: list[str]) -> list[tuple[str, ...]]:
                           if name.strip()})) for cell in cells]
 
 
-def join_labels(labels: tuple[str, ...], names) -> str:
-    """One labels cell that `split_labels` reads back: spaces between the names, ``;`` where a name has one."""
-    return ("; " if any(any(c.isspace() for c in name) for name in names) else " ").join(labels)
+def join_labels(labels) -> str:
+    """One labels cell that `split_labels` reads back, whatever the names: ``; `` between names, and a lone
+    name that holds a space ends with ``;`` (so that the file splits at ``;``, not at whitespace)."""
+    labels = tuple(labels)
+    lone_with_space = len(labels) == 1 and any(c.isspace() for c in labels[0])
+    return "; ".join(labels) + (";" if lone_with_space else "")
 
 
 def _label_column(csv_path: str, table) -> str | list[tuple[str, ...]]:

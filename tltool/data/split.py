@@ -6,7 +6,7 @@ from collections import defaultdict
 
 import numpy as np
 
-from tltool.data.scan import Sample, join_labels
+from tltool.data.scan import Sample
 
 SPLITS = ("train", "val", "test")
 
@@ -153,6 +153,5 @@ def from_index(samples: list[Sample], run) -> list[str]:
 def index_rows(samples: list[Sample]) -> list[dict]:
     """data/index.csv's rows: path, label, split; for multi-label data path, labels (as a CSV dataset gives
     them, `scan.join_labels`), split."""
-    names = {label for s in samples for label in s.labels}
-    return [{"path": s.rel, "labels": join_labels(s.labels, names), "split": s.split} if isinstance(s.label, tuple)
+    return [{"path": s.rel, "labels": s.cell, "split": s.split} if isinstance(s.label, tuple)
             else {"path": s.rel, "label": s.label, "split": s.split} for s in samples if s.split]

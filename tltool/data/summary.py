@@ -9,7 +9,6 @@ import numpy as np
 from tltool.console import table
 from tltool.data.dataset import Dataset
 from tltool.data.duplicates import exact_groups
-from tltool.data.scan import join_labels
 from tltool.data.split import SPLITS
 
 
@@ -55,7 +54,7 @@ def duplicate_rows(ds: Dataset) -> list[list]:
     """Every group of exact copies, one row per file: group, path, label, split."""
     by_rel = {s.rel: s for s in ds.samples}
     groups = [group for kind in duplicates(ds).values() for group in kind]
-    return [[g, rel, join_labels(by_rel[rel].labels, ds.classes), by_rel[rel].split]
+    return [[g, rel, by_rel[rel].cell, by_rel[rel].split]
             for g, group in enumerate(groups) for rel in group]
 
 

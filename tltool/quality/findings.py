@@ -40,7 +40,6 @@ import numpy as np
 import pandas as pd
 
 from tltool.data.duplicates import hash_array, hash_pairs
-from tltool.data.scan import join_labels
 
 EXACT_LIMIT = 20_000
 K_NEAR, K_OUTLIER = 10, 5
@@ -155,7 +154,7 @@ def outliers(samples: list, classes: list[str], unit: np.ndarray, near: tuple, l
     centres = normalised(np.stack([unit[members[c]].mean(axis=0) if members[c] else np.zeros(unit.shape[1])
                                    for c in classes]))
     to_class = unit @ centres.T
-    rows = [[samples[i].rel, join_labels(samples[i].labels, classes), classes[int(np.argmax(to_class[i]))],
+    rows = [[samples[i].rel, samples[i].cell, classes[int(np.argmax(to_class[i]))],
              round(float(to_class[i].max()), 4), round(float(distance[i]), 4), round(float(z[i]), 2)]
             for i in np.flatnonzero(z > limits.outlier_z)]
     table = pd.DataFrame(rows, columns=["path", "label", "nearest_class", "class_similarity", "distance", "z"])

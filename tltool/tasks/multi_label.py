@@ -15,6 +15,7 @@ import os
 import numpy as np
 import pandas as pd
 
+from tltool.data.scan import join_labels
 from tltool.evaluation import plots
 from tltool.evaluation.multilabel import (
     DEFAULT_THRESHOLD,
@@ -225,9 +226,9 @@ class MultiLabel(Task):
 
         decided = probs >= tf.constant(self._thresholds(int(names.shape[0])), probs.dtype)
         chosen = tf.where(decided, tf.broadcast_to(names, tf.shape(decided)), tf.zeros_like(decided, tf.string))
-        joined = tf.strings.reduce_join(chosen, axis=-1, separator=" ")
-        return {"probabilities": probs, "labels": decided,
-                "label_names": tf.strings.strip(tf.strings.regex_replace(joined, " +", " "))}
+        joined = tf.strings.reduce_join(chosen, axis=-1, separator=";")  # ";" between names, as join_labels
+        names = tf.strings.regex_replace(tf.strings.regex_replace(joined, ";+", "; "), "^; |; $", "")
+        return {"probabilities": probs, "labels": decided, "label_names": names}
 
     def prediction_rows(self, paths: list[str], probs: np.ndarray, classes: list[str], top_k: int) -> pd.DataFrame:
         thresholds = self._thresholds(len(classes))
@@ -246,7 +247,7 @@ class MultiLabel(Task):
                 for _, r in rows.iterrows()]
 
     def csv_rows(self, rows: pd.DataFrame) -> pd.DataFrame:
-        table = pd.DataFrame({"path": rows["path"], "labels": [" ".join(names) for names in rows["labels"]]})
+        table = pd.DataFrame({"path": rows["path"], "labels": [join_labels(names) for names in rows["labels"]]})
         probabilities = pd.DataFrame(list(rows["probabilities"]), index=table.index)
         return pd.concat([table, probabilities], axis=1)
 
@@ -256,10 +257,10 @@ def _prediction_table(evaluation, paths: list[str]) -> pd.DataFrame:
         evaluation.predicted
     return pd.DataFrame({
         "path": paths,
-        "true": [" ".join(classes[row]) for row in y],
-        "predicted": [" ".join(classes[row]) for row in predicted],
+        "true": [join_labels(classes[row]) for row in y],
+        "predicted": [join_labels(classes[row]) for row in predicted],
         "wrong_labels": (y != predicted).sum(axis=1),
-        "probabilities": [" ".join(f"{c}:{p:.3f}" for c, p in zip(classes, row)) for row in evaluation.probs],
+        "probabilities": ["; ".join(f"{c}:{p:.3f}" for c, p in zip(classes, row)) for row in evaluation.probs],
     })
 
 

@@ -204,7 +204,7 @@ def prediction_table(evaluation, paths: list[str]) -> pd.DataFrame:
     """One row per evaluated image: path, true, predicted, confidence, correct, top-k."""
     classes = np.asarray(evaluation.classes, dtype=object)
     order = np.argsort(-evaluation.probs, axis=1, kind="stable")[:, : evaluation.k]
-    top = [" ".join(f"{classes[j]}:{p[j]:.3f}" for j in row) for row, p in zip(order, evaluation.probs)]
+    top = ["; ".join(f"{classes[j]}:{p[j]:.3f}" for j in row) for row, p in zip(order, evaluation.probs)]
     predicted = evaluation.y_pred
     return pd.DataFrame({
         "path": paths,

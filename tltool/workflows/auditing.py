@@ -169,10 +169,9 @@ def write_clean_csv(path: str, dataset, found: Audit, relabel: bool) -> str:
             relabelled = dict(zip(found.label_issues["path"], found.label_issues["suggested"]))
         else:
             dropped |= set(found.label_issues["path"])
-    from tltool.data.scan import join_labels
 
     column = "labels" if dataset.multi_label else "label"
-    rows = [[s.path, relabelled.get(s.rel, join_labels(s.labels, dataset.classes)), s.split]
+    rows = [[s.path, relabelled.get(s.rel, s.cell), s.split]
             for s in dataset.samples if s.rel in by_rel and s.rel not in dropped]
     with atomic_path(path) as tmp:
         pd.DataFrame(rows, columns=["path", column, "split"]).to_csv(tmp, index=False)
