@@ -136,6 +136,16 @@ def test_a_csv_of_paths_and_labels_is_a_dataset(tmp_path, tiny_data):
     assert result.exit_code == 2 and "missing column(s) path" in result.output
 
 
+def test_an_empty_label_cell_in_a_single_label_csv_is_an_error_naming_its_lines(tmp_path, tiny_data):
+    rows = [(os.path.join(tiny_data, c, f), "" if i in (1, 3) and c == "leaf" else c)
+            for c in sorted(COLOURS) for i, f in enumerate(sorted(os.listdir(os.path.join(tiny_data, c))))]
+    csv = tmp_path / "data.csv"
+    pd.DataFrame(rows, columns=["path", "label"]).to_csv(csv, index=False)
+    result = run_cli("inspect", csv)
+    assert result.exit_code == 2
+    assert "empty label on line(s) 11, 13;" in result.output and '""' not in result.output
+
+
 def test_a_csv_class_whose_training_files_are_all_unreadable_is_named_as_such(tmp_path, tiny_data):
     broken = tmp_path / "broken.png"
     broken.write_bytes(b"\x89PNG\r\n\x1a\n")  # a header, then nothing

@@ -178,6 +178,8 @@ def _from_csv(csv_path: str) -> Scan:
     base = os.path.dirname(csv_path)
     result = Scan(base, "csv", [], [], {}, multi_label=not isinstance(labels, str))
     names = labels if isinstance(labels, str) else None
+    if names:
+        _require_labels(csv_path, table[names])
     for i, row in enumerate(table.itertuples(index=False)):
         split = None
         if "split" in table.columns and row.split:
@@ -193,6 +195,20 @@ def _from_csv(csv_path: str) -> Scan:
         if split in (None, "train"):  # the classes, as the file names them, before any file is checked
             result.class_folders.setdefault("all", []).extend((label,) if names else label)
     return result
+
+
+def _require_labels(csv_path: str, cells) -> None:
+    """Every cell of a single-label column names a class (in multi-label data an empty cell is a negative image;
+    here it would make a class named "").
+
+    Raises:
+        DatasetError: naming the rows, as line numbers of the file.
+    """
+    empty = [i + 2 for i, cell in enumerate(cells) if not cell.strip()]  # line 1 is the header
+    if empty:
+        shown = ", ".join(map(str, empty[:5])) + (f" and {len(empty) - 5} more" if len(empty) > 5 else "")
+        raise DatasetError(f"{csv_path}: empty label on line(s) {shown}; give each row a class, or use a labels "
+                           "column (several labels per image), where an empty cell is an image of no class")
 
 
 def csv_has_several_labels(path: str) -> bool:
