@@ -140,6 +140,16 @@ def test_the_figures_are_scikit_learns():
                                                                                      ("false negative", "c", "a")}
 
 
+def test_a_label_absent_from_the_split_is_left_out_of_every_per_label_average():
+    from tltool.evaluation.multilabel import evaluate_multilabel
+
+    y = np.array([[1, 0, 0], [0, 1, 0], [1, 1, 0], [0, 0, 0]])  # label c has no positive here
+    found = evaluate_multilabel(y, y * 0.9 + 0.05, ["a", "b", "c"], [0.5, 0.5, 0.5])  # every decision right
+    m = found.metrics
+    assert m["mean_average_precision"] == 1.0 and m["exact_match"] == 1.0
+    assert m["macro_f1"] == 1.0 and m["labels_averaged"] == 2
+
+
 def test_class_weights_weigh_the_positives_of_rare_labels_in_the_loss(multilabel_csv):
     import keras
 

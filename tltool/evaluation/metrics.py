@@ -126,6 +126,6 @@ def format_per_class(per_class: pd.DataFrame, limit: int | None = 20) -> str:
 
 
 def format_summary(metrics: dict) -> str:
-    keys = [k for k in metrics if k not in ("samples", "classes")]
+    keys = [k for k in metrics if k not in ("samples", "classes", "labels_averaged")]
     parts = [f"{k} {metrics[k]:.4f}" for k in keys]
     return f"{metrics['samples']} images, {metrics['classes']} classes: " + ", ".join(parts)

@@ -15,6 +15,7 @@ import pandas as pd
 MIN_POSITIVES = 5  # a class with fewer validation positives keeps the 0.5 threshold: its F1 curve is noise
 DEFAULT_THRESHOLD = 0.5
 ECE_BINS = 15
+AVERAGED = "per-label averages (mAP, macro-F1) are over the labels present in the evaluated images"
 
 
 @dataclass
@@ -100,8 +101,12 @@ def calibration_error(probs: np.ndarray, targets: np.ndarray, bins: int = ECE_BI
 
 
 def evaluate_multilabel(targets, probs: np.ndarray, classes: list[str], thresholds) -> MultiLabelEvaluation:
-    """Every figure of one multi-label evaluation (scikit-learn's definitions)."""
-    from sklearn.metrics import average_precision_score, f1_score, hamming_loss
+    """Every figure of one multi-label evaluation (scikit-learn's definitions).
+
+    Every per-label average (mAP, macro-F1) is over the labels present in the evaluated images (`AVERAGED`): a
+    label without a positive has no average precision, and its F1 would be 0 however right the model is.
+    """
+    from sklearn.metrics import average_precision_score, f1_score, hamming_loss, precision_recall_fscore_support
 
     y = np.asarray(targets).astype(int)
     thresholds = np.asarray(thresholds, dtype=float)
@@ -109,21 +114,18 @@ def evaluate_multilabel(targets, probs: np.ndarray, classes: list[str], threshol
     present = y.sum(axis=0) > 0
     ap = np.array([average_precision_score(y[:, c], probs[:, c]) if present[c] else np.nan
                    for c in range(len(classes))])
-    tp, fp, fn = ((predicted == 1) & (y == 1)).sum(0), ((predicted == 1) & (y == 0)).sum(0), \
-        ((predicted == 0) & (y == 1)).sum(0)
-    precision = np.divide(tp, tp + fp, out=np.zeros(len(classes)), where=tp + fp > 0)
-    recall = np.divide(tp, tp + fn, out=np.zeros(len(classes)), where=tp + fn > 0)
-    f1 = np.divide(2 * tp, 2 * tp + fp + fn, out=np.zeros(len(classes)), where=2 * tp + fp + fn > 0)
+    precision, recall, f1, _ = precision_recall_fscore_support(y, predicted, average=None, zero_division=0.0,
+                                                               labels=range(len(classes)))
     per_class = pd.DataFrame({
         "class": classes, "average_precision": ap, "precision": precision, "recall": recall, "f1": f1,
         "threshold": thresholds, "support": y.sum(axis=0),
         "calibration_error": [calibration_error(probs[:, c], y[:, c]) for c in range(len(classes))]})
     metrics = {
-        "samples": int(len(y)), "classes": len(classes),
+        "samples": int(len(y)), "classes": len(classes), "labels_averaged": int(present.sum()),
         "mean_average_precision": float(np.nanmean(ap)) if present.any() else 0.0,
         "micro_average_precision": float(average_precision_score(y.ravel(), probs.ravel())) if y.any() else 0.0,
         "micro_f1": float(f1_score(y, predicted, average="micro", zero_division=0)),
-        "macro_f1": float(f1_score(y, predicted, average="macro", zero_division=0)),
+        "macro_f1": float(f1[present].mean()) if present.any() else 0.0,
         "samples_f1": float(f1_score(y, predicted, average="samples", zero_division=1.0)),
         "exact_match": float((predicted == y).all(axis=1).mean()),
         "hamming_loss": float(hamming_loss(y, predicted)),

@@ -18,6 +18,7 @@ import pandas as pd
 from tltool.data.scan import join_labels
 from tltool.evaluation import plots
 from tltool.evaluation.multilabel import (
+    AVERAGED,
     DEFAULT_THRESHOLD,
     MIN_POSITIVES,
     apply_temperatures,
@@ -182,6 +183,8 @@ class MultiLabel(Task):
         overview = []
         if context.calibration:
             overview.append(("calibration", self.describe_calibration(context.calibration)))
+        absent = [c for c, n in zip(evaluation.classes, evaluation.per_class["support"]) if n == 0]
+        overview.append(("averages", AVERAGED + (f"; left out: {', '.join(absent)}" if absent else "")))
         overview.append(("thresholds", f"per class, tuned on the validation split to maximise each class's F1 "
                          f"(0.5 where it has fewer than {MIN_POSITIVES} positives): "
                          + ", ".join(f"{c} {t:.2f}" for c, t in zip(evaluation.classes, evaluation.thresholds))))
@@ -192,7 +195,7 @@ class MultiLabel(Task):
 
     def render(self, evaluation, show_all: bool = False, tta: dict | None = None) -> str:
         m = evaluation.metrics
-        keys = [k for k in m if k not in ("samples", "classes")]
+        keys = [k for k in m if k not in ("samples", "classes", "labels_averaged")]
         lines = [f"{m['samples']} images, {m['classes']} classes: " + ", ".join(f"{k} {m[k]:.4f}" for k in keys),
                  format_per_class(evaluation.per_class, None if show_all else 20)]
         if tta:
