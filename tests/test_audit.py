@@ -97,7 +97,7 @@ def test_fit_says_how_many_images_leak_and_lists_them(planted, backbone_file, tm
     assert "leakage: 2 of 12 val images have a copy in train (1 exact, 1 near)" in result.output
     leaks = pd.read_csv(tmp_path / "run" / "data" / "leakage.csv")
     assert sorted(leaks["path_a"]) == ["val/apple/exact_copy.png", "val/sky/reencoded.jpg"]
-    assert "2 of the 12 images evaluated here have a copy in train" in (tmp_path / "run" / "report.md").read_text()
+    assert "2 of the 12 images evaluated here have a copy in an earlier split" in (tmp_path / "run" / "report.md").read_text()
     from tltool.data.dataset import load_dataset
     from tltool.workflows.fitting import find_leaks, resolve_recipe
 
@@ -117,6 +117,26 @@ def test_a_group_of_many_copies_is_one_short_warning_and_every_path_is_in_a_file
     warnings = duplicate_warnings(load_dataset(str(tmp_path), progress=False), "RUN/data/duplicates.csv")
     assert len(warnings) == 1 and "(and 38 more copies)" in warnings[0] and len(warnings[0]) < 300
     assert warnings[0].endswith("every group: RUN/data/duplicates.csv")
+
+
+def test_a_test_image_copied_into_val_is_a_leak_too(tmp_path):
+    from tltool.data.dataset import load_dataset
+    from tltool.data.duplicates import describe_leaks, leaks
+
+    for split in ("train", "val", "test"):
+        for c, (name, colour) in enumerate(COLOURS.items()):
+            for i in range(2):
+                write_image(os.path.join(tmp_path, split, name, f"{name}_{i}.png"), colour,
+                            seed=100 * ("train", "val", "test").index(split) + 10 * c + i)
+    shutil.copy(tmp_path / "val" / "sky" / "sky_0.png", tmp_path / "test" / "sky" / "copy.png")
+    dataset = load_dataset(str(tmp_path), progress=False)
+
+    table = leaks(dataset.samples, dataset.infos)
+
+    assert list(zip(table["path_a"], table["path_b"], table["kind"])) == [("test/sky/copy.png", "val/sky/sky_0.png",
+                                                                           "exact")]
+    assert describe_leaks(table, dataset.images()) == \
+        "leakage: 1 of 7 test images have a copy in val (1 exact, 0 near)"
 
 
 def test_the_perceptual_hash_is_imagehashs_phash():

@@ -138,7 +138,7 @@ FIT = Command("fit", (
            recipe=True),
     Option("aspect", "str | None", "Aspect-ratio policy when resizing: stretch, crop or pad.",
            click={"choice": _CHOICES["aspect"]}, recipe=True),
-    Option("check_leakage", "bool | None", "Find validation and test images with a copy in train. [default: on]",
+    Option("check_leakage", "bool | None", "Find validation and test images with a copy in an earlier split. [default: on]",
            flags=("--check-leakage/--no-check-leakage",), recipe=True),
     Option("precision", "str | None", "Keras dtype policy; mixed_* for GPUs.",
            click={"choice": _CHOICES["precision"]}, recipe=True),

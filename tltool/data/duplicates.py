@@ -16,7 +16,9 @@ There is one definition of each, used by `fit`, `inspect` and `audit`:
   bits of every pair.
 
 A pair across splits is a **leak**: the copy in train lets the validation or
-test figures see an image the model trained on.
+test figures see an image the model trained on, and a test image's copy in
+val lets the test figures see an image that thresholds or early stopping
+were tuned on.
 """
 
 from __future__ import annotations
@@ -56,20 +58,28 @@ def exact_groups(samples: list, infos: dict) -> list[list]:
     return [members for members in groups.values() if len(members) > 1]
 
 
+# Each held-out split against every split before it: a test image copied into val matters too, since
+# multi-label runs tune their thresholds on val and report on test.
+SPLIT_PAIRS = (("val", "train"), ("test", "train"), ("test", "val"))
+
+
 def leaks(samples: list, infos: dict, max_bits: int = PHASH_BITS) -> pd.DataFrame:
-    """Every validation or test image with a copy in train (exact, or near by perceptual hash), one row per
-    pair: its path, the train copy's, both splits, the similarity (1 - bits / 64), the kind and the bits."""
-    train = [s for s in samples if s.split == "train" and s.path in infos]
-    held = [s for s in samples if s.split in ("val", "test") and s.path in infos]
+    """Every validation or test image with a copy in an earlier split (val in train; test in train or val),
+    exact or near by perceptual hash, one row per pair: its path, the copy's, both splits, the similarity
+    (1 - bits / 64), the kind and the bits."""
+    by_split = {split: [s for s in samples if s.split == split and s.path in infos] for split in ("train", "val", "test")}
     rows = []
-    if train and held:
+    for held_split, other_split in SPLIT_PAIRS:
+        held, other = by_split[held_split], by_split[other_split]
+        if not held or not other:
+            continue
         pairs = hash_pairs(hash_array([infos[s.path].phash for s in held]),
-                           hash_array([infos[s.path].phash for s in train]), max_bits)
+                           hash_array([infos[s.path].phash for s in other]), max_bits)
         for i, j, bits in pairs:
-            a, b = held[i], train[j]
+            a, b = held[i], other[j]
             exact = infos[a.path].sha1 == infos[b.path].sha1  # the same bytes: 0 bits apart, always found here
             rows.append([a.rel, b.rel, a.split, b.split, round(1 - bits / 64, 4), "exact" if exact else "near", bits])
-    return pd.DataFrame(rows, columns=COLUMNS).sort_values(["split_a", "path_a", "bits"], kind="stable",
+    return pd.DataFrame(rows, columns=COLUMNS).sort_values(["split_a", "path_a", "split_b", "bits"], kind="stable",
                                                            ignore_index=True)
 
 
@@ -78,10 +88,10 @@ def describe_leaks(table: pd.DataFrame, images: dict[str, int]) -> str | None:
     if table.empty:
         return None
     parts = []
-    for split in ("val", "test"):
-        held = table[table["split_a"] == split]
+    for held_split, other_split in SPLIT_PAIRS:
+        held = table[(table["split_a"] == held_split) & (table["split_b"] == other_split)]
         if len(held):
             exact = held[held["kind"] == "exact"]["path_a"].nunique()
-            parts.append(f"{held['path_a'].nunique()} of {images[split]} {split} images have a copy in train "
-                         f"({exact} exact, {held['path_a'].nunique() - exact} near)")
+            parts.append(f"{held['path_a'].nunique()} of {images[held_split]} {held_split} images have a copy in "
+                         f"{other_split} ({exact} exact, {held['path_a'].nunique() - exact} near)")
     return "leakage: " + "; ".join(parts)

@@ -36,7 +36,7 @@ class ReportContext:
     calibration: dict | None = None  # what the task fitted after training
     tta: dict | None = None  # figures with test-time augmentation, beside the plain ones
     explain: object | None = None  # heatmaps for the gallery of mistakes (`tltool.evaluation.gradcam.ImageExplainer`)
-    leaked: int = 0  # evaluated images with a copy in train (`tltool.data.duplicates.leaks`)
+    leaked: int = 0  # evaluated images with a copy in an earlier split (`tltool.data.duplicates.leaks`)
 
 
 @dataclass
@@ -101,7 +101,7 @@ def _overview(metrics: dict, context: ReportContext, parts: ReportParts) -> list
     items += parts.overview
     if context.leaked:
         items.append(("leakage", f"{context.leaked} of the {metrics['samples']} images evaluated here have a copy "
-                      "in train (data/leakage.csv): these figures are optimistic"))
+                      "in an earlier split (data/leakage.csv): these figures are optimistic"))
     if context.unreadable:
         items.append(("not evaluated", f"{len(context.unreadable)} file(s) could not be read: "
                       + "; ".join(f"{p}: {r}" for p, r in context.unreadable[:10])))

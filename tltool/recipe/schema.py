@@ -263,7 +263,7 @@ class Data(_Strict):
         "auto", description="decoded images: memory when they fit in a quarter of RAM, else disk"
     )
     check_leakage: bool = Field(
-        True, description="find validation and test images with a copy in train (exact, or near by perceptual "
+        True, description="find validation and test images with a copy in an earlier split (exact, or near by perceptual "
         "hash), say how many and list them in data/leakage.csv"
     )
 

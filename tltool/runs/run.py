@@ -26,7 +26,7 @@ from tltool.files import RUN_MARKER, check_replaceable, write_atomic, write_csv,
 MARKER = RUN_MARKER
 RECIPE = "recipe.yaml"
 INDEX = "data/index.csv"
-LEAKAGE = "data/leakage.csv"  # held-out images with a copy in train
+LEAKAGE = "data/leakage.csv"  # held-out images with a copy in an earlier split
 DUPLICATES = "data/duplicates.csv"  # every group of exact copies
 # Everything `fit` (and later `evaluate`/`export`) writes in a run directory.
 OUTPUTS = (

@@ -302,7 +302,7 @@ def report_dataset(dataset: Dataset, duplicates_file: str | None = None) -> None
 
 
 def find_leaks(dataset: Dataset, recipe: Recipe, listed_in: str):
-    """The validation and test images with a copy in train (`tltool.data.duplicates.leaks`), from the hashes the
+    """The validation and test images with a copy in an earlier split (`tltool.data.duplicates.leaks`), from the hashes the
     file check computed; one line says how many. None when the recipe turns the check off."""
     from tltool.data.duplicates import describe_leaks, leaks
 
