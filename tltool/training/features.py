@@ -67,13 +67,14 @@ class FeatureCache:
         return finish(ds.map(lambda x, y: (x, self.encode(y))))
 
 
-def stored_features(recipe, clf, train: list, val: list, infos: dict) -> tuple:
+def stored_features(recipe, clf, train: list, val: list, infos: dict, backbone_version: int = 0) -> tuple:
     """The features `audit` stored for these images (`tltool.training.feature_store`), in their order: (train
     rows, val rows), each None unless every image's is stored; train only when the recipe does not augment,
-    neither under mixed precision."""
+    neither under mixed precision, nor once a phase has trained the backbone (`backbone_version` > 0: the
+    stored rows are those of the backbone as built)."""
     from tltool.training.feature_store import known_rows, store_key
 
-    if recipe.precision != "float32":
+    if recipe.precision != "float32" or backbone_version:
         return None, None
     key = store_key(clf.spec, recipe.weights, recipe.image_size, recipe.data.aspect, recipe.head.pooling)
     train_rows = known_rows(key, [infos[s.path].sha1 for s in train]) if clf.augmenter is None else None

@@ -344,12 +344,10 @@ class Session:
     def _compute_features(self):
         from tltool.training.features import compute_features, stored_features
 
-        # The store holds features of the backbone as built; once a phase has trained it, they are stale.
-        untouched = self.state.backbone_version == 0
-        stored = stored_features(self.recipe, self.clf, *self.samples, self.dataset.infos) if untouched else (None, None)
         return compute_features(
             self.clf.features, self.clf.augmenter, self.train_images, self.val_images, self.n_train, self.n_val,
-            self.recipe.augment.cached_views, self.batch, self._encode, self.run.file("cache/features"), stored)
+            self.recipe.augment.cached_views, self.batch, self._encode, self.run.file("cache/features"),
+            stored_features(self.recipe, self.clf, *self.samples, self.dataset.infos, self.state.backbone_version))
 
     def _announce(self, index: int, use_cache: bool, sweep: bool = False) -> None:
         from tltool.models.freeze import count_params
