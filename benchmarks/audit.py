@@ -178,7 +178,7 @@ def scale(n: int) -> None:
     findings.outliers(samples, classes, unit, near, findings.Thresholds())
     stages.append(("outliers", time.perf_counter() - start))
     start = time.perf_counter()
-    findings.out_of_fold_probabilities(unit, np.arange(n) % 10, 10, 5)
+    findings.out_of_fold_probabilities(unit, np.arange(n) % 10, 5)
     stages.append(("label probe, 5 folds", time.perf_counter() - start))
     for name, seconds in stages:
         print(f"{n:,} images, {name}: {seconds:.1f} s")

@@ -202,3 +202,27 @@ def test_a_name_with_a_space_round_trips_through_every_file_tltool_writes_when_n
     predicted = task.csv_rows(task.prediction_rows(["a.png", "b.png"], np.array([[0.9, 0.1], [0.1, 0.2]]),
                                                    ["red square", "disc"], top_k=2))
     assert split_labels(list(predicted["labels"])) == [("red square",), ()]
+
+
+@pytest.mark.parametrize("classes", [["a", "b"], ["a", "b", "c"]])
+def test_a_class_of_one_image_gets_no_label_score_and_a_note(classes, monkeypatch):
+    from tltool.data.scan import Sample
+    from tltool.quality.findings import Thresholds, label_issues, normalised
+
+    rng = np.random.default_rng(0)
+    labels = [c for c in classes[1:] for _ in range(12)] + [classes[0]]  # classes[0] holds one image
+    centres = {c: rng.normal(0, 1, 16) for c in classes}
+    unit = normalised(np.stack([centres[c] + rng.normal(0, 0.1, 16) for c in labels]))
+    samples = [Sample(f"/d/{i}.png", f"{c}/{i}.png", c, "train") for i, c in enumerate(labels)]
+
+    def no_fork():
+        raise AssertionError("a process was forked from one that has TensorFlow loaded")
+
+    monkeypatch.setattr(os, "fork", no_fork)
+    table, note = label_issues(samples, classes, unit, Thresholds())
+
+    assert "a/" not in " ".join(table["path"])
+    if len(classes) == 2:
+        assert note == "not looked for: fewer than 2 classes have 2 images or more" and table.empty
+    else:
+        assert note == "not scored: a (fewer than 2 images)"

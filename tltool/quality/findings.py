@@ -115,30 +115,41 @@ def _with_clusters(rows: list, samples: list) -> pd.DataFrame:
     return table.sort_values(["cluster", "path_a", "path_b"], kind="stable", ignore_index=True)
 
 
-def label_issues(samples: list, classes: list[str], unit: np.ndarray, limits: Thresholds) -> pd.DataFrame:
-    """The images whose label confident learning doubts: path, given, suggested, score (most doubtful first)."""
+def label_issues(samples: list, classes: list[str], unit: np.ndarray,
+                 limits: Thresholds) -> tuple[pd.DataFrame, str | None]:
+    """The images whose label confident learning doubts: path, given, suggested, score (most doubtful first);
+    and a note naming the classes too small to score (a class of one image cannot be held out of a probe that
+    must still know it), or None."""
     from cleanlab.filter import find_label_issues
 
-    labels = np.array([classes.index(s.label) for s in samples])
-    probs = out_of_fold_probabilities(unit, labels, len(classes), limits.folds)
-    flagged = find_label_issues(labels, probs, filter_by="prune_by_class", return_indices_ranked_by="self_confidence")
-    return pd.DataFrame([[samples[i].rel, classes[labels[i]], classes[int(np.argmax(probs[i]))],
-                          round(float(probs[i, labels[i]]), 4)] for i in flagged],
-                        columns=["path", "given", "suggested", "score"])
+    counts = {c: sum(1 for s in samples if s.label == c) for c in classes}
+    small = [c for c in classes if 0 < counts[c] < 2]
+    scored = [c for c in classes if counts[c] >= 2]
+    note = f"not scored: {', '.join(small)} (fewer than 2 images)" if small else None
+    if len(scored) < 2:
+        return pd.DataFrame(columns=["path", "given", "suggested", "score"]), \
+            "not looked for: fewer than 2 classes have 2 images or more"
+    kept = [i for i, s in enumerate(samples) if s.label in scored]
+    labels = np.array([scored.index(samples[i].label) for i in kept])
+    probs = out_of_fold_probabilities(unit[kept], labels, limits.folds)
+    # n_jobs=1: cleanlab would otherwise fork a pool from a process that has TensorFlow loaded.
+    flagged = find_label_issues(labels, probs, filter_by="prune_by_class", return_indices_ranked_by="self_confidence",
+                                n_jobs=1)
+    table = pd.DataFrame([[samples[kept[i]].rel, scored[labels[i]], scored[int(np.argmax(probs[i]))],
+                           round(float(probs[i, labels[i]]), 4)] for i in flagged],
+                         columns=["path", "given", "suggested", "score"])
+    return table, note
 
 
-def out_of_fold_probabilities(unit: np.ndarray, labels: np.ndarray, classes: int, folds: int) -> np.ndarray:
-    """(N, classes) probabilities, each row from a probe that never saw that image."""
+def out_of_fold_probabilities(unit: np.ndarray, labels: np.ndarray, folds: int) -> np.ndarray:
+    """(N, classes) probabilities, each row from a probe that never saw that image; every class has 2 images or
+    more, so that every fold's probe knows every class."""
     from sklearn.linear_model import LogisticRegression
-    from sklearn.model_selection import StratifiedKFold
+    from sklearn.model_selection import StratifiedKFold, cross_val_predict
 
-    probs = np.zeros((len(labels), classes))
-    smallest = np.bincount(labels, minlength=classes)
-    splits = max(2, min(folds, int(smallest[smallest > 0].min())))
-    for train, held in StratifiedKFold(splits, shuffle=True, random_state=0).split(unit, labels):
-        probe = LogisticRegression(C=10.0, max_iter=2000).fit(unit[train], labels[train])
-        probs[np.ix_(held, probe.classes_)] = probe.predict_proba(unit[held])
-    return probs
+    splits = max(2, min(folds, int(np.bincount(labels).min())))
+    return cross_val_predict(LogisticRegression(C=10.0, max_iter=2000), unit, labels, method="predict_proba",
+                             cv=StratifiedKFold(splits, shuffle=True, random_state=0), n_jobs=1)
 
 
 def outliers(samples: list, classes: list[str], unit: np.ndarray, near: tuple, limits: Thresholds) -> pd.DataFrame:

@@ -78,7 +78,7 @@ def audit(data: str, *, backbone: str | None = None, weights: str | None = None,
         note = ("not looked for: confident learning here takes one label per image; duplicates and outliers "
                 "are checked")
     else:
-        issues = findings.label_issues(samples, dataset.classes, unit, limits)
+        issues, note = findings.label_issues(samples, dataset.classes, unit, limits)
     found = Audit(folder, len(samples), duplicates, issues, findings.outliers(samples, dataset.classes, unit, near,
                                                                               limits), limits, note)
     _write(found, dataset, embedder.key)
@@ -140,7 +140,8 @@ def describe(found: Audit, key: str = "") -> dict[str, str]:
         "duplicates": f"{(dup['kind'] == 'exact').sum() if len(dup) else 0} exact and "
                       f"{(dup['kind'] == 'near').sum() if len(dup) else 0} near pairs in "
                       f"{dup['cluster'].nunique() if len(dup) else 0} clusters; {len(across)} across splits (leaks)",
-        "label issues": found.label_note if found.label_issues is None else f"{len(found.label_issues)} images",
+        "label issues": found.label_note if found.label_issues is None else
+                        f"{len(found.label_issues)} images" + (f"; {found.label_note}" if found.label_note else ""),
         "outliers": f"{len(found.outliers)} images",
         "thresholds": f"near: perceptual hashes at most {limits.near_bits} of 64 bits apart, or embedding cosine "
                       f"similarity >= {limits.near_similarity} with hashes at most {limits.loose_bits} bits apart; "
