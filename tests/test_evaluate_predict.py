@@ -143,6 +143,23 @@ def test_predict_with_nothing_readable_fails(fitted_run, tmp_path):
     assert result.exit_code == 2 and "no image could be read" in result.output
 
 
+@pytest.mark.parametrize("call, flag", [("explain", "--batch-size"), ("predict", "--top-k"), ("evaluate", "--tta"),
+                                        ("audit", "--batch-size"), ("export", "--calibration-images")])
+def test_a_count_below_one_is_the_same_one_line_error_from_python_and_the_command_line(call, flag, tmp_path):
+    import tltool
+    from tltool.errors import TltoolError
+
+    keyword = flag[2:].replace("-", "_")
+    args = {"explain": ("run", ["a.png"]), "predict": ("run", ["a.png"]), "evaluate": ("run", "data"),
+            "audit": ("data",), "export": ("run", "onnx")}[call]
+    with pytest.raises(TltoolError, match=f"^{flag} 0: give 1 or more$"):
+        getattr(tltool, call)(*args, **{keyword: 0})
+    cli_args = {"explain": ["run", "a.png"], "predict": ["run", "a.png"], "evaluate": ["run", "data"],
+                "audit": ["data"], "export": ["run", "--format", "onnx"]}[call]
+    result = run_cli(call, *cli_args, flag, 0)
+    assert result.exit_code == 2 and f"{flag} 0: give 1 or more" in result.output
+
+
 @pytest.mark.parametrize("case", ["missing", "unfinished", "not a model"])
 def test_bad_model_paths(case, tiny_data, tmp_path):
     path = tmp_path / "thing"

@@ -33,6 +33,7 @@ class Option:
         flags: the flag spellings; default ``--name-with-dashes``.
         recipe: an override of the recipe (one of `tltool.recipe.overrides.OVERRIDES`).
         cli / python: whether the command line / the Python API offers it.
+        minimum: the smallest value it takes (a count), checked by `Command.check` for the CLI and the API.
     """
 
     name: str
@@ -44,6 +45,7 @@ class Option:
     recipe: bool = False
     cli: bool = True
     python: bool = True
+    minimum: int | None = None
 
     @property
     def spellings(self) -> tuple[str, ...]:
@@ -59,11 +61,22 @@ class Command:
         return [o.name for o in self.options if o.python]
 
     def check(self, kwargs: dict) -> None:
-        """Raises TypeError for a keyword this command does not take, with the closest one."""
+        """The one check of a call's options, from the command line or Python.
+
+        Raises:
+            TypeError: a keyword this command does not take, with the closest one.
+            TltoolError: a value below its option's minimum, named as the flag.
+        """
+        from tltool.errors import TltoolError
+
         known = self.python_names()
         for key in kwargs:
             if key not in known:
                 raise TypeError(f"unexpected keyword argument {key!r}{_close(key, known)}")
+        for option in self.options:
+            value = kwargs.get(option.name)
+            if option.minimum is not None and value is not None and value < option.minimum:
+                raise TltoolError(f"{option.spellings[0]} {value}: give {option.minimum} or more")
 
     def click_options(self, function: Callable) -> Callable:
         """Decorate a Click command with every option the command line offers."""
@@ -174,21 +187,22 @@ EVALUATE = Command("evaluate", (
     Option("split", "str | None", "Only this split of DATA (its folder, or the run's recorded split).",
            click={"choice": ("train", "val", "test")}),
     Option("split_from", "str | None", "Run directory whose split --split refers to.", click={"path": True}),
-    Option("top_k", "int", "k for top-k accuracy and recall.", default=5, click={"type": int}),
-    Option("batch_size", "int", "Images per batch.", default=32, click={"type": int}),
+    Option("top_k", "int", "k for top-k accuracy and recall.", default=5, click={"type": int}, minimum=1),
+    Option("batch_size", "int", "Images per batch.", default=32, click={"type": int}, minimum=1),
     Option("progress", "bool", "A progress bar while predicting.", default=True, cli=False),
     Option("tta", "int", "Also report the figures averaged over N test-time views (mirrors only if the run used "
-           "flips).", default=1, click={"type": int}),
+           "flips).", default=1, click={"type": int}, minimum=1),
     Option("explain", "bool", "Show each image of the gallery of mistakes beside its Grad-CAM heatmap.", default=True,
            flags=("--explain/--no-explain",)),
 ))
 
 PREDICT = Command("predict", (
-    Option("top_k", "int", "Classes to show per image.", default=3, flags=("--top-k", "-k"), click={"type": int}),
-    Option("batch_size", "int", "Images per batch.", default=32, click={"type": int}),
+    Option("top_k", "int", "Classes to show per image.", default=3, flags=("--top-k", "-k"), click={"type": int},
+           minimum=1),
+    Option("batch_size", "int", "Images per batch.", default=32, click={"type": int}, minimum=1),
     Option("progress", "bool", "A progress bar while predicting.", default=True, cli=False),
     Option("tta", "int", "Average the probabilities over N test-time views of each image.", default=1,
-           click={"type": int}),
+           click={"type": int}, minimum=1),
 ))
 
 EXPLAIN = Command("explain", (
@@ -198,7 +212,7 @@ EXPLAIN = Command("explain", (
            flags=("--out", "-o"), click={"path": True}),
     Option("overwrite", "bool", "Replace an existing folder that tltool explain wrote.", default=False,
            click={"is_flag": True}),
-    Option("batch_size", "int", "Images per batch.", default=16, click={"type": int}),
+    Option("batch_size", "int", "Images per batch.", default=16, click={"type": int}, minimum=1),
     Option("progress", "bool", "A progress bar.", default=True, cli=False),
 ))
 
@@ -230,14 +244,14 @@ AUDIT = Command("audit", (
            click={"type": int}),
     Option("outlier_z", "float", "Outliers: kNN distance this many robust standard deviations above the median.",
            default=6.0, click={"type": float}),
-    Option("batch_size", "int", "Images per batch while embedding.", default=32, click={"type": int}),
+    Option("batch_size", "int", "Images per batch while embedding.", default=32, click={"type": int}, minimum=1),
     Option("progress", "bool", "A progress bar while embedding.", default=True, cli=False),
 ))
 
 EXPORT = Command("export", (
     Option("out", "str | None", "Where. [default: RUN/export/<file>]", flags=("--out", "-o"), click={"path": True}),
     Option("calibration_images", "int", "litert-int8: training images that calibrate the quantization.", default=200,
-           click={"type": int}),
+           click={"type": int}, minimum=1),
     Option("int8_io", "str", "litert-int8: the file's input and output type.", default="float",
            click={"choice": ("float", "uint8")}),
     Option("max_accuracy_drop", "float", "Points of accuracy the file may lose against the Keras model (and 2 "

@@ -52,6 +52,7 @@ def audit(data, **values):
     from tltool.workflows.auditing import audit as run_audit
     from tltool.workflows.auditing import describe
 
+    options.AUDIT.check(values)
     require_paths(data)
     found = run_audit(data, **values)
     for key, value in describe(found).items():

@@ -8,7 +8,6 @@ import click
 
 from tltool import options
 from tltool.cli.group import cli, load_tensorflow, require_paths
-from tltool.errors import TltoolError
 
 
 def _require_tta(tta: int) -> None:
@@ -31,6 +30,7 @@ def evaluate(model, data, show_all, **values):
     from tltool.cli.render import print_evaluation
     from tltool.workflows.evaluating import evaluate as run_evaluate
 
+    options.EVALUATE.check(values)
     _require_tta(values["tta"])
     require_paths(model, data)
     load_tensorflow()
@@ -56,8 +56,7 @@ def predict(model, inputs, output, **values):
 
     if output:
         output_kind(output)
-    if values["top_k"] < 1:
-        raise TltoolError(f"--top-k {values['top_k']}: give 1 or more")
+    options.PREDICT.check(values)
     _require_tta(values["tta"])
     require_paths(model, *inputs)
     load_tensorflow()
@@ -86,8 +85,7 @@ def explain(model, inputs, **values):
     from tltool.console import warn
     from tltool.workflows.explaining import explain as run_explain
 
-    if values["batch_size"] < 1:
-        raise TltoolError(f"--batch-size {values['batch_size']}: give 1 or more")
+    options.EXPLAIN.check(values)
     require_paths(model, *inputs)
     load_tensorflow()
     explained = run_explain(model, list(inputs), **values)
@@ -120,8 +118,7 @@ def export_command(model, fmt, **values):
     """
     from tltool.workflows.exporting import export
 
-    if values["calibration_images"] < 1:
-        raise TltoolError(f"--calibration-images {values['calibration_images']}: give 1 or more")
+    options.EXPORT.check(values)
     require_paths(model)
     load_tensorflow()
     export(model, fmt, **values)
