@@ -43,15 +43,17 @@ def file_size(path: str) -> int:
 
 
 def check(trained, path: str, fmt: str, samples: dict, max_accuracy_drop: float, task,
-          notes: dict | None = None) -> dict | None:
+          notes: dict | None = None, report_file: str | None = None) -> dict | None:
     """Run the exported file on the run's validation (or test) images; write and print the comparison.
+
+    The images are decoded and run CHUNK at a time, so memory does not grow with the split.
 
     Args:
         trained: the Keras model's `TrainedModel`, the reference.
         samples: the run's images by split (`Run.split_files`).
         task: what the outputs mean (`Task.compare` gives the figures).
+        report_file: where the report goes (default: `REPORT` beside `path`); one JSON object per format.
     """
-    from tltool.data.contract import prepare_file
     from tltool.serving.loading import load_trained
 
     split = "test" if samples.get("test") else "val"
@@ -59,22 +61,25 @@ def check(trained, path: str, fmt: str, samples: dict, max_accuracy_drop: float,
     if not rows:
         warn(f"not checked: the run's validation and test images are not at {samples.get('root')!r}")
         return None
-    pixels = np.stack([prepare_file(p, trained.image_size, trained.aspect) for p, _ in rows]).astype(np.float32)
     targets = task.targets([label for _, label in rows], trained.classes)
     exported = load_trained(path)
-    reference = run_batches(trained.forward, pixels)
-    probs = run_batches(exported.forward, pixels)
-    figures = task.compare(probs, reference, targets)
+    reference, probs, first = [], [], None
+    for pixels in _chunks([p for p, _ in rows], trained.image_size, trained.aspect):
+        first = pixels[:32].copy() if first is None else first  # for the latency; not a whole chunk kept
+        reference.append(run_batches(trained.forward, pixels))
+        probs.append(run_batches(exported.forward, pixels))
+        del pixels  # before the next chunk is decoded
+    figures = task.compare(np.concatenate(probs), np.concatenate(reference), targets)
     report = {
         "format": fmt, "file": os.path.abspath(path), "bytes": file_size(path), "split": split, "images": len(rows),
         **figures,
-        "latency_ms_per_image": {"batch_1": latency(exported.forward, pixels, 1),
-                                 "batch_32": latency(exported.forward, pixels, 32)},
+        "latency_ms_per_image": {"batch_1": latency(exported.forward, first, 1),
+                                 "batch_32": latency(exported.forward, first, 32)},
         "max_accuracy_drop": max_accuracy_drop, **(notes or {}),
     }
     failure = task.comparison_failure(figures, max_accuracy_drop)
     report["passed"] = failure is None
-    _write_report(os.path.dirname(os.path.abspath(path)), fmt, report)
+    _write_report(report_file or os.path.join(os.path.dirname(os.path.abspath(path)), REPORT), fmt, report)
     timing = report["latency_ms_per_image"]
     say(f"{fmt}: {report['bytes'] / 2**20:,.1f} MB; on {len(rows)} {split} images: "
         f"{task.describe_comparison(figures)}; "
@@ -82,6 +87,17 @@ def check(trained, path: str, fmt: str, samples: dict, max_accuracy_drop: float,
     if failure:
         raise ExportCheckFailed(f"{path}: {failure}; the file is kept for inspection")
     return report
+
+
+CHUNK = 128  # images decoded at a time by the check: memory stays that of 128 images, whatever the split
+
+
+def _chunks(paths: list[str], image_size: int, aspect: str):
+    """float32 (n, S, S, 3) pixels of `paths`, CHUNK images at a time, in order."""
+    from tltool.data.contract import prepare_file
+
+    for start in range(0, len(paths), CHUNK):
+        yield np.stack([prepare_file(p, image_size, aspect) for p in paths[start:start + CHUNK]]).astype(np.float32)
 
 
 def latency(forward, pixels: np.ndarray, batch: int) -> float:
@@ -96,8 +112,7 @@ def latency(forward, pixels: np.ndarray, batch: int) -> float:
     return float(np.median(times) * 1000 / batch)
 
 
-def _write_report(folder: str, fmt: str, report: dict) -> None:
-    path = os.path.join(folder, REPORT)
+def _write_report(path: str, fmt: str, report: dict) -> None:
     reports = {}
     if os.path.isfile(path):
         with open(path, encoding="utf-8") as f:

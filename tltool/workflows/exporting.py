@@ -67,7 +67,9 @@ def export(model: str, fmt: str, out: str | None = None, calibration_images: int
     if trained.keras_model is None:
         raise TltoolError(f"{model}: a {trained.kind} is already exported; give its run directory or a .keras file")
     folder = trained.run.export_dir if trained.run else os.path.join(os.path.dirname(trained.source), "export")
-    out = out or os.path.join(folder, FORMATS[fmt])
+    given, out = out, out or os.path.join(folder, FORMATS[fmt])
+    if given:
+        _check_extension(given, fmt)
     if os.path.exists(out):
         raise TltoolError(f"{out}: exists, and an export is never replaced; move or delete it, or write elsewhere "
                           "with --out")
@@ -90,9 +92,22 @@ def export(model: str, fmt: str, out: str | None = None, calibration_images: int
         export_litert(trained.keras_model, out, info, fmt)
     seconds = time.perf_counter() - start
     say(f"wrote {out} ({file_size(out) / 2**20:,.1f} MB) in {seconds:.0f} s")
-    if verify:
-        check(trained, out, fmt, samples, max_accuracy_drop, task, notes)
+    if verify:  # a file of the user's choosing gets a report of its own name: never a file of theirs replaced
+        report = None if not given else out.rstrip(os.sep) + ".export_report.json"
+        check(trained, out, fmt, samples, max_accuracy_drop, task, notes, report)
     return out
+
+
+def _check_extension(out: str, fmt: str) -> None:
+    """The ending each writer needs (Keras' LiteRT export and its .keras loader check it).
+
+    Raises:
+        TltoolError: naming the ending to give.
+    """
+    ending = {"keras": ".keras", "onnx": ".onnx"}.get(fmt, ".tflite" if fmt.startswith("litert") else "")
+    if ending and not out.lower().endswith(ending):
+        raise TltoolError(f"--out {out}: a {fmt} file ends with {ending}; give e.g. "
+                          f"{os.path.splitext(out)[0]}{ending}")
 
 
 def _gradcam(trained):
