@@ -275,3 +275,16 @@ def test_the_f1_chart_zooms_in_when_every_class_is_good():
 
     assert f1_axis([0.95, 0.99, 1.0]) == (0.9, 1.0)  # the differences stay visible
     assert f1_axis([0.0, 0.5]) == (0.0, 1.0)
+
+
+@pytest.mark.parametrize("mistakes, width", [(1, 300), (3, 900), (9, 1200)])
+def test_the_gallery_of_mistakes_is_as_wide_as_what_it_shows(tmp_path, mistakes, width):
+    from tltool.evaluation.plots import misclassified_png
+
+    for i in range(mistakes):
+        write_image(str(tmp_path / f"{i}.png"), (200, 30, 30), seed=i)
+    rows = pd.DataFrame({"path": [f"{i}.png" for i in range(mistakes)], "true": "apple", "predicted": "sky",
+                         "confidence": 0.9})
+    misclassified_png(rows, str(tmp_path), str(tmp_path / "m.png"))
+    with Image.open(tmp_path / "m.png") as picture:
+        assert picture.width == width

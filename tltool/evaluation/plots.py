@@ -178,8 +178,8 @@ def _gallery(rows: pd.DataFrame, root: str | None, path: str, limit: int, title:
             images.append(f"cannot show:\n{e}")
     if explain is not None:
         images = _beside_heatmaps(explain, files, images)
-    cols = 4
     count = max(1, len(shown))
+    cols = min(4, count)  # sized to what it shows: one mistake is one panel wide
     grid_rows = int(np.ceil(count / cols))
     fig = _figure(figsize=((5.4 if explain is not None else 3) * cols, 3.3 * grid_rows))
     axes = fig.subplots(grid_rows, cols, squeeze=False)
