@@ -2,6 +2,7 @@
 
 import json
 import os
+import shutil
 
 import numpy as np
 import pandas as pd
@@ -229,6 +230,13 @@ def test_a_multi_label_run_fits_evaluates_predicts_and_exports_from_the_command_
                         "--output", tmp_path / "p.json")
     assert predicted.exit_code == 0, predicted.output
     assert set(json.loads((tmp_path / "p.json").read_text())["predictions"][0]["labels"]) == set(names)
+    # A .keras file with only classes.json beside it cannot say it is multi-label: refused, not read as softmax.
+    bare = tmp_path / "bare"
+    bare.mkdir()
+    for name in ("model.keras", "classes.json"):
+        shutil.copy(run / name, bare / name)
+    refused = run_cli("predict", bare / "model.keras", os.path.join(os.path.dirname(multilabel_csv), "img_007.png"))
+    assert refused.exit_code == 2 and "its output is a sigmoid (several labels per image)" in refused.output
     # explain: a row and an overlay per label the model decides for each image.
     images = [os.path.join(os.path.dirname(multilabel_csv), f"img_{i:03d}.png") for i in (3, 5, 7)]
     assert run_cli("predict", run, *images, "--output", tmp_path / "three.json").exit_code == 0

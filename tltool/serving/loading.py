@@ -123,6 +123,8 @@ def _keras(path: str, run_dir: str | None) -> TrainedModel:
         raise TltoolError(f"{path}: no classes.json beside it; copy the run's classes.json next to the model")
     size = int(model.input_shape[1])
     _check_width(path, len(classes), int(model.output_shape[-1]))
+    if task is None:
+        _require_softmax(path, model)
     from tltool.models.classifier import forward_function
 
     return TrainedModel(path, "keras", classes, size, aspect, run_dir, forward_function(model, size), model, task,
@@ -157,6 +159,23 @@ def _savedmodel(path: str) -> TrainedModel:
 def _decision(info: dict) -> dict | None:
     """The decision an exported file's info carries (`Task.metadata`)."""
     return {"thresholds": info["thresholds"]} if info.get("thresholds") else None
+
+
+def _require_softmax(path: str, model) -> None:
+    """A model whose task nothing records is read as single-label, as models from before tasks were: only one
+    with a softmax output is.
+
+    Raises:
+        TltoolError: another output (a multi-label model's sigmoid), with what to copy beside it.
+    """
+    try:
+        activation = model.get_layer("predictions").activation.__name__
+    except (ValueError, AttributeError):
+        return  # not a classifier tltool built: nothing to tell from
+    if activation != "softmax":
+        raise TltoolError(f"{path}: its output is a {activation} (several labels per image), but nothing beside it "
+                          "records the task; copy the run's recipe.yaml and decision.json next to it, or export it "
+                          "with `tltool export RUN --format keras`")
 
 
 def _check_width(path: str, classes: int, outputs: int) -> None:
