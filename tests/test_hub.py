@@ -405,3 +405,18 @@ def test_feature_store_keys_tell_apart_two_presets_of_one_name_and_a_preset_save
     tuned.weights[0].assign(tuned.weights[0] + 1.0)
     tuned.save_to_preset(str(b))
     assert key(a) != key(b)
+
+
+def test_a_preset_without_a_converter_says_so_and_a_broken_one_is_not_silently_replaced(vit_preset, tmp_path,
+                                                                                        capsys):
+    import shutil
+
+    from tltool.models.registry import get_backbone
+
+    get_backbone(str(vit_preset)).build(32, "none")
+    said = capsys.readouterr()
+    assert "the preset has no image converter; pixels are scaled as vit presets are" in said.out + said.err
+    broken = shutil.copytree(vit_preset, tmp_path / "broken")
+    (broken / "image_converter.json").write_text("{not json")
+    with pytest.raises(ValueError):
+        get_backbone(str(broken)).build(32, "none")

@@ -337,30 +337,29 @@ def _from_preset(spec: HubSpec, weights: str, image_size: int):
 
 
 def _normalisation(spec: HubSpec) -> tuple[list[float], list[float]]:
-    """The preset's image converter (scale, offset), else the family's."""
+    """The preset's image converter (scale, offset), else the family's, said in one line."""
+    converter = _preset_converter(spec.preset)
+    if converter is not None and converter.scale is not None:
+        return _per_channel(converter.scale), _per_channel(converter.offset or 0.0)
     family = spec.family_facts
-    if os.path.isdir(spec.preset):
-        for name in ("image_converter.json", "preprocessor.json"):
-            path = os.path.join(spec.preset, name)
-            if os.path.isfile(path):
-                converter = _read_json(spec.preset, name).get("config", {})
-                converter = converter.get("image_converter", {}).get("config", converter)
-                if converter.get("scale") is not None:
-                    return _per_channel(converter["scale"]), _per_channel(converter.get("offset") or 0.0)
-    else:
-        converter = _published_converter(spec.preset)
-        if converter is not None and converter.scale is not None:
-            return _per_channel(converter.scale), _per_channel(converter.offset or 0.0)
+    from tltool.console import say
+
+    say(f"{spec.name}: the preset has no image converter; pixels are scaled as {family.name} presets are "
+        f"(scale {_rounded(family.scale)}, offset {_rounded(family.offset)})")
     return list(family.scale), list(family.offset)
 
 
-def _published_converter(preset: str):
-    """A published preset's image converter (downloaded with its backbone), or None where it has none."""
+def _preset_converter(preset: str):
+    """The image converter a preset (a name, or a local folder) was saved with; None where it has none."""
     keras_hub = require_keras_hub()
     try:
         return keras_hub.layers.ImageConverter.from_preset(preset)
-    except Exception:  # no converter in the preset: the family's normalisation is the fallback
+    except FileNotFoundError:  # keras-hub's word for "no image_converter.json in this preset"
         return None
+
+
+def _rounded(values) -> list[float]:
+    return [round(float(v), 4) for v in values]
 
 
 def _per_channel(value) -> list[float]:
