@@ -135,6 +135,8 @@ def test_the_preset_table_matches_keras_hubs_own_metadata():
     # Every preset keras-hub publishes for a family tltool knows, with its class and parameter count.
     published = {name: (cls, facts["metadata"]["params"]) for cls in FAMILIES
                  for name, facts in getattr(keras_hub.models, cls).presets.items()}
+    described = {name: facts["metadata"].get("description", "") for cls in FAMILIES
+                 for name, facts in getattr(keras_hub.models, cls).presets.items()}
     assert set(PRESETS) == set(published)
     depth = {"tiny": 12, "small": 12, "base": 12, "b": 12, "large": 24, "l": 24, "huge": 32, "h": 32, "giant": 40,
              "g": 40, "7b": 40, "bigg": 48, "so400m": 27, "900m": 27}  # 900m: MedSigLIP has the so400m vision tower
@@ -149,7 +151,9 @@ def test_the_preset_table_matches_keras_hubs_own_metadata():
                     "MobileNetBackbone": 6 if "small" in name else 7,  # 4 or 5 stacks, its first and last blocks
                     "CSPNetBackbone": 5 if "darknet" in name else 4}
             assert blocks == rule.get(cls, stages.get(cls)) and tokens == 0, name
-            assert side == int((re.findall(r"_r?(\d{3,4})(?=_|$)", name) or ["224"])[-1]), name
+            resolution = re.findall(r"at a (\d+)x\d+ resolution", described[name]) or \
+                re.findall(r"_(?:r|ade20k_|cityscapes_)(\d{3,4})(?=_|$)", name) or ["224"]
+            assert side == int(resolution[0]), name  # never a depth: resnet_101, densenet_121
             continue
         words = name.split("_")
         assert blocks == stages.get(cls) or blocks == depth[next(w for w in words if w in depth)], name
