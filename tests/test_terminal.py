@@ -79,3 +79,37 @@ def test_validate_reports_every_backbone_problem_with_its_key_path(tmp_path):
     assert [e.split(": ")[2] for e in errors] == ["phases[0].trainable.last_groups", "phases[1].trainable.groups",
                                                   "phases[2].trainable.from_layer"]
     assert "has 18 groups, not 40" in errors[0]
+
+
+def _commands():
+    import click
+
+    from tltool.cli import cli
+
+    for name, command in sorted(cli.commands.items()):
+        subs = command.commands.items() if isinstance(command, click.Group) else [(None, command)]
+        for sub, leaf in subs:
+            yield " ".join(filter(None, [name, sub])), leaf
+
+
+def test_each_short_flag_means_one_thing_in_every_command():
+    import click
+
+    meaning = {}
+    for _, command in _commands():
+        for param in command.params:
+            if isinstance(param, click.Option):
+                longs = tuple(o for o in param.opts if o.startswith("--"))
+                for short in (o for o in param.opts if not o.startswith("--")):
+                    meaning.setdefault(short, set()).add(longs)
+    assert {short: longs for short, longs in meaning.items() if len(longs) > 1} == {}
+
+
+def test_help_shows_the_default_of_every_option_the_recipe_decides():
+    import click
+
+    for name, command in _commands():
+        for param in command.params:
+            if isinstance(param, click.Option) and {"--batch-size", "--epochs", "--seed", "--val-split",
+                                                    "--aspect", "--image-size"} & set(param.opts):
+                assert param.show_default or "[default" in param.help, (name, param.opts)

@@ -91,7 +91,10 @@ class Command:
             extra.setdefault("default", option.default)  # None: not given, so the recipe decides
             if option.default is not None:
                 extra.setdefault("show_default", True)
-            function = click.option(*option.spellings, option.name, help=option.help, **extra)(function)
+            shown = option.help
+            if option.recipe and option.default is None and "[default" not in shown:
+                shown += " [default: the recipe's]"
+            function = click.option(*option.spellings, option.name, help=shown, **extra)(function)
         return function
 
     def api(self, *positional: str, returns: str = "") -> Callable:
@@ -221,11 +224,13 @@ AUDIT = Command("audit", (
            "[default: efficientnetb0]", flags=("--backbone", "-b")),
     Option("weights", "str | None", "imagenet, none, or a weights file for the backbone. [default: imagenet]"),
     Option("image_size", "int | None", "Input side in pixels. [default: the backbone's]", click={"type": int}),
-    Option("seed", "int | None", "Seed for the split, as for fit.", click={"type": int}),
-    Option("val_split", "float | None", "As for fit (unsplit data is audited in the splits fit would make).",
+    Option("seed", "int | None", "Seed for the split, as for fit. [default: the default recipe's]", click={"type": int}),
+    Option("val_split", "float | None", "As for fit (unsplit data is audited in the splits fit would make). "
+           "[default: the default recipe's]",
            click={"type": float}),
-    Option("test_split", "float | None", "As for fit.", click={"type": float}),
-    Option("aspect", "str | None", "Aspect-ratio policy, as for fit.", click={"choice": _CHOICES["aspect"]}),
+    Option("test_split", "float | None", "As for fit. [default: the default recipe's]", click={"type": float}),
+    Option("aspect", "str | None", "Aspect-ratio policy, as for fit. [default: the default recipe's]",
+           click={"choice": _CHOICES["aspect"]}),
     Option("split_from", "str | None", "Audit in the train/val/test split of an earlier run directory.",
            click={"path": True}),
     Option("model", "str | None", "Embed with this run's fine-tuned model instead of a pretrained backbone.",

@@ -42,7 +42,8 @@ def evaluate(model, data, show_all, **values):
 @click.argument("model", type=click.Path())
 @click.argument("inputs", nargs=-1, required=True, type=click.Path())
 @options.PREDICT.click_options
-@click.option("--output", "-o", type=click.Path(), help="Also write the predictions to a .csv or .json file.")
+@click.option("--output", type=click.Path(),
+              help="Also write the predictions to a .csv or .json file (rows; --out names folders elsewhere).")
 def predict(model, inputs, output, **values):
     """The model's answer for image files and folders (searched recursively).
 
