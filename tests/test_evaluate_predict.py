@@ -90,6 +90,16 @@ def test_fit_writes_the_same_report_for_its_split(fitted_run):
     assert [f for f in EVALUATION_FILES if not os.path.isfile(os.path.join(fitted_run, f))] == []
 
 
+def test_a_report_on_the_validation_split_says_what_was_tuned_on_it(fitted_run, evaluation):
+    from tltool.recipe import load_recipe
+
+    with open(os.path.join(fitted_run, "report.md")) as f:
+        assert "tuned on these images" in f.read()  # the tiny run has no test split
+    with open(os.path.join(evaluation[0], "report.md")) as f:
+        assert "tuned on these images" not in f.read()  # evaluate on other data
+    assert load_recipe("multi-label").data.test_split > 0  # its thresholds are tuned on val: it reports on test
+
+
 def test_evaluate_on_the_runs_split_equals_what_fit_wrote(fitted_run, tiny_data, tmp_path):
     result = run_cli("evaluate", fitted_run, tiny_data, "--split", "val", "--out", tmp_path / "val")
     assert result.exit_code == 0, result.output

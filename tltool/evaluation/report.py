@@ -37,6 +37,7 @@ class ReportContext:
     tta: dict | None = None  # figures with test-time augmentation, beside the plain ones
     explain: object | None = None  # heatmaps for the gallery of mistakes (`tltool.evaluation.gradcam.ImageExplainer`)
     leaked: int = 0  # evaluated images with a copy in an earlier split (`tltool.data.duplicates.leaks`)
+    tuned_here: str | None = None  # what the run tuned on the images evaluated here (fit's val), said in one line
 
 
 @dataclass
@@ -99,6 +100,9 @@ def _overview(metrics: dict, context: ReportContext, parts: ReportParts) -> list
         items.append(("weights", f"{describe_exported(context.exported)}, by export_weights: "
                       f"{context.exported['rule']}"))
     items += parts.overview
+    if context.tuned_here:
+        items.append(("tuned on these images", f"{context.tuned_here} were chosen on this split, so those figures "
+                      "are optimistic; a test split (data: {test_split: 0.15}) gives figures that are not"))
     if context.leaked:
         items.append(("leakage", f"{context.leaked} of the {metrics['samples']} images evaluated here have a copy "
                       "in an earlier split (data/leakage.csv): these figures are optimistic"))

@@ -37,6 +37,8 @@ class Task(ABC):
     monitors: tuple[str, ...] = ("val_loss",)
     weights_in_loss: bool = False  # class weights go into the loss, not Keras' class_weight (multi-hot targets)
     several_labels: bool = False  # whether an image holds a tuple of labels (a multi-label CSV), not one
+    # What `fit` tunes on the validation split; the report says it when it evaluates that split.
+    tuned_on_val: str = "the exported epoch (early stopping, export_weights: best) and the calibration"
 
     # ------------------------------------------------------------ training
 

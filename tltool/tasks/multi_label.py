@@ -49,6 +49,8 @@ class MultiLabel(Task):
 
     name = "multi-label"
     activation = "sigmoid"
+    tuned_on_val = ("the exported epoch, each class's temperature and each class's threshold, and so micro-F1, "
+                    "macro-F1, exact match and every figure at the thresholds")
     monitors = ("val_loss", "val_mean_average_precision")
     weights_in_loss = True
     several_labels = True

@@ -83,7 +83,8 @@ def evaluate(model: str, data: str, out: str | None = None, split: str | None = 
         split=split or "all", data_root=os.path.abspath(data) if os.path.isdir(data) else os.path.dirname(os.path.abspath(data)),
         paths=[samples[i].rel for i in kept], recipe=(run.recipe if run else None) or None,
         history=run.history if run else None, unreadable=skipped + unread, tta=augmented,
-        explain=_explainer(trained, explain), **_fit_record(trained),
+        explain=_explainer(trained, explain), tuned_here=_tuned_here(trained, task, data, split),
+        **_fit_record(trained),
     )
     with atomic_path(folder) as tmp:
         os.makedirs(tmp)
@@ -103,6 +104,13 @@ def _explainer(trained: TrainedModel, wanted: bool):
     except TltoolError as e:
         say(f"the gallery of mistakes shows no heatmaps: {str(e).split('; ')[0]}")
         return None
+
+
+def _tuned_here(trained: TrainedModel, task, data: str, split: str | None) -> str | None:
+    """What the run tuned on these images: its own validation split, evaluated again."""
+    recorded = trained.run.dataset if trained.run else None
+    same = recorded and os.path.abspath(data) == os.path.abspath(recorded)
+    return task.tuned_on_val if same and split == "val" else None
 
 
 def _warn_if_training_images(trained: TrainedModel, data: str, split: str | None) -> None:

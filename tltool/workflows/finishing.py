@@ -123,7 +123,7 @@ def evaluate_split(session, forward, exported: dict, calibration: dict | None, c
         + [(samples[i].rel, "could not be decoded") for i in lost],
         exported=exported, calibration=calibration,
         explain=ImageExplainer(cam, recipe.image_size, recipe.data.aspect) if cam and recipe.explain else None,
-        leaked=run.leaked(split),
+        leaked=run.leaked(split), tuned_here=task.tuned_on_val if split == "val" else None,
     )
     parts = task.write_files(run.path, evaluation, context)
     write_report(run.path, evaluation.metrics, parts, context)
