@@ -69,11 +69,16 @@ def test_the_task_follows_the_layout_and_a_mismatch_is_one_clear_error(tmp_path,
                       "early_stopping: {monitor: val_accuracy}\n")
     result = run_cli("fit", multilabel_csv, "--recipe", recipe, "--out", tmp_path / "run")
     assert result.exit_code != 0 and not (tmp_path / "run").exists()
-    assert "early_stopping.monitor val_accuracy: a multi-label run logs val_loss or val_mean_average_precision" \
+    assert "early_stopping.monitor val_accuracy: a multi-label run logs val_loss or val_pr_auc" \
         in result.output
     recipe.write_text(recipe.read_text() + "task: multi-label\n")  # a recipe that says its task fails validation
     checked = run_cli("recipes", "validate", recipe)
     assert checked.exit_code != 0 and "early_stopping.monitor val_accuracy: a multi-label run logs" in checked.output
+    from tltool.recipe import recipe_from_dict  # the monitor's old name reads as the new one
+
+    old = recipe_from_dict({"name": "r", "phases": [{"name": "h", "epochs": 1, "trainable": "none"}],
+                            "early_stopping": {"monitor": "val_mean_average_precision"}})
+    assert old.early_stopping.monitor == "val_pr_auc"
 
 
 def test_iterative_stratification_keeps_every_label_in_validation():
@@ -202,7 +207,7 @@ def test_a_multi_label_run_fits_evaluates_predicts_and_exports_from_the_command_
     assert result.exit_code == 0, result.output
     assert "several labels per image" in result.output and "decision: a threshold per class" in result.output
     history = pd.read_csv(run / "history.csv")
-    assert "val_mean_average_precision" in history.columns and len(history) == 2
+    assert "val_pr_auc" in history.columns and len(history) == 2
     index = pd.read_csv(run / "data" / "index.csv", keep_default_na=False)
     assert list(index.columns) == ["path", "labels", "split", "sha1"] and "disc; square" in set(index["labels"])
     assert {n.strip() for cell in index[index["split"] == "val"]["labels"] for n in cell.split(";")} - {""} == \

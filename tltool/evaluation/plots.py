@@ -111,14 +111,12 @@ def per_class_f1_png(per_class: pd.DataFrame, path: str) -> None:
     _save(fig, path)
 
 
-def curves_png(history: pd.DataFrame, path: str) -> None:
-    """Loss and the task's metric (accuracy, or mean average precision) per epoch across phases, phase
-    boundaries marked."""
+def curves_png(history: pd.DataFrame, path: str, task_metric: str = "accuracy") -> None:
+    """Loss and the task's training metric per epoch across phases, phase boundaries marked."""
     fig = _figure(figsize=(12, 4.5), constrained_layout=True)
     axes = fig.subplots(1, 2)
     epochs = history["epoch"].to_numpy()
-    second = "accuracy" if "accuracy" in history or "mean_average_precision" not in history else "mean_average_precision"
-    for ax, metric in zip(axes, ("loss", second)):
+    for ax, metric in zip(axes, ("loss", task_metric)):
         for column, style in ((metric, "-"), (f"val_{metric}", "--")):
             if column in history:
                 ax.plot(epochs, history[column], style, marker="o", markersize=3,

@@ -58,15 +58,17 @@ class ReportParts:
         pictures: (file name in the folder, caption) of the pictures it drew.
         overview: extra (label, text) lines for the report's head.
         files: the data files it wrote, named in the report.
+        curve: the training metric that curves.png plots beside the loss (a name in history.csv).
     """
 
     sections: list[Section]
     pictures: list[tuple[str, str]]
     overview: list[tuple[str, str]] = field(default_factory=list)
     files: list[str] = field(default_factory=list)
+    curve: str = "accuracy"
 
 
-CURVES = ("curves.png", "Loss and accuracy per epoch; dotted lines mark the start of each phase.")
+CURVES = ("curves.png", "Loss and the training metric per epoch; dotted lines mark the start of each phase.")
 
 
 def write_report(folder: str, metrics: dict, parts: ReportParts, context: ReportContext) -> list[str]:
@@ -76,7 +78,7 @@ def write_report(folder: str, metrics: dict, parts: ReportParts, context: Report
     write_json(os.path.join(folder, "metrics.json"), {"split": context.split, **metrics, **extra})
     pictures = list(parts.pictures)
     if context.history is not None and not context.history.empty:
-        plots.curves_png(context.history, os.path.join(folder, CURVES[0]))
+        plots.curves_png(context.history, os.path.join(folder, CURVES[0]), parts.curve)
         pictures.insert(min(2, len(pictures)), CURVES)
     overview = _overview(metrics, context, parts)
     write_atomic(os.path.join(folder, "report.md"), _markdown(metrics, context, parts, overview, pictures))

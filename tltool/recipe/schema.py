@@ -248,11 +248,17 @@ class Phase(_Strict):
 
 
 class EarlyStopping(_Strict):
-    monitor: Literal["val_loss", "val_accuracy", "val_mean_average_precision"] = Field(
-        "val_loss", description="val_loss, val_accuracy (single-label) or val_mean_average_precision (multi-label)")
+    monitor: Literal["val_loss", "val_accuracy", "val_pr_auc"] = Field(
+        "val_loss", description="val_loss, val_accuracy (single-label) or val_pr_auc (multi-label: Keras' area under "
+        "the precision-recall curve, near the report's mAP; val_mean_average_precision, its old name, is read as it)")
     patience: int = Field(3, ge=1)
     min_delta: float = Field(0.0, ge=0)
     restore_best: bool = True
+
+    @field_validator("monitor", mode="before")
+    @classmethod
+    def _old_name(cls, value):
+        return "val_pr_auc" if value == "val_mean_average_precision" else value
 
 
 class Data(_Strict):
