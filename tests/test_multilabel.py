@@ -286,3 +286,20 @@ def test_a_killed_multi_label_run_resumes_to_the_same_thresholds_and_report(mult
     assert json.loads((run / "decision.json").read_text())["thresholds"] == pytest.approx(tuned)
     assert "mean_average_precision" in json.loads((run / "metrics.json").read_text())
     assert (run / "saved_model" / "saved_model.pb").is_file()
+
+
+def test_tuned_thresholds_are_those_of_an_exhaustive_search():
+    from tltool.evaluation.multilabel import tune_thresholds
+
+    def exhaustive(y, p):  # every midpoint and 0.5, scored one by one
+        values = np.unique(p)
+        candidates = np.unique(np.concatenate([(values[1:] + values[:-1]) / 2, [0.5]]))
+        f1 = [2 * (y & (p >= t)).sum() / max(1, y.sum() + (p >= t).sum()) for t in candidates]
+        best = np.flatnonzero(np.isclose(f1, max(f1)))
+        return candidates[best[np.argmin(np.abs(candidates[best] - 0.5))]]
+
+    rng = np.random.default_rng(3)
+    y = rng.integers(0, 2, (300, 4)).astype(bool)
+    probs = np.clip(np.round(y * rng.uniform(0.2, 0.9, (300, 4)) + rng.uniform(0, 0.4, (300, 4)), 2), 0, 1)
+    found = tune_thresholds(probs, y)
+    assert list(found) == pytest.approx([exhaustive(y[:, c], probs[:, c]) for c in range(4)])

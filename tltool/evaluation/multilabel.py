@@ -38,24 +38,28 @@ def tune_thresholds(probs: np.ndarray, targets: np.ndarray, min_positives: int =
 
     Candidates are the midpoints between consecutive distinct probabilities
     (and 0.5); ties go to the candidate closest to 0.5. A class with fewer than
-    `min_positives` positives keeps 0.5.
+    `min_positives` positives keeps 0.5. Every candidate's F1 comes from one
+    `sklearn.metrics.precision_recall_curve`, in O(N log N) per class.
     """
     thresholds = np.full(probs.shape[1], DEFAULT_THRESHOLD)
     for c in range(probs.shape[1]):
-        y, p = targets[:, c].astype(bool), probs[:, c]
-        if y.sum() < min_positives:
-            continue
-        values = np.unique(p)
-        candidates = np.unique(np.concatenate([(values[1:] + values[:-1]) / 2, [DEFAULT_THRESHOLD]]))
-        scores = np.array([_f1(y, p >= t) for t in candidates])
-        best = np.flatnonzero(scores == scores.max())
-        thresholds[c] = candidates[best[np.argmin(np.abs(candidates[best] - DEFAULT_THRESHOLD))]]
+        y = targets[:, c].astype(bool)
+        if y.sum() >= min_positives:
+            thresholds[c] = _best_threshold(y, probs[:, c])
     return thresholds
 
 
-def _f1(y: np.ndarray, predicted: np.ndarray) -> float:
-    tp = float((y & predicted).sum())
-    return 0.0 if tp == 0 else 2 * tp / (y.sum() + predicted.sum())
+def _best_threshold(y: np.ndarray, p: np.ndarray) -> float:
+    from sklearn.metrics import precision_recall_curve
+
+    precision, recall, values = precision_recall_curve(y, p, drop_intermediate=False)  # values ascending
+    f1 = np.divide(2 * precision * recall, precision + recall, out=np.zeros_like(precision),
+                   where=precision + recall > 0)[:len(values)]  # F1 of predicting p >= values[k]
+    above_half = np.searchsorted(values, DEFAULT_THRESHOLD)  # 0.5 decides as the first value at or above it
+    candidates = np.concatenate([(values[1:] + values[:-1]) / 2, [DEFAULT_THRESHOLD]])
+    scores = np.concatenate([f1[1:], [f1[above_half] if above_half < len(values) else 0.0]])
+    best = np.flatnonzero(scores == scores.max())
+    return float(candidates[best[np.argmin(np.abs(candidates[best] - DEFAULT_THRESHOLD))]])
 
 
 def fit_temperatures(probs: np.ndarray, targets: np.ndarray) -> np.ndarray:
