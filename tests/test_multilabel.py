@@ -303,3 +303,17 @@ def test_tuned_thresholds_are_those_of_an_exhaustive_search():
     probs = np.clip(np.round(y * rng.uniform(0.2, 0.9, (300, 4)) + rng.uniform(0, 0.4, (300, 4)), 2), 0, 1)
     found = tune_thresholds(probs, y)
     assert list(found) == pytest.approx([exhaustive(y[:, c], probs[:, c]) for c in range(4)])
+
+
+def test_the_multi_label_report_gives_test_time_augmentation_beside_the_plain_figures(tmp_path):
+    from tltool.evaluation.report import ReportContext
+    from tltool.tasks import get_task
+
+    task = get_task("multi-label")
+    y = np.array([[1, 0], [0, 1], [1, 1], [0, 0]])
+    evaluation = task.evaluate(y, np.clip(y * 0.8 + 0.1, 0, 1), ["a", "b"])
+    tta = {"views": 3, "names": ["plain", "flip", "crop"],
+           **task.headline(task.evaluate(y, np.full((4, 2), 0.6), ["a", "b"]).metrics)}
+    context = ReportContext("t", "m", "val", str(tmp_path), [f"{i}.png" for i in range(4)], tta=tta)
+    overview = dict(task.write_files(str(tmp_path), evaluation, context).overview)
+    assert overview["test-time augmentation"].startswith("3 views: mAP 0.5000 (-0.5000), micro-F1 0.6667")

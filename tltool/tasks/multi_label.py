@@ -187,6 +187,12 @@ class MultiLabel(Task):
         overview = []
         if context.calibration:
             overview.append(("calibration", self.describe_calibration(context.calibration)))
+        if context.tta:
+            t, plain = context.tta, evaluation.metrics
+            overview.append(("test-time augmentation", f"{t['views']} views: mAP {t['mean_average_precision']:.4f} "
+                             f"({t['mean_average_precision'] - plain['mean_average_precision']:+.4f}), micro-F1 "
+                             f"{t['micro_f1']:.4f}, exact match {t['exact_match']:.4f}; the figures below are without "
+                             "it, as the exported model serves"))
         absent = [c for c, n in zip(evaluation.classes, evaluation.per_class["support"]) if n == 0]
         overview.append(("averages", AVERAGED + (f"; left out: {', '.join(absent)}" if absent else "")))
         overview.append(("thresholds", f"per class, tuned on the validation split to maximise each class's F1 "
