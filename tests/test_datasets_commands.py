@@ -49,11 +49,12 @@ def test_export_of_an_unknown_dataset_suggests_names(tmp_path):
 
 def test_export_writes_each_split_as_class_folders(tmp_path):
     import tensorflow_datasets as tfds
+    import tensorflow_datasets.testing as tfds_testing  # a submodule that older releases do not load by themselves
 
     from tltool.data.tfds_export import write_folders
 
     dest = tmp_path / "beans"
-    with tfds.testing.mock_data(num_examples=6):  # tensorflow-datasets' own offline stand-in data
+    with tfds_testing.mock_data(num_examples=6):  # tensorflow-datasets' own offline stand-in data
         builder = tfds.builder("beans", data_dir=str(tmp_path / "tfds"))
         counts = write_folders(builder, str(dest), ["train", "validation", "test"], progress=False)
     assert counts == {"train": 6, "val": 6, "test": 6}

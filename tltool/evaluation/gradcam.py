@@ -178,19 +178,11 @@ def explainer_of(trained):
 
 def backbone_spec(trained):
     """The spec of the backbone a loaded model records; a run's kept copy of a local preset that went away."""
-    import os
-
     from tltool.models.registry import get_backbone
 
     if not trained.backbone:
         raise TltoolError(f"{trained.source}: records no backbone to explain; give a run directory tltool wrote")
-    try:
-        return get_backbone(trained.backbone)
-    except TltoolError:
-        kept = trained.run.file("backbone") if trained.run else ""
-        if kept and os.path.isfile(os.path.join(kept, "config.json")):
-            return get_backbone(kept)
-        raise
+    return get_backbone(trained.run.backbone_source(trained.backbone) if trained.run else trained.backbone)
 
 
 class ImageExplainer:

@@ -28,13 +28,14 @@ RECIPE = "recipe.yaml"
 INDEX = "data/index.csv"
 LEAKAGE = "data/leakage.csv"  # held-out images with a copy in an earlier split
 DUPLICATES = "data/duplicates.csv"  # every group of exact copies
+KEPT_BACKBONE = "backbone"  # a copy of a local keras-hub preset's config files
 # Everything `fit` (and later `evaluate`/`export`) writes in a run directory.
 OUTPUTS = (
     MARKER, RECIPE, "classes.json", "class_weights.json", "history.csv", INDEX, "data/skipped.csv", LEAKAGE,
     DUPLICATES, "checkpoints", "cache", "model.keras", "saved_model", "export", "lr_find*.csv", "lr_find*.png",
     "metrics.json", "per_class.csv", "confusion_matrix.csv", "predictions.csv", "misclassified.csv",
     "most_confused.csv", "confusion_matrix.png", "curves.png", "per_class_f1.png", "misclassified.png",
-    "report.md", "report.html", "evaluations", "backbone", "decision.json", "pair_errors.csv",
+    "report.md", "report.html", "evaluations", KEPT_BACKBONE, "decision.json", "pair_errors.csv",
     "precision_recall.png", "most_wrong.png", "explanations",
 )
 
@@ -187,9 +188,17 @@ class Run:
     def keep_backbone_files(self, paths: list[str]) -> None:
         """Copy the files a backbone was built from (a keras-hub preset's config) into backbone/."""
         if paths:
-            os.makedirs(self.file("backbone"), exist_ok=True)
+            os.makedirs(self.file(KEPT_BACKBONE), exist_ok=True)
             for path in paths:
-                shutil.copy2(path, os.path.join(self.file("backbone"), os.path.basename(path)))
+                shutil.copy2(path, os.path.join(self.file(KEPT_BACKBONE), os.path.basename(path)))
+
+    def backbone_source(self, name: str) -> str:
+        """What to build the run's backbone `name` from: `name`, or the run's copy of its config when `name` is a
+        preset folder that is gone (the weights then come from the run's checkpoint or model)."""
+        kept = self.file(KEPT_BACKBONE)
+        if os.sep in name and not os.path.exists(name) and os.path.isfile(os.path.join(kept, "config.json")):
+            return kept
+        return name
 
     def write_recipe(self, recipe, provenance: dict) -> None:
         """The run's resolved recipe.yaml, with where and how the run was made; `--recipe` repeats the run."""

@@ -243,13 +243,11 @@ def _session(data: str, recipe: Recipe, out: str, overwrite: bool, split_from: s
 
 
 def _kept_backbone(name: str, run: Run) -> str:
-    """What a resumed run builds its backbone from: `name`, or the run's copy of a preset folder that is gone
-    (the weights come from the run's checkpoint; the copy holds the config)."""
-    kept = run.file("backbone")
-    if os.sep in name and not os.path.exists(name) and os.path.isfile(os.path.join(kept, "config.json")):
-        say(f"{name} is gone: the backbone is built from the run's copy of its config ({kept})")
-        return kept
-    return name
+    """What a resumed run builds its backbone from (`Run.backbone_source`), said when it is the run's copy."""
+    source = run.backbone_source(name)
+    if source != name:
+        say(f"{name} is gone: the backbone is built from the run's copy of its config ({source})")
+    return source
 
 
 @contextmanager
