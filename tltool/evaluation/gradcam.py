@@ -40,6 +40,8 @@ class GradCam:
     def __init__(self, model, where: ExplainedMap):
         import tensorflow as tf
 
+        from tltool.models.classifier import split_classifier
+
         self.before, self.network, self.after = split_classifier(model)
         self.where = where
         size = int(model.input_shape[1])
@@ -135,19 +137,10 @@ class Refined:
             np.zeros((0, self.size, self.size), np.float32)
 
 
-def split_classifier(model):
-    """(the layers before the nested backbone, the backbone, the layers after it) of a tltool classifier."""
-    layers = model.layers[1:]  # the image input first
-    names = [layer.name for layer in layers]
-    if "backbone" not in names or "predictions" not in names:
-        raise TltoolError(f"{model.name}: not a classifier tltool built (no layer named backbone and predictions); "
-                          "explain a run directory or a .keras file that tltool wrote")
-    at = names.index("backbone")
-    return layers[:at], layers[at], layers[at + 1:]
-
-
 def gradcam_for(model, spec) -> GradCam:
     """Grad-CAM of a tltool classifier whose backbone is `spec` (`tltool.models.backbone.BackboneSpec`)."""
+    from tltool.models.classifier import split_classifier
+
     _, network, _ = split_classifier(model)
     return GradCam(model, spec.explained_map(network))
 
@@ -160,7 +153,7 @@ def explainer_of(trained):
             signature), saying why and what to give instead.
     """
     if trained.kind == "keras":
-        return gradcam_for(trained.keras_model, backbone_spec(trained))
+        return gradcam_for(trained.keras_model, trained.backbone_spec())
     if trained.kind == "savedmodel" and hasattr(trained.served, "gradcam"):
         def saved(pixels, classes):
             outputs = trained.served.gradcam(np.asarray(pixels, np.float32), np.asarray(classes, np.int32))
@@ -174,15 +167,6 @@ def explainer_of(trained):
                           "savedmodel)")
     raise TltoolError(f"{trained.source}: a {trained.kind} file runs the model without its gradients, which "
                       f"Grad-CAM needs; {instead}, or its saved_model/")
-
-
-def backbone_spec(trained):
-    """The spec of the backbone a loaded model records; a run's kept copy of a local preset that went away."""
-    from tltool.models.registry import get_backbone
-
-    if not trained.backbone:
-        raise TltoolError(f"{trained.source}: records no backbone to explain; give a run directory tltool wrote")
-    return get_backbone(trained.run.backbone_source(trained.backbone) if trained.run else trained.backbone)
 
 
 class ImageExplainer:

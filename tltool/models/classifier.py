@@ -112,3 +112,20 @@ def forward_function(model: keras.Model, image_size: int):
     return tf.function(lambda x: model(x, training=False),
                        input_signature=[tf.TensorSpec([None, image_size, image_size, 3], tf.float32)])
 
+
+def split_classifier(model):
+    """(the layers before the nested backbone, the backbone, the layers after it) of a classifier built here (or
+    loaded from a .keras file tltool wrote): how Grad-CAM and the audit's embeddings reach inside one.
+
+    Raises:
+        TltoolError: a model without the layers named ``backbone`` and ``predictions``.
+    """
+    from tltool.errors import TltoolError
+
+    layers = model.layers[1:]  # the image input first
+    names = [layer.name for layer in layers]
+    if "backbone" not in names or "predictions" not in names:
+        raise TltoolError(f"{model.name}: not a classifier tltool built (no layer named backbone and predictions); "
+                          "explain a run directory or a .keras file that tltool wrote")
+    at = names.index("backbone")
+    return layers[:at], layers[at], layers[at + 1:]

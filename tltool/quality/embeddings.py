@@ -44,8 +44,8 @@ class Embedder:
         """A trained classifier's pooled features: its layers up to the one after its backbone."""
         import keras
 
-        from tltool.evaluation.gradcam import split_classifier
         from tltool.models.backbone import call_network
+        from tltool.models.classifier import split_classifier
 
         before, network, after = split_classifier(model)
         image = keras.Input((image_size, image_size, 3))

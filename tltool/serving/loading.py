@@ -46,6 +46,18 @@ class TrainedModel:
         """(probabilities per view, shape (views, N, C), index into `paths` of each row)."""
         return predict_views(self.forward, paths, self.image_size, self.aspect, batch_size, progress, views)
 
+    def backbone_spec(self):
+        """The spec of the backbone the model records (a run's kept copy of a local preset that went away).
+
+        Raises:
+            TltoolError: the model records none, or names one this tltool does not know.
+        """
+        from tltool.models.registry import get_backbone
+
+        if not self.backbone:
+            raise TltoolError(f"{self.source}: records no backbone; give a run directory tltool wrote")
+        return get_backbone(self.run.backbone_source(self.backbone) if self.run else self.backbone)
+
     @property
     def flip(self) -> str:
         """The flips the run's recipe trained with (test-time augmentation mirrors only then)."""
