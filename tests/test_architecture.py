@@ -13,7 +13,7 @@ import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PACKAGE = os.path.join(ROOT, "tltool")
-PRIVATE_MODULES = ("keras.src", "tensorflow.python", "tensorflow.lite.python")
+PRIVATE_MODULES = ("keras.src", "keras_hub.src", "tensorflow.python", "tensorflow.lite.python")
 
 
 def _modules():
@@ -38,27 +38,51 @@ def test_no_module_is_longer_than_400_lines():
     assert long == {}
 
 
-def test_only_compat_touches_private_tensorflow_and_keras():
+def _own_private_names() -> set[str]:
+    """The private names tltool defines itself: its functions and classes, and what it assigns on its own objects
+    (``self._x``, ``cls._x``). A private name assigned on a library's object does not count."""
     own = set()
-    for path in _modules():  # tltool's own private names, which anyone in tltool may use
+    for path in _modules():
         for node in ast.walk(ast.parse(open(path, encoding="utf-8").read())):
             if isinstance(node, (ast.FunctionDef, ast.ClassDef)):
                 own.add(node.name)
-            elif isinstance(node, ast.Attribute) and isinstance(node.ctx, ast.Store):
+            elif isinstance(node, ast.Attribute) and isinstance(node.ctx, ast.Store) and \
+                    isinstance(node.value, ast.Name) and node.value.id in ("self", "cls"):
                 own.add(node.attr)
             elif isinstance(node, ast.Name) and isinstance(node.ctx, ast.Store):
                 own.add(node.id)
+    return own
+
+
+def _private_uses(path: str, own: set[str]) -> list[str]:
     found = []
-    for path in _modules():
-        if path.endswith("compat.py"):
-            continue
-        for node in ast.walk(ast.parse(open(path, encoding="utf-8").read())):
-            if isinstance(node, (ast.Import, ast.ImportFrom)):
-                names = [a.name for a in node.names] if isinstance(node, ast.Import) else [node.module or ""]
-                found += [f"{path}: import {n}" for n in names if n.startswith(PRIVATE_MODULES)]
-            if isinstance(node, ast.Attribute) and re.fullmatch(r"_[a-z]\w*", node.attr) and node.attr not in own:
-                found.append(f"{path}: .{node.attr}")
+    for node in ast.walk(ast.parse(open(path, encoding="utf-8").read())):
+        if isinstance(node, (ast.Import, ast.ImportFrom)):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else [node.module or ""]
+            found += [f"{path}: import {n}" for n in names if n.startswith(PRIVATE_MODULES)]
+        if isinstance(node, ast.Attribute) and re.fullmatch(r"_[a-z]\w*", node.attr) and node.attr not in own:
+            found.append(f"{path}: .{node.attr}")
+        if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and \
+                node.func.id in ("getattr", "setattr", "hasattr", "delattr") and len(node.args) > 1 and \
+                isinstance(node.args[1], ast.Constant) and isinstance(node.args[1].value, str) and \
+                re.fullmatch(r"_[a-z]\w*", node.args[1].value) and node.args[1].value not in own:
+            found.append(f"{path}: {node.func.id}(..., {node.args[1].value!r})")
+    return found
+
+
+def test_only_compat_touches_private_tensorflow_and_keras():
+    own = _own_private_names()
+    found = [use for path in _modules() if not path.endswith("compat.py") for use in _private_uses(path, own)]
     assert found == []
+
+
+def test_the_private_api_check_sees_imports_getattr_strings_and_foreign_assignments(tmp_path):
+    probe = tmp_path / "probe.py"
+    probe.write_text("import keras_hub.src.models\nmodel._patched = 1\nx = model._patched\n"
+                     "y = getattr(layer, '_inbound_nodes')\n")
+    assert _private_uses(str(probe), _own_private_names()) == [
+        f"{probe}: import keras_hub.src.models", f"{probe}: ._patched", f"{probe}: ._patched",
+        f"{probe}: getattr(..., '_inbound_nodes')"]
 
 
 def test_the_shipped_recipes_are_packaged_from_recipes_without_a_symlink():
