@@ -317,3 +317,13 @@ def test_the_multi_label_report_gives_test_time_augmentation_beside_the_plain_fi
     context = ReportContext("t", "m", "val", str(tmp_path), [f"{i}.png" for i in range(4)], tta=tta)
     overview = dict(task.write_files(str(tmp_path), evaluation, context).overview)
     assert overview["test-time augmentation"].startswith("3 views: mAP 0.5000 (-0.5000), micro-F1 0.6667")
+
+
+def test_inspect_shows_the_split_that_fit_makes_with_the_datas_own_recipe(multilabel_csv):
+    from tltool.data.dataset import load_dataset
+    from tltool.recipe import load_recipe
+
+    shown = json.loads(run_cli("inspect", multilabel_csv, "--json").output)["images"]
+    data = load_recipe("multi-label").data  # what fit takes for such a CSV, test split included
+    fit_makes = load_dataset(multilabel_csv, data.val_split, data.test_split, progress=False).images()
+    assert shown == fit_makes and shown["test"] > 0

@@ -15,9 +15,9 @@ from tltool.errors import EXIT_INPUT
 
 @cli.command()
 @click.argument("data", type=click.Path())
-@click.option("--val-split", type=float, default=0.2, show_default=True, help="As for fit.")
-@click.option("--test-split", type=float, default=0.0, show_default=True, help="As for fit.")
-@click.option("--seed", type=int, default=1337, show_default=True, help="As for fit.")
+@click.option("--val-split", type=float, help="As for fit. [default: the recipe fit takes for DATA]")
+@click.option("--test-split", type=float, help="As for fit. [default: the recipe fit takes for DATA]")
+@click.option("--seed", type=int, help="As for fit. [default: the recipe fit takes for DATA]")
 @click.option("--split-from", type=click.Path(), help="Show the split of an earlier run directory.")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @click.option("--all", "show_all", is_flag=True, help="List every class, duplicate and skipped file.")
@@ -28,9 +28,14 @@ def inspect(data, val_split, test_split, seed, split_from, as_json, show_all):
     """
     from tltool.data.dataset import load_dataset
     from tltool.data.summary import format_summary, summarise
+    from tltool.recipe import load_recipe
     from tltool.runs.run import Run
+    from tltool.workflows.fitting import default_recipe_for
 
-    dataset = load_dataset(data, val_split, test_split, seed, Run(split_from) if split_from else None,
+    recipe = load_recipe(default_recipe_for(data))  # the split fit would make without flags
+    dataset = load_dataset(data, recipe.data.val_split if val_split is None else val_split,
+                           recipe.data.test_split if test_split is None else test_split,
+                           recipe.seed if seed is None else seed, Run(split_from) if split_from else None,
                            progress=not as_json)
     summary = summarise(dataset)
     click.echo(json.dumps(summary, indent=2, ensure_ascii=False) if as_json else format_summary(summary, show_all))
