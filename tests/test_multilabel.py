@@ -160,9 +160,9 @@ def test_class_weights_weigh_the_positives_of_rare_labels_in_the_loss(multilabel
     import keras
 
     from tltool.data.dataset import load_dataset
-    from tltool.models.layers import PositiveWeightedCrossentropy
     from tltool.recipe import load_recipe
     from tltool.tasks import get_task
+    from tltool.training.losses import PositiveWeightedCrossentropy
 
     task, ds = get_task("multi-label"), load_dataset(multilabel_csv, progress=False)
     recipe = load_recipe()

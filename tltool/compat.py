@@ -350,7 +350,8 @@ def outbound_layers(layer) -> list:
 
 @contextlib.contextmanager
 def watching_inputs(layers, watch):
-    """Within the block, `watch(layer, inputs)` sees every input of each layer's `call` (eager calls only)."""
+    """Within the block, `watch(layer, inputs)` sees every input of each layer's `call`: eager calls, and calls
+    while a tf.function traces (`watch` then runs once per trace, on the symbolic inputs)."""
     def watching(layer):
         call = layer.call
 

@@ -27,7 +27,7 @@ import numpy as np
 import pandas as pd
 
 PHASH_BITS = 2
-COLUMNS = ["path_a", "path_b", "split_a", "split_b", "similarity", "kind", "bits"]
+COLUMNS = ["path_a", "path_b", "split_a", "split_b", "hash_similarity", "kind", "bits"]  # hash_similarity: 1 - bits/64
 
 
 def hash_array(hexes: list[str]) -> np.ndarray:
@@ -65,7 +65,7 @@ SPLIT_PAIRS = (("val", "train"), ("test", "train"), ("test", "val"))
 
 def leaks(samples: list, infos: dict, max_bits: int = PHASH_BITS) -> pd.DataFrame:
     """Every validation or test image with a copy in an earlier split (val in train; test in train or val),
-    exact or near by perceptual hash, one row per pair: its path, the copy's, both splits, the similarity
+    exact or near by perceptual hash, one row per pair: its path, the copy's, both splits, the hash similarity
     (1 - bits / 64), the kind and the bits."""
     by_split = {split: [s for s in samples if s.split == split and s.path in infos] for split in ("train", "val", "test")}
     rows = []

@@ -64,8 +64,10 @@ class Embedder:
         known = load(self.key)
         todo = sorted({s for s in sha1s if s not in known})
         if todo:
-            first = {s: p for p, s in zip(paths, sha1s)}
-            computed = self._compute([first[s] for s in todo], batch_size, progress)
+            path_of = {}
+            for path, sha1 in zip(paths, sha1s):
+                path_of.setdefault(sha1, path)  # the first file of each content: copies embed alike
+            computed = self._compute([path_of[s] for s in todo], batch_size, progress)
             known.update(zip(todo, computed))
             save(self.key, known)
         return np.stack([known[s] for s in sha1s]).astype(np.float32) if sha1s else np.zeros((0, 0), np.float32)

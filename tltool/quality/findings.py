@@ -83,7 +83,8 @@ def neighbours(unit: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 def duplicate_pairs(samples: list, infos: dict, unit: np.ndarray, near: tuple, limits: Thresholds) -> pd.DataFrame:
-    """Every exact or near pair: path_a, path_b, split_a, split_b, similarity, kind, cluster (and bits)."""
+    """Every exact or near pair: path_a, path_b, split_a, split_b, cosine (of the embeddings), kind, cluster,
+    bits."""
     found, similarity = near
     hashes = hash_array([infos[s.path].phash for s in samples])
     candidates = {(min(i, j), max(i, j)) for i, j, _ in hash_pairs(hashes, None, limits.loose_bits)}
@@ -103,7 +104,7 @@ def _with_clusters(rows: list, samples: list) -> pd.DataFrame:
     from scipy.sparse import coo_matrix
     from scipy.sparse.csgraph import connected_components
 
-    columns = ["path_a", "path_b", "split_a", "split_b", "similarity", "kind", "cluster", "bits"]
+    columns = ["path_a", "path_b", "split_a", "split_b", "cosine", "kind", "cluster", "bits"]
     if not rows:
         return pd.DataFrame(columns=columns)
     a, b = np.array([r[0] for r in rows]), np.array([r[1] for r in rows])

@@ -83,7 +83,7 @@ class MultiLabel(Task):
 
         if not weights:
             return keras.losses.BinaryCrossentropy(label_smoothing=recipe.label_smoothing)
-        from tltool.models.layers import PositiveWeightedCrossentropy
+        from tltool.training.losses import PositiveWeightedCrossentropy
 
         return PositiveWeightedCrossentropy([weights[i] for i in sorted(weights)], recipe.label_smoothing)
 
