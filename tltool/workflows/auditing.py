@@ -66,7 +66,7 @@ def audit(data: str, *, backbone: str | None = None, weights: str | None = None,
         _outside(path, dataset, flag)
     check_replaceable(folder, overwrite, AUDIT_MARKER, "a folder that tltool audit wrote")
     samples = [s for s in dataset.samples if s.path in dataset.infos]
-    embedder = _embedder(model, recipe)
+    embedder, model_run = _embedder(model, recipe)
     say(f"embedding {len(samples)} images with {embedder.key}")
     vectors = embedder.embed([s.path for s in samples], [dataset.infos[s.path].sha1 for s in samples], batch_size,
                              progress)
@@ -79,6 +79,8 @@ def audit(data: str, *, backbone: str | None = None, weights: str | None = None,
                 "are checked")
     else:
         issues, note = findings.label_issues(samples, dataset.classes, unit, limits)
+        if model:
+            issues, note = _held_out_only(issues, note, samples, dataset.infos, model, model_run)
     found = Audit(folder, len(samples), duplicates, issues, findings.outliers(samples, dataset.classes, unit, near,
                                                                               limits), limits, note)
     _write(found, dataset, embedder.key)
@@ -100,9 +102,26 @@ def _embedder(model: str | None, recipe):
         if trained.keras_model is None:
             raise TltoolError(f"--model {model}: give a run directory or a .keras file (a {trained.kind} file "
                               "has no pooled features to read)")
-        return Embedder.from_model(trained.source, trained.keras_model, trained.image_size, trained.aspect)
+        return Embedder.from_model(trained.source, trained.keras_model, trained.image_size, trained.aspect), \
+            trained.run
     return Embedder.from_backbone(get_backbone(recipe.backbone), recipe.weights, recipe.image_size,
-                                  recipe.data.aspect, recipe.seed)
+                                  recipe.data.aspect, recipe.seed), None
+
+
+def _held_out_only(issues: pd.DataFrame, note: str | None, samples: list, infos: dict, model: str, run):
+    """With --model, the label issues among the images that model (of `run`) did not train on: a network
+    fine-tuned on a wrong label embeds that image with the wrong class, so among its training images no doubt
+    shows."""
+    if run is None:
+        why = (f"--model {model} names no run, so which images it trained on is unknown and every flag is in-sample; "
+               "give its run directory")
+        return issues, "; ".join(filter(None, [note, why]))
+    index = run.read_index()
+    trained = set(index[index["split"] == "train"]["sha1"])
+    held = {s.rel for s in samples if infos[s.path].sha1 not in trained}
+    why = (f"with --model, only the {len(held)} images {run.path} did not train on are flagged (its embeddings of "
+           "its own training images agree with their labels, right or wrong)")
+    return issues[issues["path"].isin(held)].reset_index(drop=True), "; ".join(filter(None, [note, why]))
 
 
 def _outside(path: str | None, dataset, flag: str) -> None:
