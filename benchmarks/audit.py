@@ -28,10 +28,11 @@ at 96 px (its defaults otherwise). The peers, on the same images:
 It prints recall and precision for flipped labels, leaked pairs (across
 splits, exact or near) and exact copies.
 
-`--scale N` instead times the audit's searches on N random embeddings of
-MobileNetV2's width (1,280) and N random perceptual hashes, with their peak
-memory: the nearest neighbours (approximate above 20,000 images), every
-pair of hashes, the outliers and the label probe (10 classes). The
+`--scale N` instead times the audit's searches on N look-alike images, with
+their peak memory: perceptual hashes each within 16 bits of one of 100
+centres, and embeddings of MobileNetV2's width (1,280) clustered around 100
+centres too (`clustered`): the nearest neighbours (approximate above 20,000
+images), the pair search, the outliers and the label probe (10 classes). The
 embedding pass itself runs at the backbone's forward speed (README,
 "Backbone speed and size").
 
@@ -154,26 +155,43 @@ def peer_pairs(data: str) -> dict:
     return {frozenset((rels[i], rels[j])): int(bits[i, j]) for i, j in zip(*np.nonzero(bits <= 10)) if i < j}
 
 
+def clustered(n: int, rng, centres: int = 100, spread: int = 16):
+    """n hashes, each at most `spread` bits from one of `centres` random hashes, and unit embeddings clustered
+    the same way: look-alike images (X-rays, product shots), where most hashes lie close together."""
+    from tltool.quality import findings
+
+    which = rng.integers(0, centres, n)
+    centre_hashes = rng.integers(0, 2**63, centres, dtype=np.int64).astype(np.uint64)
+    flips = np.zeros(n, np.uint64)
+    for row, count in enumerate(rng.integers(0, spread + 1, n)):
+        for bit in rng.choice(64, count, replace=False):
+            flips[row] |= np.uint64(1) << np.uint64(bit)
+    centre_vectors = rng.normal(size=(centres, 1280)).astype(np.float32)
+    unit = findings.normalised(centre_vectors[which] + 0.5 * rng.normal(size=(n, 1280)).astype(np.float32))
+    return centre_hashes[which] ^ flips, unit
+
+
 def scale(n: int) -> None:
-    """Seconds and peak memory of each search stage on n random embeddings and hashes."""
+    """Seconds and peak memory of each search stage on n look-alike images (`clustered`)."""
     import resource
     import time
     from types import SimpleNamespace
 
-    from tltool.data.duplicates import hash_pairs
     from tltool.quality import findings
 
     rng = np.random.default_rng(0)
-    unit = findings.normalised(rng.normal(size=(n, 1280)).astype(np.float32))
-    hashes = rng.integers(0, 2**63, n, dtype=np.int64).astype(np.uint64)
-    samples = [SimpleNamespace(rel=f"{i}", label=str(i % 10), labels=(str(i % 10),)) for i in range(n)]
+    hashes, unit = clustered(n, rng)
+    samples = [SimpleNamespace(rel=f"{i}", path=f"{i}", split="train", label=str(i % 10), labels=(str(i % 10),))
+               for i in range(n)]
+    infos = {f"{i}": SimpleNamespace(phash=f"{int(h):016x}", sha1=f"{i}") for i, h in enumerate(hashes)}
     classes = [str(c) for c in range(10)]
     start = time.perf_counter()
     near = findings.neighbours(unit, findings.K_NEAR)
     stages = [("nearest neighbours", time.perf_counter() - start)]
     start = time.perf_counter()
-    pairs = hash_pairs(hashes, None, 6)
-    stages.append((f"every pair of hashes ({len(pairs)} within 6 bits)", time.perf_counter() - start))
+    pairs = findings.duplicate_pairs(samples, infos, unit, near, findings.Thresholds())
+    stages.append((f"the pair search, hashes within 16 bits of 100 centres ({len(pairs)} near pairs)",
+                   time.perf_counter() - start))
     start = time.perf_counter()
     findings.outliers(samples, classes, unit, near, findings.Thresholds())
     stages.append(("outliers", time.perf_counter() - start))

@@ -43,9 +43,9 @@ class Dataset:
         return {name: sum(1 for s in self.samples if s.split == name) for name in splitting.SPLITS}
 
     def image_folders(self) -> list[str]:
-        """The dataset's root and every folder that holds one of its images, shortest first: nothing tltool
-        writes may go inside them."""
-        folders = {self.root} | {os.path.dirname(s.path) for s in self.samples}
+        """Every folder that holds one of its images, and a folder dataset's root, shortest first: nothing tltool
+        writes may go inside them. (A CSV's own folder is not read as data, so a run may sit beside it.)"""
+        folders = {os.path.dirname(s.path) for s in self.samples} | ({self.root} if self.layout != "csv" else set())
         return sorted(folders, key=lambda f: (len(f), f))
 
     def require_usable(self) -> None:

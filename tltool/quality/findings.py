@@ -5,9 +5,10 @@
   at most `Thresholds.near_bits` apart, or whose embeddings have a cosine
   similarity of at least `Thresholds.near_similarity` while their hashes are
   at most `Thresholds.loose_bits` apart (two photos of one scene from a
-  different place embed alike, but hash apart). Candidates come from each
-  image's nearest neighbours in embedding space and from every pair of
-  hashes. Pairs are grouped into clusters (connected components).
+  different place embed alike, but hash apart). Candidates come from the
+  groups of identical bytes and each image's `K_NEAR` nearest neighbours in
+  embedding space, so they stay linear in the images however alike those
+  are. Pairs are grouped into clusters (connected components).
 - **Label issues** (`label_issues`): out-of-fold probabilities of a k-fold
   logistic-regression probe on the L2-normalised embeddings, and confident
   learning (Northcutt et al., JAIR 2021) as cleanlab implements it
@@ -34,12 +35,13 @@ vectors) up to `EXACT_LIMIT` images; above, candidates come from a
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
 
-from tltool.data.duplicates import hash_array, hash_pairs
+from tltool.data.duplicates import hash_array
 
 EXACT_LIMIT = 20_000
 K_NEAR, K_OUTLIER = 10, 5
@@ -84,20 +86,35 @@ def neighbours(unit: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
 
 def duplicate_pairs(samples: list, infos: dict, unit: np.ndarray, near: tuple, limits: Thresholds) -> pd.DataFrame:
     """Every exact or near pair: path_a, path_b, split_a, split_b, cosine (of the embeddings), kind, cluster,
-    bits."""
-    found, similarity = near
+    bits.
+
+    Candidates are the groups of identical bytes and each image's `K_NEAR` nearest embeddings, so they grow
+    linearly with the images however alike those are (every pair of hashes within 16 bits is nearly every pair
+    on X-rays or product shots); a copy embeds among its original's nearest.
+    """
+    found, _ = near
     hashes = hash_array([infos[s.path].phash for s in samples])
-    candidates = {(min(i, j), max(i, j)) for i, j, _ in hash_pairs(hashes, None, limits.loose_bits)}
-    candidates |= {(min(i, int(j)), max(i, int(j))) for i in range(len(samples))
-                   for j, sim in zip(found[i], similarity[i]) if sim >= limits.near_similarity}
-    rows = []
-    for i, j in sorted(candidates):
-        bits = int(np.bitwise_count(hashes[i] ^ hashes[j]))
-        cosine = float(unit[i] @ unit[j])
-        exact = infos[samples[i].path].sha1 == infos[samples[j].path].sha1
-        if exact or bits <= limits.near_bits or (cosine >= limits.near_similarity and bits <= limits.loose_bits):
-            rows.append([i, j, round(cosine, 4), "exact" if exact else "near", bits])
+    sha1 = np.array([infos[s.path].sha1 for s in samples])
+    same = _same_bytes(sha1)
+    rows_of = np.repeat(np.arange(len(samples)), found.shape[1])
+    i = np.concatenate([same[0], np.minimum(rows_of, found.ravel())]).astype(np.int64)
+    j = np.concatenate([same[1], np.maximum(rows_of, found.ravel())]).astype(np.int64)
+    i, j = np.unique(np.stack([i, j]), axis=1) if len(i) else (i, j)
+    bits = np.bitwise_count(hashes[i] ^ hashes[j]).astype(int)
+    cosine = np.einsum("nd,nd->n", unit[i], unit[j]) if len(i) else np.zeros(0)
+    exact = sha1[i] == sha1[j]
+    kept = exact | (bits <= limits.near_bits) | ((cosine >= limits.near_similarity) & (bits <= limits.loose_bits))
+    rows = [[a, b, round(float(c), 4), "exact" if e else "near", int(n)]
+            for a, b, c, e, n in zip(i[kept], j[kept], cosine[kept], exact[kept], bits[kept])]
     return _with_clusters(rows, samples)
+
+
+def _same_bytes(sha1: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(i, j), i < j, of every pair of files with the same bytes."""
+    order = np.argsort(sha1, kind="stable")
+    pairs = [(a, b) for _, group in itertools.groupby(order.tolist(), key=lambda k: sha1[k])
+             for a, b in itertools.combinations(sorted(group), 2)]
+    return (np.array([p[0] for p in pairs], np.int64), np.array([p[1] for p in pairs], np.int64))
 
 
 def _with_clusters(rows: list, samples: list) -> pd.DataFrame:
