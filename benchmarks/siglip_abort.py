@@ -34,13 +34,15 @@ def main() -> None:
     parser.add_argument("--minutes", type=float, default=60)
     parser.add_argument("--beside", type=int, default=0, help="fits running at the same time as each counted one")
     parser.add_argument("--out", default=None)
+    parser.add_argument("--core", action="store_true",
+                        help="let a crashed fit dump its core into --out (for `gdb -batch -ex bt PYTHON CORE`)")
     args = parser.parse_args()
-    out = args.out or tempfile.mkdtemp(prefix="siglip-abort-")
+    out = os.path.abspath(args.out or tempfile.mkdtemp(prefix="siglip-abort-"))
     os.makedirs(out, exist_ok=True)
     data, preset = _inputs(out)
     deadline, crashes, done = time.monotonic() + 60 * args.minutes, [], 0
     while done < args.runs and time.monotonic() < deadline:
-        runs = [_start(out, data, preset, f"{done:02d}-{k}") for k in range(1 + args.beside)]
+        runs = [_start(out, data, preset, f"{done:02d}-{k}", args.core) for k in range(1 + args.beside)]
         for name, process, log in runs:
             code = process.wait(timeout=900)
             log.close()
@@ -51,6 +53,7 @@ def main() -> None:
                 os.unlink(os.path.join(out, f"{name}.log"))
                 os.unlink(os.path.join(out, f"{name}.stack"))
                 shutil.rmtree(os.path.join(out, f"run-{name}"), ignore_errors=True)
+                shutil.rmtree(os.path.join(out, f"core-{name}"), ignore_errors=True)
         done += 1
         print(f"{done} runs, {len(crashes)} crashes", flush=True)
     print(f"SigLIP fit: {len(crashes)} crashes in {done * (1 + args.beside)} fits ({done} rounds of "
@@ -71,13 +74,22 @@ def _inputs(out: str) -> tuple[str, str]:
     return data, preset
 
 
-def _start(out: str, data: str, preset: str, name: str):
+def _start(out: str, data: str, preset: str, name: str, core: bool = False):
     log = open(os.path.join(out, f"{name}.log"), "w")
     command = [sys.executable, "-c", LAUNCH, os.path.join(out, f"{name}.stack"), "fit", data, "-b", preset,
                "--image-size", "32", "--recipe", "fine-tune-top", "--epochs", "1", "--batch-size", "8",
                "--out", os.path.join(out, f"run-{name}")]
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "0"}
-    return name, subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env), log
+    folder = os.path.join(out, f"core-{name}")
+    os.makedirs(folder, exist_ok=True)  # the kernel writes `core` into the crashed process's folder
+
+    def unlimited_core():
+        import resource
+
+        resource.setrlimit(resource.RLIMIT_CORE, (resource.RLIM_INFINITY, resource.RLIM_INFINITY))
+
+    return name, subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=folder,
+                                  preexec_fn=unlimited_core if core else None), log
 
 
 if __name__ == "__main__":

@@ -233,3 +233,22 @@ def test_a_class_of_one_image_gets_no_label_score_and_a_note(classes, monkeypatc
         assert note == "not looked for: fewer than 2 classes have 2 images or more" and table.empty
     else:
         assert note == "not scored: a (fewer than 2 images)"
+
+
+def test_audit_leaves_the_callers_random_state_as_it_was(tiny_data, tmp_path):
+    import random
+
+    import keras
+
+    import tltool
+
+    random.seed(7)
+    np.random.seed(7)
+    keras.utils.set_random_seed(7)
+    before = (random.random(), np.random.rand(), float(keras.random.uniform(())))
+    random.seed(7)
+    np.random.seed(7)
+    keras.utils.set_random_seed(7)
+    tltool.audit(tiny_data, backbone="vgg16", weights="none", image_size=32, seed=3, out=str(tmp_path / "a"),
+                 progress=False)  # seeds its random backbone with 3
+    assert (random.random(), np.random.rand(), float(keras.random.uniform(()))) == before

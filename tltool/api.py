@@ -44,6 +44,21 @@ class Run(RunDirectory):
         return export(self, fmt, **kwargs)
 
 
+def _keeps_caller_state(function):
+    """The caller's random state (Python's, NumPy's, Keras' and TensorFlow's seeds) is as it was after the call:
+    a command may seed what it builds (audit's `--weights none` backbone), never the caller's notebook."""
+    import functools
+
+    @functools.wraps(function)
+    def kept(*args, **kwargs):
+        from tltool.compat import random_state
+
+        with random_state():
+            return function(*args, **kwargs)
+
+    return kept
+
+
 @options.FIT.api("data", returns="Run")
 def fit(data: str | None = None, **kwargs) -> Run:
     """Train on a folder of images (or a CSV); returns the run directory.
@@ -74,6 +89,7 @@ def open_run(path) -> Run:
 
 
 @options.EVALUATE.api("model", "data")
+@_keeps_caller_state
 def evaluate(model, data: str, **kwargs):
     """Evaluate a run, SavedModel, .keras, .onnx or .tflite file on `data`; returns (folder, Evaluation)."""
     from tltool.workflows.evaluating import evaluate as run_evaluate
@@ -82,6 +98,7 @@ def evaluate(model, data: str, **kwargs):
 
 
 @options.PREDICT.api("model", "inputs")
+@_keeps_caller_state
 def predict(model, inputs: list[str], **kwargs):
     """Predict image files and folders; returns (rows, skipped files with reasons, classes)."""
     from tltool.workflows.predicting import predict as run_predict
@@ -90,6 +107,7 @@ def predict(model, inputs: list[str], **kwargs):
 
 
 @options.AUDIT.api("data")
+@_keeps_caller_state
 def audit(data, **kwargs):
     """Duplicates, leaks across splits, likely label errors and outliers in a dataset; returns
     `tltool.workflows.auditing.Audit` (the folder and each finding as a DataFrame)."""
@@ -99,6 +117,7 @@ def audit(data, **kwargs):
 
 
 @options.EXPLAIN.api("model", "inputs")
+@_keeps_caller_state
 def explain(model, inputs: list[str], **kwargs):
     """Grad-CAM heatmaps of a run (or .keras file, or SavedModel) for image files and folders; returns
     `tltool.workflows.explaining.Explained` (the folder, the rows of explanations.csv, skipped files)."""
@@ -108,6 +127,7 @@ def explain(model, inputs: list[str], **kwargs):
 
 
 @options.EXPORT.api("model", "fmt", returns="str")
+@_keeps_caller_state
 def export(model, fmt: str, **kwargs) -> str:
     """Write `model` as savedmodel | keras | onnx | litert | litert-fp16 | litert-int8, checked; returns its path."""
     from tltool.workflows.exporting import export as run_export
