@@ -99,7 +99,8 @@ def test_fit_says_how_many_images_leak_and_lists_them(planted, backbone_file, tm
     assert sorted(leaks["path_a"]) == ["val/apple/exact_copy.png", "val/sky/reencoded.jpg"]
     assert "2 of the 12 images evaluated here have a copy in an earlier split" in (tmp_path / "run" / "report.md").read_text()
     from tltool.data.dataset import load_dataset
-    from tltool.workflows.fitting import find_leaks, resolve_recipe
+    from tltool.workflows.fitting import find_leaks
+    from tltool.workflows.resolving import resolve_recipe
 
     off = resolve_recipe(check_leakage=False)  # what --no-check-leakage (or data.check_leakage: false) gives
     assert find_leaks(load_dataset(str(planted), progress=False), off, "unused") is None

@@ -55,7 +55,7 @@ def test_the_task_follows_the_layout_and_a_mismatch_is_one_clear_error(tmp_path,
     from tltool.data.dataset import load_dataset
     from tltool.errors import TltoolError
     from tltool.tasks import task_for
-    from tltool.workflows.fitting import default_recipe_for
+    from tltool.workflows.resolving import default_recipe_for
 
     folders, csv = load_dataset(tiny_data, progress=False), load_dataset(multilabel_csv, progress=False)
     assert task_for("auto", folders).name == "single-label" and task_for("auto", csv).name == "multi-label"

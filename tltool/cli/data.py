@@ -30,7 +30,7 @@ def inspect(data, val_split, test_split, seed, split_from, as_json, show_all):
     from tltool.data.summary import format_summary, summarise
     from tltool.recipe import load_recipe
     from tltool.runs.run import Run
-    from tltool.workflows.fitting import default_recipe_for
+    from tltool.workflows.resolving import default_recipe_for
 
     recipe = load_recipe(default_recipe_for(data))  # the split fit would make without flags
     dataset = load_dataset(data, recipe.data.val_split if val_split is None else val_split,

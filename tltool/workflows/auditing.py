@@ -48,7 +48,7 @@ def audit(data: str, *, backbone: str | None = None, weights: str | None = None,
           progress: bool = True) -> Audit:
     """Audit a dataset. Raises TltoolError for a bad flag, an existing output, or an unusable dataset."""
     from tltool.quality import findings
-    from tltool.workflows.fitting import default_recipe_for, report_dataset, resolve_recipe
+    from tltool.workflows.resolving import default_recipe_for, report_dataset, resolve_recipe
 
     if relabel and not write_clean:
         raise TltoolError("--relabel: it applies the suggested labels in --write-clean's file; give --write-clean")

@@ -21,46 +21,15 @@ from contextlib import contextmanager
 
 from tltool import __version__
 from tltool.console import say, warn
-from tltool.data.dataset import Dataset, describe_skipped, load_dataset
-from tltool.errors import RecipeError, TltoolError, did_you_mean
-from tltool.models.freeze import static_problems
+from tltool.data.dataset import Dataset, load_dataset
+from tltool.errors import TltoolError, did_you_mean
 from tltool.models.registry import get_backbone
-from tltool.models.weights import check_image_size, check_weights_file, weights_source
-from tltool.recipe import DEFAULT_RECIPE, Recipe, apply_overrides, load_recipe, recipe_from_dict
+from tltool.models.weights import check_weights_file, weights_source
+from tltool.recipe import Recipe, recipe_from_dict
 from tltool.runs.run import Run, default_run_dir
 from tltool.tasks import check_monitor, task_for
 from tltool.workflows.finishing import Finished, finish
-
-DEFAULT_BACKBONE = "efficientnetb0"
-
-
-def resolve_recipe(recipe: str | Recipe | None = None, **overrides) -> Recipe:
-    """Load a recipe (default: fine-tune), apply flags, fill in backbone and image size.
-
-    Raises:
-        RecipeError: every problem of the recipe against its backbone, at once.
-    """
-    base = recipe if isinstance(recipe, Recipe) else load_recipe(recipe or DEFAULT_RECIPE)
-    resolved = apply_overrides(base, **overrides)
-    spec = get_backbone(resolved.backbone or DEFAULT_BACKBONE)
-    size = resolved.image_size or spec.default_size
-    check_image_size(spec, size)
-    resolved = resolved.model_copy(update={"backbone": spec.name, "image_size": size})
-    problems = static_problems(spec, resolved)
-    if problems:
-        raise RecipeError(recipe if isinstance(recipe, str) else resolved.name, problems)
-    return resolved
-
-
-MULTI_LABEL_RECIPE = "multi-label"
-
-
-def default_recipe_for(data: str | None) -> str:
-    """The recipe a run takes when none is given: `multi-label` for a CSV with several labels per image, else
-    the default (`fine-tune`)."""
-    from tltool.data.scan import csv_has_several_labels
-
-    return MULTI_LABEL_RECIPE if data and csv_has_several_labels(data) else DEFAULT_RECIPE
+from tltool.workflows.resolving import default_recipe_for, report_dataset, resolve_recipe
 
 
 def fit(data: str | None, *, recipe: str | Recipe | None = None, out: str | None = None, overwrite: bool = False,
@@ -283,20 +252,6 @@ def check_outside(out: str, dataset: Dataset) -> None:
 
 def _outside_example(out: str, dataset: Dataset) -> str:
     return os.path.join(os.path.dirname(dataset.root.rstrip(os.sep)) or os.sep, "runs", os.path.basename(out))
-
-
-def report_dataset(dataset: Dataset, duplicates_file: str | None = None) -> None:
-    sizes = ", ".join(f"{split} {n}" for split, n in dataset.images().items() if n) or "0"
-    kind = ", several labels per image" if dataset.multi_label else ""
-    say(f"dataset {dataset.root}: {len(dataset.classes)} classes, {sizes} images ({dataset.layout} layout{kind})")
-    if dataset.skipped:
-        warn(describe_skipped(dataset.skipped))
-    if dataset.hidden:
-        say(f"ignored {dataset.hidden} hidden file(s) and folder(s)")
-    from tltool.data.summary import duplicate_warnings
-
-    for message in dataset.warnings + duplicate_warnings(dataset, duplicates_file):
-        warn(message)
 
 
 def find_leaks(dataset: Dataset, recipe: Recipe, listed_in: str):

@@ -66,7 +66,7 @@ def plan(backbone: str | None = None, recipe: str | None = None, classes: int = 
     """
     from tltool.models.weights import check_image_size
     from tltool.training.optim import group_rates
-    from tltool.workflows.fitting import DEFAULT_BACKBONE
+    from tltool.workflows.resolving import DEFAULT_BACKBONE
 
     loaded = load_recipe(recipe) if recipe else load_recipe()
     spec = get_backbone(backbone or loaded.backbone or DEFAULT_BACKBONE)
