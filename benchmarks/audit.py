@@ -188,10 +188,15 @@ def scale(n: int) -> None:
     start = time.perf_counter()
     near = findings.neighbours(unit, findings.K_NEAR)
     stages = [("nearest neighbours", time.perf_counter() - start)]
+    import tracemalloc
+
+    tracemalloc.start()
     start = time.perf_counter()
     pairs = findings.duplicate_pairs(samples, infos, unit, near, findings.Thresholds())
-    stages.append((f"the pair search, hashes within 16 bits of 100 centres ({len(pairs)} near pairs)",
-                   time.perf_counter() - start))
+    seconds, (_, peak) = time.perf_counter() - start, tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    stages.append((f"the pair search, hashes within 16 bits of 100 centres ({len(pairs)} near pairs; its own peak "
+                   f"{peak / 2**30:.2f} GiB, traced)", seconds))
     start = time.perf_counter()
     findings.outliers(samples, classes, unit, near, findings.Thresholds())
     stages.append(("outliers", time.perf_counter() - start))

@@ -155,22 +155,36 @@ def test_the_perceptual_hash_is_imagehashs_phash():
     assert perceptual_hash(pixels) == str(imagehash.phash(Image.fromarray(pixels)))
 
 
-def test_the_clean_csv_keeps_multi_label_names_that_hold_a_space(tmp_path):
+def _csv_dataset(folder, columns: str, cells: list[str]):
+    """A CSV dataset of one small image per cell: path,COLUMNS with each row's cells; loaded."""
     from tltool.data.dataset import load_dataset
+
+    rows = [f"path,{columns}"]
+    for i, cell in enumerate(cells):
+        write_image(str(folder / f"{i}.png"), (40 * (i % 6), 90, 200), seed=i)
+        rows.append(f"{i}.png,{cell}")
+    (folder / "labels.csv").write_text("\n".join(rows) + "\n")
+    return load_dataset(str(folder / "labels.csv"), progress=False)
+
+
+def _nothing_found(tmp_path, images: int):
+    """An audit that flagged nothing: its clean CSV keeps every image."""
     from tltool.data.duplicates import COLUMNS
     from tltool.quality.findings import Thresholds
-    from tltool.workflows.auditing import Audit, write_clean_csv
+    from tltool.workflows.auditing import Audit
+
+    return Audit(str(tmp_path / "audit"), images, pd.DataFrame(columns=[*COLUMNS, "cluster"]), None,
+                 pd.DataFrame(columns=["path"]), Thresholds())
+
+
+def test_the_clean_csv_keeps_multi_label_names_that_hold_a_space(tmp_path):
+    from tltool.data.dataset import load_dataset
+    from tltool.workflows.auditing import write_clean_csv
 
     labels = [("disc", "red square"), ("disc",), ("red square",), ()] * 3
-    rows = ["path,labels"]
-    for i, held in enumerate(labels):
-        write_image(str(tmp_path / "data" / f"{i}.png"), (40 * (i % 6), 90, 200), seed=i)
-        rows.append(f"{i}.png,{';'.join(held)}")
-    (tmp_path / "data" / "labels.csv").write_text("\n".join(rows) + "\n")
-    dataset = load_dataset(str(tmp_path / "data" / "labels.csv"), progress=False)
-    nothing = Audit(str(tmp_path / "audit"), len(labels), pd.DataFrame(columns=[*COLUMNS, "cluster"]), None,
-                    pd.DataFrame(columns=["path"]), Thresholds())
-    clean = write_clean_csv(str(tmp_path / "clean.csv"), dataset, nothing, relabel=False)
+    dataset = _csv_dataset(tmp_path / "data", "labels", [";".join(held) for held in labels])
+    clean = write_clean_csv(str(tmp_path / "clean.csv"), dataset, _nothing_found(tmp_path, len(labels)),
+                            relabel=False)
     again = load_dataset(clean, progress=False)
     assert {os.path.basename(s.path): s.labels for s in again.samples} == \
         {os.path.basename(s.path): s.labels for s in dataset.samples}
@@ -178,20 +192,14 @@ def test_the_clean_csv_keeps_multi_label_names_that_hold_a_space(tmp_path):
 
 def test_a_name_with_a_space_round_trips_through_every_file_tltool_writes_when_no_row_has_two_labels(tmp_path):
     from tltool.data.dataset import load_dataset
-    from tltool.data.duplicates import COLUMNS
     from tltool.data.scan import split_labels
     from tltool.data.split import index_rows
-    from tltool.quality.findings import Thresholds
     from tltool.tasks import get_task
-    from tltool.workflows.auditing import Audit, write_clean_csv
+    from tltool.workflows.auditing import write_clean_csv
 
     held = [("red square",), ("disc",), ()] * 4  # one-hot columns: the user's file is unambiguous
-    rows = ["path,red square,disc"]
-    for i, labels in enumerate(held):
-        write_image(str(tmp_path / "data" / f"{i}.png"), (40 * (i % 6), 90, 200), seed=i)
-        rows.append(f"{i}.png,{int('red square' in labels)},{int('disc' in labels)}")
-    (tmp_path / "data" / "labels.csv").write_text("\n".join(rows) + "\n")
-    dataset = load_dataset(str(tmp_path / "data" / "labels.csv"), progress=False)
+    dataset = _csv_dataset(tmp_path / "data", "red square,disc",
+                           [f"{int('red square' in labels)},{int('disc' in labels)}" for labels in held])
     truth = {s.rel: s.labels for s in dataset.samples}
 
     index = pd.DataFrame(index_rows(dataset.samples))  # data/index.csv, as Run.split_files reads it back
@@ -199,10 +207,8 @@ def test_a_name_with_a_space_round_trips_through_every_file_tltool_writes_when_n
     cells = list(pd.read_csv(tmp_path / "index.csv", dtype=str, keep_default_na=False)["labels"])
     assert dict(zip(index["path"], split_labels(cells))) == truth
 
-    nothing = Audit(str(tmp_path / "audit"), len(held), pd.DataFrame(columns=[*COLUMNS, "cluster"]), None,
-                    pd.DataFrame(columns=["path"]), Thresholds())
-    again = load_dataset(write_clean_csv(str(tmp_path / "clean.csv"), dataset, nothing, relabel=False),
-                         progress=False)
+    again = load_dataset(write_clean_csv(str(tmp_path / "clean.csv"), dataset, _nothing_found(tmp_path, len(held)),
+                                         relabel=False), progress=False)
     assert {os.path.basename(s.path): s.labels for s in again.samples} == \
         {os.path.basename(p): labels for p, labels in truth.items()}
 
