@@ -327,3 +327,24 @@ def test_inspect_shows_the_split_that_fit_makes_with_the_datas_own_recipe(multil
     data = load_recipe("multi-label").data  # what fit takes for such a CSV, test split included
     fit_makes = load_dataset(multilabel_csv, data.val_split, data.test_split, progress=False).images()
     assert shown == fit_makes and shown["test"] > 0
+
+
+def test_per_class_temperatures_undo_a_known_overconfidence_and_the_layer_applies_them_as_numpy_does():
+    import keras
+
+    from tltool.evaluation.multilabel import apply_temperatures, binary_log_loss, fit_temperatures
+    from tltool.models.layers import ClassTemperature
+
+    rng = np.random.default_rng(0)
+    logits = rng.normal(0, 2, (4000, 2))
+    y = (rng.uniform(size=logits.shape) < 1 / (1 + np.exp(-logits))).astype(float)  # calibrated at T = 1
+    probs = 1 / (1 + np.exp(-np.stack([3 * logits[:, 0], logits[:, 1] / 2], axis=1)))  # 3x sharp, 2x soft
+    temperatures = fit_temperatures(probs, y)
+    assert temperatures[0] == pytest.approx(3.0, rel=0.1) and temperatures[1] == pytest.approx(0.5, rel=0.1)
+    calibrated = apply_temperatures(probs, temperatures)
+    assert binary_log_loss(calibrated, y) < binary_log_loss(probs, y)
+    order = np.argsort(probs[:, 0], kind="stable")
+    assert (np.diff(calibrated[order, 0]) >= 0).all()  # the ranking never changes
+    layer = ClassTemperature(list(temperatures))
+    np.testing.assert_allclose(np.asarray(layer(keras.ops.convert_to_tensor(probs[:50], "float32"))),
+                               calibrated[:50], atol=1e-5)
