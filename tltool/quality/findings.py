@@ -101,12 +101,21 @@ def duplicate_pairs(samples: list, infos: dict, unit: np.ndarray, near: tuple, l
     j = np.concatenate([same[1], np.maximum(rows_of, found.ravel())]).astype(np.int64)
     i, j = np.unique(np.stack([i, j]), axis=1) if len(i) else (i, j)
     bits = np.bitwise_count(hashes[i] ^ hashes[j]).astype(int)
-    cosine = np.einsum("nd,nd->n", unit[i], unit[j]) if len(i) else np.zeros(0)
+    cosine = _cosines(unit, i, j)
     exact = sha1[i] == sha1[j]
     kept = exact | (bits <= limits.near_bits) | ((cosine >= limits.near_similarity) & (bits <= limits.loose_bits))
     rows = [[a, b, round(float(c), 4), "exact" if e else "near", int(n)]
             for a, b, c, e, n in zip(i[kept], j[kept], cosine[kept], exact[kept], bits[kept])]
     return _with_clusters(rows, samples)
+
+
+def _cosines(unit: np.ndarray, i: np.ndarray, j: np.ndarray, chunk: int = 8192) -> np.ndarray:
+    """unit[i] . unit[j] per pair, a few MB at a time (the pairs' rows whole would be 2 x 10 x the embeddings)."""
+    out = np.empty(len(i), np.float32)
+    for start in range(0, len(i), chunk):
+        part = slice(start, start + chunk)
+        out[part] = np.einsum("nd,nd->n", unit[i[part]], unit[j[part]])
+    return out
 
 
 def _same_bytes(sha1: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
