@@ -49,6 +49,26 @@ def hash_pairs(a: np.ndarray, b: np.ndarray | None = None, max_bits: int = PHASH
     return found
 
 
+def closest_hash_pairs(hashes: np.ndarray, max_bits: int, k: int, chunk: int = 256) -> tuple[np.ndarray, np.ndarray]:
+    """(i, j), i < j: for each hash, the `k` closest others at most `max_bits` apart. At most k a row, so the
+    pairs stay linear in N where most hashes lie close together; a copy is among its original's closest."""
+    rows, cols = [], []
+    for start in range(0, len(hashes), chunk):
+        bits = np.bitwise_count(hashes[start:start + chunk, None] ^ hashes[None, :])
+        bits[np.arange(len(bits)), np.arange(start, start + len(bits))] = 255  # never oneself
+        close = bits <= max_bits
+        crowded = np.flatnonzero(close.sum(axis=1) > k)
+        if len(crowded):  # keep the k closest of a crowded row
+            nearest = np.argpartition(bits[crowded], k - 1, axis=1)[:, :k]
+            close[crowded] = False
+            close[crowded[:, None], nearest] = bits[crowded[:, None], nearest] <= max_bits
+        r, c = np.nonzero(close)
+        rows.append(r + start)
+        cols.append(c)
+    i, j = np.concatenate(rows), np.concatenate(cols)
+    return np.minimum(i, j), np.maximum(i, j)
+
+
 def exact_groups(samples: list, infos: dict) -> list[list]:
     """Groups of two or more samples with the same bytes."""
     groups: dict[str, list] = {}

@@ -6,9 +6,9 @@
   similarity of at least `Thresholds.near_similarity` while their hashes are
   at most `Thresholds.loose_bits` apart (two photos of one scene from a
   different place embed alike, but hash apart). Candidates come from the
-  groups of identical bytes and each image's `K_NEAR` nearest neighbours in
-  embedding space, so they stay linear in the images however alike those
-  are. Pairs are grouped into clusters (connected components).
+  groups of identical bytes and each image's `K_NEAR` nearest neighbours by
+  hash (within `near_bits`) and in embedding space, so they stay linear in
+  the images however alike those are. Pairs are grouped into clusters (connected components).
 - **Label issues** (`label_issues`): out-of-fold probabilities of a k-fold
   logistic-regression probe on the L2-normalised embeddings, and confident
   learning (Northcutt et al., JAIR 2021) as cleanlab implements it
@@ -41,7 +41,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from tltool.data.duplicates import hash_array
+from tltool.data.duplicates import closest_hash_pairs, hash_array
 
 EXACT_LIMIT = 20_000
 K_NEAR, K_OUTLIER = 10, 5
@@ -88,17 +88,18 @@ def duplicate_pairs(samples: list, infos: dict, unit: np.ndarray, near: tuple, l
     """Every exact or near pair: path_a, path_b, split_a, split_b, cosine (of the embeddings), kind, cluster,
     bits.
 
-    Candidates are the groups of identical bytes and each image's `K_NEAR` nearest embeddings, so they grow
-    linearly with the images however alike those are (every pair of hashes within 16 bits is nearly every pair
-    on X-rays or product shots); a copy embeds among its original's nearest.
+    Candidates are the groups of identical bytes, each image's `K_NEAR` closest hashes within `near_bits` and its
+    `K_NEAR` nearest embeddings, so they grow linearly with the images however alike those are (every pair of
+    hashes within 16 bits is nearly every pair on X-rays or product shots).
     """
     found, _ = near
     hashes = hash_array([infos[s.path].phash for s in samples])
     sha1 = np.array([infos[s.path].sha1 for s in samples])
     same = _same_bytes(sha1)
+    by_hash = closest_hash_pairs(hashes, limits.near_bits, K_NEAR) if len(samples) > 1 else same
     rows_of = np.repeat(np.arange(len(samples)), found.shape[1])
-    i = np.concatenate([same[0], np.minimum(rows_of, found.ravel())]).astype(np.int64)
-    j = np.concatenate([same[1], np.maximum(rows_of, found.ravel())]).astype(np.int64)
+    i = np.concatenate([same[0], by_hash[0], np.minimum(rows_of, found.ravel())]).astype(np.int64)
+    j = np.concatenate([same[1], by_hash[1], np.maximum(rows_of, found.ravel())]).astype(np.int64)
     i, j = np.unique(np.stack([i, j]), axis=1) if len(i) else (i, j)
     bits = np.bitwise_count(hashes[i] ^ hashes[j]).astype(int)
     cosine = _cosines(unit, i, j)
