@@ -259,3 +259,17 @@ def test_audit_leaves_the_callers_random_state_as_it_was(tiny_data, tmp_path):
     tltool.audit(tiny_data, backbone="vgg16", weights="none", image_size=32, seed=3, out=str(tmp_path / "a"),
                  progress=False)  # seeds its random backbone with 3
     assert (random.random(), np.random.rand(), float(keras.random.uniform(()))) == before
+
+
+def test_the_capped_hash_search_finds_every_close_pair_of_a_small_group_and_stays_linear_on_look_alikes():
+    from tltool.data.duplicates import closest_hash_pairs, hash_pairs
+
+    rng = np.random.default_rng(0)
+    spread = rng.integers(0, 2**63, 300, dtype=np.int64).astype(np.uint64)  # unrelated: about 32 bits apart
+    copies = spread[:20] ^ (np.uint64(1) << rng.integers(0, 64, 20).astype(np.uint64))  # 1 bit from an original
+    hashes = np.concatenate([spread, copies])
+    exhaustive = {(i, j) for i, j, _ in hash_pairs(hashes, None, 6)}
+    assert {(int(i), int(j)) for i, j in zip(*closest_hash_pairs(hashes, 6, 10))} == exhaustive
+    alike = np.full(5000, spread[0], np.uint64) ^ rng.integers(0, 2, 5000).astype(np.uint64)  # 0-1 bit apart
+    i, _ = closest_hash_pairs(alike, 6, 10)
+    assert len(i) <= 7 * 10 * 5000  # an exhaustive search lists 12.5 million pairs here

@@ -49,24 +49,30 @@ def hash_pairs(a: np.ndarray, b: np.ndarray | None = None, max_bits: int = PHASH
     return found
 
 
-def closest_hash_pairs(hashes: np.ndarray, max_bits: int, k: int, chunk: int = 256) -> tuple[np.ndarray, np.ndarray]:
-    """(i, j), i < j: for each hash, the `k` closest others at most `max_bits` apart. At most k a row, so the
-    pairs stay linear in N where most hashes lie close together; a copy is among its original's closest."""
-    rows, cols = [], []
-    for start in range(0, len(hashes), chunk):
-        bits = np.bitwise_count(hashes[start:start + chunk, None] ^ hashes[None, :])
-        bits[np.arange(len(bits)), np.arange(start, start + len(bits))] = 255  # never oneself
-        close = bits <= max_bits
-        crowded = np.flatnonzero(close.sum(axis=1) > k)
-        if len(crowded):  # keep the k closest of a crowded row
-            nearest = np.argpartition(bits[crowded], k - 1, axis=1)[:, :k]
-            close[crowded] = False
-            close[crowded[:, None], nearest] = bits[crowded[:, None], nearest] <= max_bits
-        r, c = np.nonzero(close)
-        rows.append(r + start)
-        cols.append(c)
-    i, j = np.concatenate(rows), np.concatenate(cols)
-    return np.minimum(i, j), np.maximum(i, j)
+def closest_hash_pairs(hashes: np.ndarray, max_bits: int, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """(i, j), i < j, of hashes at most `max_bits` apart, found without comparing every pair.
+
+    Multi-index hashing (Norouzi et al., CVPR 2012): cut the 64 bits into max_bits + 1 blocks; two hashes that
+    differ in at most max_bits bits agree on at least one block whole. Per block, the hashes are sorted by that
+    block and then by the whole hash, and each is compared with the next `k` that share its block: every pair
+    within a group of up to k + 1 is compared, and in a larger group (look-alike images: X-rays, product shots,
+    handwriting) each hash meets its k neighbours in that order. O(N log N) per block, at most k pairs a hash.
+    """
+    n, blocks = len(hashes), max_bits + 1
+    edges = np.linspace(0, 64, blocks + 1).astype(int)
+    found_i, found_j = [], []
+    for low, high in zip(edges[:-1], edges[1:]):
+        key = (hashes >> np.uint64(low)) & np.uint64((1 << (high - low)) - 1)
+        order = np.lexsort((hashes, key))
+        grouped = key[order]
+        for step in range(1, min(k, n - 1) + 1):
+            same = grouped[step:] == grouped[:-step]
+            found_i.append(order[:-step][same])
+            found_j.append(order[step:][same])
+    i = np.concatenate(found_i) if found_i else np.zeros(0, np.int64)
+    j = np.concatenate(found_j) if found_j else np.zeros(0, np.int64)
+    close = np.bitwise_count(hashes[i] ^ hashes[j]) <= max_bits
+    return np.minimum(i, j)[close], np.maximum(i, j)[close]
 
 
 def exact_groups(samples: list, infos: dict) -> list[list]:
