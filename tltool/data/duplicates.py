@@ -27,7 +27,7 @@ import numpy as np
 import pandas as pd
 
 PHASH_BITS = 2
-COLUMNS = ["path_a", "path_b", "split_a", "split_b", "hash_similarity", "kind", "bits"]  # hash_similarity: 1 - bits/64
+COLUMNS = ["path_a", "path_b", "split_a", "split_b", "hash_similarity", "kind", "bits"]  # 1 - bits / 64
 
 
 def hash_array(hexes: list[str]) -> np.ndarray:
@@ -93,7 +93,8 @@ def leaks(samples: list, infos: dict, max_bits: int = PHASH_BITS) -> pd.DataFram
     """Every validation or test image with a copy in an earlier split (val in train; test in train or val),
     exact or near by perceptual hash, one row per pair: its path, the copy's, both splits, the hash similarity
     (1 - bits / 64), the kind and the bits."""
-    by_split = {split: [s for s in samples if s.split == split and s.path in infos] for split in ("train", "val", "test")}
+    by_split = {split: [s for s in samples if s.split == split and s.path in infos]
+                for split in ("train", "val", "test")}
     rows = []
     for held_split, other_split in SPLIT_PAIRS:
         held, other = by_split[held_split], by_split[other_split]

@@ -18,8 +18,9 @@ Layouts:
 Hidden files and folders (a leading dot, ``__MACOSX``, ``Thumbs.db``,
 ``desktop.ini``) are ignored and counted. A folder that tltool wrote (a run,
 an audit, explanations: it holds a marker file, `tltool.files.MARKERS`) is
-never read, nor is a folder that holds only such folders (``runs/``). Files directly in the root (or in a
-split folder) are not in any class: they are skipped and reported.
+never read, nor is a folder that holds only such folders (``runs/``). Files
+directly in the root (or in a split folder) are not in any class: they are
+skipped and reported.
 """
 
 from __future__ import annotations

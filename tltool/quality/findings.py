@@ -8,7 +8,8 @@
   different place embed alike, but hash apart). Candidates come from the
   groups of identical bytes and each image's `K_NEAR` nearest neighbours by
   hash (within `near_bits`) and in embedding space, so they stay linear in
-  the images however alike those are. Pairs are grouped into clusters (connected components).
+  the images however alike those are. Pairs are grouped into clusters
+  (connected components).
 - **Label issues** (`label_issues`): out-of-fold probabilities of a k-fold
   logistic-regression probe on the L2-normalised embeddings, and confident
   learning (Northcutt et al., JAIR 2021) as cleanlab implements it
@@ -36,6 +37,7 @@ vectors) up to `EXACT_LIMIT` images; above, candidates come from a
 from __future__ import annotations
 
 import itertools
+from collections import Counter
 from dataclasses import dataclass
 
 import numpy as np
@@ -150,7 +152,7 @@ def label_issues(samples: list, classes: list[str], unit: np.ndarray,
     must still know it), or None."""
     from cleanlab.filter import find_label_issues
 
-    counts = {c: sum(1 for s in samples if s.label == c) for c in classes}
+    counts = Counter(s.label for s in samples)
     small = [c for c in classes if 0 < counts[c] < 2]
     scored = [c for c in classes if counts[c] >= 2]
     note = f"not scored: {', '.join(small)} (fewer than 2 images)" if small else None

@@ -345,7 +345,3 @@ def dated_folder(base: str, name: str) -> str:
 def default_run_dir(backbone: str, base: str = "runs") -> str:
     """runs/<date>-<backbone>, with -2, -3, ... when that exists."""
     return dated_folder(base, backbone)
-
-
-def _now() -> str:
-    return datetime.datetime.now().isoformat(timespec="seconds")
