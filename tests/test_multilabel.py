@@ -348,3 +348,39 @@ def test_per_class_temperatures_undo_a_known_overconfidence_and_the_layer_applie
     layer = ClassTemperature(list(temperatures))
     np.testing.assert_allclose(np.asarray(layer(keras.ops.convert_to_tensor(probs[:50], "float32"))),
                                calibrated[:50], atol=1e-5)
+
+
+@pytest.mark.slow
+def test_thresholds_are_tuned_on_the_validation_split_and_never_see_test(backbone_file, tmp_path):
+    from tltool.data.dataset import load_dataset
+    from tltool.evaluation.multilabel import tune_thresholds
+    from tltool.models.registry import get_backbone
+    from tltool.recipe import recipe_from_dict
+    from tltool.runs.run import Run
+    from tltool.serving.loading import predict_images
+    from tltool.tasks import get_task
+    from tltool.training.session import Session
+    from tltool.training.setup import prepare
+    from tltool.workflows.finishing import decide
+
+    from conftest import make_multilabel
+
+    csv = make_multilabel(tmp_path / "data", images=96)
+    rows = open(csv).read().splitlines()
+    split = ["train", "val", "test"]
+    with open(csv, "w") as f:  # every label combination in each split, so each split's thresholds can differ
+        f.write(rows[0] + ",split\n" + "".join(f"{r},{split[i // 8 % 3]}\n" for i, r in enumerate(rows[1:])))
+    recipe = recipe_from_dict({"backbone": "vgg16", "weights": backbone_file, "image_size": 32, "task": "multi-label",
+                               "phases": [{"name": "head", "epochs": 1, "trainable": "none"}]})
+    dataset = load_dataset(csv, progress=False)
+    task = get_task("multi-label")
+    session = Session(prepare(recipe, get_backbone("vgg16"), dataset, task), Run.create(str(tmp_path / "run")))
+    decided = decide(session, session.clf.inference)
+
+    def tuned_on(name):
+        samples = dataset.split(name)
+        probs, kept = predict_images(session.clf.inference, [s.path for s in samples], 32, "stretch")
+        return tune_thresholds(probs, task.targets([samples[i].label for i in kept], dataset.classes))
+
+    assert list(decided.thresholds) == pytest.approx(list(tuned_on("val")), abs=1e-6)
+    assert list(tuned_on("test")) != pytest.approx(list(tuned_on("val")), abs=1e-6)  # test would have moved them
