@@ -281,10 +281,14 @@ def test_a_split_with_no_decodable_image_gives_empty_features_not_a_crash():
 
 
 @pytest.mark.slow
-def test_stored_features_are_read_only_while_no_phase_has_trained_the_backbone(tiny_data, backbone_file, tmp_path):
+def test_stored_features_are_read_only_while_no_phase_has_trained_the_backbone(tiny_data, backbone_file, tmp_path,
+                                                                              monkeypatch):
     from tltool.training import feature_store
 
     from conftest import new_session
+
+    # A store of its own: the rows planted here would otherwise be read by every later audit of these images.
+    monkeypatch.setenv("TLTOOL_CACHE_DIR", str(tmp_path / "cache"))
 
     def session(name, phases):
         made = new_session({"backbone": "vgg16", "weights": backbone_file, "image_size": 32, "batch_size": 8,
