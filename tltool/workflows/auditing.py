@@ -19,7 +19,7 @@ import pandas as pd
 from tltool.console import say
 from tltool.data.dataset import load_dataset
 from tltool.errors import TltoolError
-from tltool.files import AUDIT_MARKER, atomic_path, check_replaceable, containing_folder, write_csv, write_marker
+from tltool.files import AUDIT_MARKER, atomic_path, check_replaceable, write_csv, write_marker
 from tltool.quality.findings import Thresholds
 from tltool.runs.run import Run, dated_folder
 
@@ -48,7 +48,7 @@ def audit(data: str, *, backbone: str | None = None, weights: str | None = None,
           progress: bool = True) -> Audit:
     """Audit a dataset. Raises TltoolError for a bad flag, an existing output, or an unusable dataset."""
     from tltool.quality import findings
-    from tltool.workflows.resolving import default_recipe_for, report_dataset, resolve_recipe
+    from tltool.workflows.resolving import default_recipe_for, report_dataset, require_outside, resolve_recipe
 
     if relabel and not write_clean:
         raise TltoolError("--relabel: it applies the suggested labels in --write-clean's file; give --write-clean")
@@ -63,7 +63,8 @@ def audit(data: str, *, backbone: str | None = None, weights: str | None = None,
     dataset.require_usable()
     folder = os.path.abspath(out or dated_folder("audits", os.path.basename(os.path.normpath(data))))
     for path, flag in ((folder, "--out"), (write_clean, "--write-clean")):
-        _outside(path, dataset, flag)
+        if path:
+            require_outside(path, dataset, flag)
     check_replaceable(folder, overwrite, AUDIT_MARKER, "a folder that tltool audit wrote")
     samples = [s for s in dataset.samples if s.path in dataset.infos]
     embedder, model_run = _embedder(model, recipe)
@@ -122,13 +123,6 @@ def _held_out_only(issues: pd.DataFrame, note: str | None, samples: list, infos:
     why = (f"with --model, only the {len(held)} images {run.path} did not train on are flagged (its embeddings of "
            "its own training images agree with their labels, right or wrong)")
     return issues[issues["path"].isin(held)].reset_index(drop=True), "; ".join(filter(None, [note, why]))
-
-
-def _outside(path: str | None, dataset, flag: str) -> None:
-    inside = path and containing_folder(path, dataset.image_folders())
-    if inside:
-        raise TltoolError(f"{flag} {path}: inside {inside}, which holds the dataset's images; audit never writes "
-                          "under the data, give a path elsewhere")
 
 
 def _write(found: Audit, dataset, key: str) -> None:

@@ -29,7 +29,7 @@ from tltool.recipe import Recipe, recipe_from_dict
 from tltool.runs.run import Run, default_run_dir
 from tltool.tasks import check_monitor, task_for
 from tltool.workflows.finishing import Finished, finish
-from tltool.workflows.resolving import default_recipe_for, report_dataset, resolve_recipe
+from tltool.workflows.resolving import default_recipe_for, report_dataset, require_outside, resolve_recipe
 
 
 def fit(data: str | None, *, recipe: str | Recipe | None = None, out: str | None = None, overwrite: bool = False,
@@ -177,7 +177,7 @@ def _session(data: str, recipe: Recipe, out: str, overwrite: bool, split_from: s
     report_dataset(dataset, Run(out).duplicates_file)
     dataset.require_usable()
     if resumed is None:
-        check_outside(out, dataset)
+        require_outside(out, dataset, "--out")
     leaked = find_leaks(dataset, recipe, Run(out).leakage_file) if resumed is None else None
     task = task_for(recipe.task, dataset)
     check_monitor(recipe, task)
@@ -234,24 +234,6 @@ def _caller_state_kept():
     finally:
         keras.config.set_dtype_policy(policy)
         remove_patches()
-
-
-def check_outside(out: str, dataset: Dataset) -> None:
-    """A new run's folder lies outside every folder of the dataset's images, so that no later scan reads it.
-
-    Raises:
-        TltoolError: naming the folder and the dataset's.
-    """
-    from tltool.files import containing_folder
-
-    inside = containing_folder(out, dataset.image_folders())
-    if inside:
-        raise TltoolError(f"--out {out}: inside {inside}, which holds the dataset's images; a run never writes "
-                          f"under its data: give --out a folder elsewhere (e.g. {_outside_example(out, dataset)})")
-
-
-def _outside_example(out: str, dataset: Dataset) -> str:
-    return os.path.join(os.path.dirname(dataset.root.rstrip(os.sep)) or os.sep, "runs", os.path.basename(out))
 
 
 def find_leaks(dataset: Dataset, recipe: Recipe, listed_in: str):

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from tltool.console import say, warn
 from tltool.data.dataset import Dataset, describe_skipped
-from tltool.errors import RecipeError
+from tltool.errors import RecipeError, TltoolError
 from tltool.models.freeze import static_problems
 from tltool.models.registry import get_backbone
 from tltool.models.weights import check_image_size
@@ -58,3 +58,22 @@ def report_dataset(dataset: Dataset, duplicates_file: str | None = None) -> None
 
     for message in dataset.warnings + duplicate_warnings(dataset, duplicates_file):
         warn(message)
+
+
+def require_outside(path: str, dataset: Dataset, flag: str) -> None:
+    """`path` lies outside every folder that holds the dataset's images, so that nothing tltool writes is ever
+    read back as data (`fit`'s run folder, `audit`'s findings and clean CSV).
+
+    Raises:
+        TltoolError: naming the folder, and the same place beside the data instead.
+    """
+    import os
+
+    from tltool.files import containing_folder
+
+    inside = containing_folder(path, dataset.image_folders())
+    if inside:
+        below = os.path.relpath(os.path.realpath(path), os.path.realpath(inside))
+        beside = os.path.join(os.path.dirname(dataset.root.rstrip(os.sep)) or os.sep, below)
+        raise TltoolError(f"{flag} {path}: inside {inside}, which holds the dataset's images; tltool never writes "
+                          f"under the data: give a path elsewhere (e.g. {beside})")
