@@ -41,18 +41,31 @@ def containing_folder(path: str, folders) -> str | None:
     return None
 
 
+def file_hash(path: str) -> str:
+    """A short SHA-1 of one file's bytes."""
+    import hashlib
+
+    digest = hashlib.sha1()
+    _digest_file(digest, path)
+    return digest.hexdigest()[:16]
+
+
 def content_hash(paths) -> str:
-    """A short SHA-1 of the named files' bytes, in order (a missing file counts as empty)."""
+    """A short SHA-1 of the named files, names and bytes, in order (a missing file counts as empty)."""
     import hashlib
 
     digest = hashlib.sha1()
     for path in paths:
         digest.update(os.path.basename(path).encode() + b"\0")
         if os.path.isfile(path):
-            with open(path, "rb") as f:
-                for block in iter(lambda: f.read(1 << 20), b""):
-                    digest.update(block)
+            _digest_file(digest, path)
     return digest.hexdigest()[:16]
+
+
+def _digest_file(digest, path: str) -> None:
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
 
 
 def safe_name(text: str) -> str:

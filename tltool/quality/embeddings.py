@@ -16,7 +16,8 @@ from __future__ import annotations
 import numpy as np
 
 from tltool.errors import TltoolError
-from tltool.training.feature_store import file_hash, load, save, store_key
+from tltool.files import file_hash
+from tltool.training.feature_store import load, save, store_key
 
 
 class Embedder:

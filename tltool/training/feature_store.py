@@ -11,12 +11,11 @@ no phase has trained the backbone. Nothing here is written beside the images.
 
 from __future__ import annotations
 
-import hashlib
 import os
 
 import numpy as np
 
-from tltool.files import atomic_path
+from tltool.files import atomic_path, file_hash
 
 
 def store_key(spec, weights: str, image_size: int, aspect: str, pooling: str) -> str | None:
@@ -58,15 +57,6 @@ def known_rows(key: str | None, sha1s: list[str]) -> np.ndarray | None:
     if not known or any(s not in known for s in sha1s):
         return None
     return np.stack([known[s] for s in sha1s]).astype(np.float32)
-
-
-def file_hash(path: str) -> str:
-    digest = hashlib.sha1()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()[:16]
-
 
 
 def _path(key: str) -> str:
