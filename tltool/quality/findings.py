@@ -43,7 +43,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from tltool.data.duplicates import closest_hash_pairs, hash_array
+from tltool.data.duplicates import closest_hash_pairs, exact_groups, hash_array
 
 EXACT_LIMIT = 20_000
 K_NEAR, K_OUTLIER = 10, 5
@@ -97,8 +97,8 @@ def duplicate_pairs(samples: list, infos: dict, unit: np.ndarray, near: tuple, l
     found, _ = near
     hashes = hash_array([infos[s.path].phash for s in samples])
     sha1 = np.array([infos[s.path].sha1 for s in samples])
-    same = _same_bytes(sha1)
-    by_hash = closest_hash_pairs(hashes, limits.near_bits, K_NEAR) if len(samples) > 1 else same
+    same = _same_bytes(samples, infos)
+    by_hash = closest_hash_pairs(hashes, limits.near_bits, K_NEAR)
     rows_of = np.repeat(np.arange(len(samples)), found.shape[1])
     i = np.concatenate([same[0], by_hash[0], np.minimum(rows_of, found.ravel())]).astype(np.int64)
     j = np.concatenate([same[1], by_hash[1], np.maximum(rows_of, found.ravel())]).astype(np.int64)
@@ -121,12 +121,12 @@ def _cosines(unit: np.ndarray, i: np.ndarray, j: np.ndarray, chunk: int = 8192) 
     return out
 
 
-def _same_bytes(sha1: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(i, j), i < j, of every pair of files with the same bytes."""
-    order = np.argsort(sha1, kind="stable")
-    pairs = [(a, b) for _, group in itertools.groupby(order.tolist(), key=lambda k: sha1[k])
-             for a, b in itertools.combinations(sorted(group), 2)]
-    return (np.array([p[0] for p in pairs], np.int64), np.array([p[1] for p in pairs], np.int64))
+def _same_bytes(samples: list, infos: dict) -> tuple[np.ndarray, np.ndarray]:
+    """(i, j), i < j, of every pair of files with the same bytes (`exact_groups`)."""
+    index = {id(s): i for i, s in enumerate(samples)}
+    pairs = [(index[id(a)], index[id(b)]) for group in exact_groups(samples, infos)
+             for a, b in itertools.combinations(group, 2)]
+    return np.array([p[0] for p in pairs], np.int64), np.array([p[1] for p in pairs], np.int64)
 
 
 def _with_clusters(rows: list, samples: list) -> pd.DataFrame:
