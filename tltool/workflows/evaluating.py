@@ -108,14 +108,17 @@ def _explainer(trained: TrainedModel, wanted: bool):
 
 def _tuned_here(trained: TrainedModel, task, data: str, split: str | None) -> str | None:
     """What the run tuned on these images: its own validation split, evaluated again."""
+    return task.tuned_on_val if split == "val" and _trained_on(trained, data) else None
+
+
+def _trained_on(trained: TrainedModel, data: str) -> bool:
+    """Whether `data` is the dataset the model's run trained on."""
     recorded = trained.run.dataset if trained.run else None
-    same = recorded and os.path.abspath(data) == os.path.abspath(recorded)
-    return task.tuned_on_val if same and split == "val" else None
+    return bool(recorded) and os.path.abspath(data) == os.path.abspath(recorded)
 
 
 def _warn_if_training_images(trained: TrainedModel, data: str, split: str | None) -> None:
-    recorded = trained.run.dataset if trained.run else None
-    if split is None and recorded and os.path.abspath(data) == os.path.abspath(recorded):
+    if split is None and _trained_on(trained, data):
         warn(f"{data} is the dataset this model was trained on: without --split, its training images are scored "
              "too and the figures look better than they are; pass --split val (or test)")
 
